@@ -1,0 +1,3 @@
+"""nlic: learned l-infinity-constrained near-lossless image compression."""
+
+__version__ = "0.1.0"

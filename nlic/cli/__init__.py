@@ -1,0 +1,1 @@
+"""Command-line entry points: ``nlic`` (file codec, bench, report), ``nlic-train``, ``nlic-eval``."""

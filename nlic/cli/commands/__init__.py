@@ -1,0 +1,1 @@
+"""Sub-commands of ``nlic``; each module exposes ``register(subparsers)``."""

@@ -1,0 +1,1 @@
+"""Residual coding: quantizer, context masks, logistic-mixture model, entropy coder."""
