@@ -6,7 +6,6 @@ and the full-resolution feature map ``u`` that conditions the residual coder.
 
 from __future__ import annotations
 
-import torch
 from compressai.entropy_models import EntropyBottleneck, GaussianConditional
 from compressai.layers import GDN
 from compressai.models.utils import conv, deconv

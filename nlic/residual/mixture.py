@@ -62,19 +62,22 @@ def _log_sigmoid_diff(upper: Tensor, lower: Tensor) -> Tensor:
 
 
 def component_log_mass(lo: Tensor, hi: Tensor, mean: Tensor, log_scale: Tensor) -> Tensor:
-    """log of the logistic mass on [lo, hi] (``lo=-inf`` / ``hi=+inf`` allowed)."""
-    inv_s = torch.exp(-log_scale)
-    u = (hi - mean) * inv_s
-    l = (lo - mean) * inv_s
+    """log of the logistic mass on [lo, hi] (``lo=-inf`` / ``hi=+inf`` allowed).
+
+    Infinite edges are replaced *before* any arithmetic: ``inf * 0`` in an unselected
+    ``torch.where`` branch would otherwise turn every gradient into NaN.
+    """
     lower_open = torch.isneginf(lo)
     upper_open = torch.isposinf(hi)
-    both = _log_sigmoid_diff(
-        torch.where(upper_open, torch.zeros_like(u), u), torch.where(lower_open, torch.zeros_like(l) - 1, l)
-    )
-    only_upper = F.logsigmoid(torch.where(upper_open, torch.zeros_like(u), u))  # lo = -inf
-    only_lower = F.logsigmoid(-torch.where(lower_open, torch.zeros_like(l), l))  # hi = +inf
-    out = torch.where(lower_open, only_upper, both)
-    out = torch.where(upper_open, only_lower, out)
+    lo_f = torch.where(lower_open, torch.zeros_like(lo), lo)
+    hi_f = torch.where(upper_open, torch.zeros_like(hi), hi)
+    inv_s = torch.exp(-log_scale)
+    u = (hi_f - mean) * inv_s
+    l = (lo_f - mean) * inv_s
+    # for the closed-interval branch keep u > l even where an edge was replaced
+    both = _log_sigmoid_diff(torch.where(upper_open, l + 1.0, u), torch.where(lower_open, u - 1.0, l))
+    out = torch.where(lower_open, F.logsigmoid(u), both)  # mass of (-inf, hi]
+    out = torch.where(upper_open, F.logsigmoid(-l), out)  # mass of [lo, +inf)
     return torch.where(lower_open & upper_open, torch.zeros_like(out), out)
 
 

@@ -1,0 +1,39 @@
+"""``nlic compress IN OUT.nlic --tau T [--model CKPT] [--force]``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("compress", help="compress an image to a .nlic file (every sample within tau)")
+    p.add_argument("input", type=Path, help="8-bit image (PNG, JPEG, BMP, TIFF, ...)")
+    p.add_argument("output", type=Path, help="output .nlic file")
+    p.add_argument("--tau", type=int, default=0, help="maximum absolute error per sample (0 = lossless)")
+    p.add_argument("--model", type=Path, default=None, help="model file or nlic-train checkpoint")
+    p.add_argument("--tile", type=int, default=512, help="tile size (multiple of 64); bounds memory")
+    p.add_argument("--force", action="store_true", help="overwrite an existing output")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from nlic.api import load_codec
+    from nlic.coding.image import check_tau
+    from nlic.errors import NlicError
+    from nlic.io import atomic_write_bytes, check_not_same_file, check_output_path, read_image
+
+    check_tau(args.tau)
+    if args.tile <= 0 or args.tile % 64:
+        raise NlicError(f"--tile must be a positive multiple of 64, got {args.tile}")
+    check_not_same_file(args.input, args.output)
+    check_output_path(args.output, force=args.force)
+    image = read_image(args.input)
+    codec = load_codec(args.model, tile=args.tile)
+    data = codec.image_codec.compress(image.pixels, args.tau, alpha=image.alpha)
+    atomic_write_bytes(args.output, data, force=args.force)
+    h, w = image.pixels.shape[:2]
+    stats = codec.image_codec.last
+    print(f"{args.input} -> {args.output}: {w}x{h} {image.mode}, tau={args.tau}, {len(data)} bytes, "
+          f"{8 * len(data) / (h * w):.3f} bpp, {stats.encode_s:.2f} s")
+    return 0

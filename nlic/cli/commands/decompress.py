@@ -1,0 +1,37 @@
+"""``nlic decompress IN.nlic OUT.png [--model CKPT] [--force]``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("decompress", help="decode a .nlic file to PNG")
+    p.add_argument("input", type=Path, help=".nlic file")
+    p.add_argument("output", type=Path, help="output image (.png, .tif or .bmp)")
+    p.add_argument("--model", type=Path, default=None, help="the model that encoded the file")
+    p.add_argument("--force", action="store_true", help="overwrite an existing output")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from nlic.api import load_codec
+    from nlic.errors import NlicError
+    from nlic.io import DecodedImage, check_not_same_file, check_output_path, output_format, write_image
+
+    output_format(args.output)
+    check_not_same_file(args.input, args.output)
+    check_output_path(args.output, force=args.force)
+    if not args.input.is_file():
+        raise NlicError(f"input file not found: {args.input}")
+    data = args.input.read_bytes()
+    from nlic.bitstream.container import Container
+
+    Container.from_bytes(data)  # validate the file before loading a model
+    codec = load_codec(args.model)
+    pixels, alpha, mode = codec.image_codec.decompress_full(data)
+    write_image(args.output, DecodedImage(pixels, alpha, mode), force=args.force)
+    h, w = pixels.shape[:2]
+    print(f"{args.input} -> {args.output}: {w}x{h} {mode}, {codec.image_codec.last.decode_s:.2f} s")
+    return 0

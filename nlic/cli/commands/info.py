@@ -1,0 +1,40 @@
+"""``nlic info FILE.nlic``: header fields and the size of each part (no model needed)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("info", help="print shape, tau, model id and part sizes of a .nlic file")
+    p.add_argument("input", type=Path)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+
+    from nlic.bitstream.container import Container
+    from nlic.coding.image import ImageCodec
+    from nlic.errors import NlicError
+
+    if not args.input.is_file():
+        raise NlicError(f"input file not found: {args.input}")
+    c = Container.from_bytes(args.input.read_bytes())
+    parts = ImageCodec.part_sizes(c)
+    info = {
+        "file": str(args.input), "format_version": c.version, "width": c.width, "height": c.height,
+        "mode": c.mode, "tau": c.tau, "model_id": c.model_id.hex(), "tile": c.tile, "tiles": len(c.tiles),
+        "bytes": parts, "bpp": 8 * parts["total"] / (c.width * c.height),
+    }
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    for key in ("file", "format_version", "width", "height", "mode", "tau", "model_id", "tile", "tiles"):
+        print(f"{key:15s} {info[key]}")
+    for key, val in parts.items():
+        print(f"{'bytes.' + key:15s} {val}")
+    print(f"{'bpp':15s} {info['bpp']:.4f}")
+    return 0

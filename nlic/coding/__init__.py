@@ -1,0 +1,1 @@
+"""Real coding: image -> bytes -> image (tiles, latents, wavefront residual coding)."""

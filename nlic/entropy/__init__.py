@@ -1,0 +1,1 @@
+"""Entropy coding back-ends (constriction's range coder for the residual)."""

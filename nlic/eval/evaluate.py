@@ -1,0 +1,113 @@
+"""Code images for real at every tau and measure bpp (actual bytes), PSNR, max error, time."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from nlic.api import load_codec
+from nlic.system import pad_to_multiple
+
+
+def psnr_uint8(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return math.inf if mse == 0 else 10 * math.log10(255.0**2 / mse)
+
+
+def evaluate_model(model_path: str | Path, images: list[tuple[str, np.ndarray]], taus: list[int],
+                   tile: int = 512) -> tuple[list[dict], dict]:
+    """Rows ``{image, tau, width, height, bytes, bpp, bpp_est, bpsp, psnr, max_err, enc_s_per_mp,
+    dec_s_per_mp, latent_bytes, residual_bytes}`` and a summary of means per tau."""
+    codec = load_codec(model_path, tile=tile)
+    model = codec.image_codec.model
+    rows = []
+    for name, img in images:
+        H, W = img.shape[:2]
+        mp = H * W / 1e6
+        x = torch.from_numpy(img).permute(2, 0, 1)[None].float()
+        for tau in taus:
+            t0 = time.perf_counter()
+            data = codec.compress(img, tau)
+            enc = time.perf_counter() - t0
+            parts = codec.image_codec.last.parts
+            t0 = time.perf_counter()
+            rec = codec.decompress(data)
+            dec = time.perf_counter() - t0
+            with torch.no_grad():  # the model's own rate estimate on the padded image
+                est = model.estimate(pad_to_multiple(x, model.pad_multiple), tau)
+            bits_est = float(est["latent_bits"].sum() + est["residual_bits"].sum())
+            max_err = int(np.abs(rec.astype(np.int16) - img.astype(np.int16)).max())
+            p = psnr_uint8(rec, img)
+            rows.append({
+                "image": name, "tau": tau, "width": W, "height": H, "bytes": len(data),
+                "bpp": 8 * len(data) / (H * W), "bpp_est": bits_est / (H * W),
+                "bpsp": 8 * len(data) / (3 * H * W), "psnr": p if math.isfinite(p) else None,
+                "max_err": max_err, "bound_ok": max_err <= tau,
+                "enc_s_per_mp": enc / mp, "dec_s_per_mp": dec / mp,
+                "latent_bytes": parts.get("latents", 0), "residual_bytes": parts.get("residual", 0),
+            })
+    return rows, summarize(rows)
+
+
+def summarize(rows: list[dict]) -> dict:
+    """Means per tau (PSNR over finite values), flattened as ``bpp_tau0`` etc."""
+    by_tau: dict[int, list[dict]] = defaultdict(list)
+    for r in rows:
+        by_tau[r["tau"]].append(r)
+    out: dict = {}
+    for tau, rs in sorted(by_tau.items()):
+        for key in ("bpp", "bpp_est", "bpsp", "enc_s_per_mp", "dec_s_per_mp"):
+            out[f"{key}_tau{tau}"] = float(np.mean([r[key] for r in rs]))
+        finite = [r["psnr"] for r in rs if r["psnr"] is not None]
+        out[f"psnr_tau{tau}"] = float(np.mean(finite)) if finite else None
+        out[f"max_err_tau{tau}"] = max(r["max_err"] for r in rs)
+        out[f"bound_ok_tau{tau}"] = all(r["bound_ok"] for r in rs)
+    return out
+
+
+def write_results(rows: list[dict], summary: dict, out_dir: Path) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "eval_results.json").write_text(json.dumps({"rows": rows, "summary": summary}, indent=2))
+    with open(out_dir / "eval_results.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    (out_dir / "eval_results.md").write_text(markdown_table(rows))
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """Means per tau as a markdown table."""
+    s = summarize(rows)
+    taus = sorted({r["tau"] for r in rows})
+    lines = ["| tau | bpp | bpp (estimated) | bpsp | PSNR (dB) | max err | enc s/MP | dec s/MP |",
+             "|---|---|---|---|---|---|---|---|"]
+    for t in taus:
+        p = s[f"psnr_tau{t}"]
+        lines.append(
+            f"| {t} | {s[f'bpp_tau{t}']:.3f} | {s[f'bpp_est_tau{t}']:.3f} | {s[f'bpsp_tau{t}']:.3f} | "
+            f"{'inf' if p is None else f'{p:.2f}'} | {s[f'max_err_tau{t}']} | {s[f'enc_s_per_mp_tau{t}']:.2f} | "
+            f"{s[f'dec_s_per_mp_tau{t}']:.2f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def log_results(rows: list[dict], summary: dict, loggers: list) -> None:
+    """Summary metrics + a results table on every W&B logger (others get the scalar metrics)."""
+    scalars = {f"eval/{k}": float(v) for k, v in summary.items() if isinstance(v, (int, float))}
+    for lg in loggers:
+        if type(lg).__name__ == "WandbLogger":
+            import wandb
+
+            cols = list(rows[0])
+            lg.experiment.log({"eval/results": wandb.Table(columns=cols, data=[[r[c] for c in cols] for r in rows])})
+            lg.experiment.log(scalars)
+            lg.experiment.summary.update(scalars)
+        else:
+            lg.log_metrics(scalars)

@@ -1,0 +1,1 @@
+"""LightningModules: optimisation, logging and checkpoints around the plain codecs."""

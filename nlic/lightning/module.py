@@ -1,0 +1,153 @@
+"""LightningModule wrapping :class:`~nlic.system.NearLosslessCodec`.
+
+Three optimizers (manual optimisation): the main one (lossy codec + residual network, loss
+``lmbda*MSE + bpp``), CompressAI's auxiliary one (bottleneck quantiles) and the bias-correction
+head's own one (likelihood of the original residual given quantized context, inputs detached).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig, OmegaConf
+
+from nlic.model_io import build_codec
+
+LN2 = math.log(2.0)
+
+
+def to_plain(cfg: Any) -> Any:
+    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    mse = F.mse_loss(a.float(), b.float())
+    return 10 * torch.log10(255.0**2 / mse.clamp_min(1e-10))
+
+
+class NearLosslessModule(pl.LightningModule):
+    def __init__(
+        self,
+        model_config: Any,
+        lmbda: float = 0.03,
+        lr: float = 1e-4,
+        aux_lr: float = 1e-3,
+        bias_lr: float = 1e-4,
+        grad_clip: float = 1.0,
+        val_taus: Any = (0, 1, 2, 3, 4, 5),
+        bias_taus: Any = (1, 2, 3, 4, 5),
+        lr_decay_start: int | None = None,
+        lr_decay: float = 0.9,
+    ) -> None:
+        super().__init__()
+        model_config = to_plain(model_config)
+        self.save_hyperparameters(
+            {
+                "model_config": model_config, "lmbda": lmbda, "lr": lr, "aux_lr": aux_lr, "bias_lr": bias_lr,
+                "grad_clip": grad_clip, "val_taus": list(to_plain(val_taus)),
+                "bias_taus": list(to_plain(bias_taus)), "lr_decay_start": lr_decay_start, "lr_decay": lr_decay,
+            }
+        )
+        self.codec = build_codec(model_config)
+        self.automatic_optimization = False
+
+    # ------------------------------------------------------------------ optimisers
+    def configure_optimizers(self):
+        aux = [p for n, p in self.codec.named_parameters() if n.endswith(".quantiles")]
+        bias = list(self.codec.residual.tau_head.parameters()) if self.codec.residual.tau_head else []
+        skip = {id(p) for p in aux + bias}
+        main = [p for p in self.codec.parameters() if id(p) not in skip]
+        opts = [torch.optim.Adam(main, lr=self.hparams.lr), torch.optim.Adam(aux, lr=self.hparams.aux_lr)]
+        if bias:
+            opts.append(torch.optim.Adam(bias, lr=self.hparams.bias_lr))
+        return opts
+
+    def _decay_lr(self) -> None:
+        start = self.hparams.lr_decay_start
+        if start is None or self.current_epoch < start:
+            return
+        factor = self.hparams.lr_decay ** (self.current_epoch - start + 1)
+        for opt, base in zip(self.optimizers(), (self.hparams.lr, self.hparams.aux_lr, self.hparams.bias_lr)):
+            for group in opt.optimizer.param_groups if hasattr(opt, "optimizer") else opt.param_groups:
+                group["lr"] = base * factor
+
+    # ------------------------------------------------------------------ training
+    def _rates(self, out: dict, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        num_px = x.shape[0] * x.shape[-2] * x.shape[-1]
+        latent = sum(-torch.log(lk.clamp_min(1e-9)).sum() for lk in out["likelihoods"].values()) / (LN2 * num_px)
+        residual = out["residual_bits"].sum() / num_px
+        return {"bpp_latent": latent, "bpp_residual": residual, "bpp": latent + residual}
+
+    def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
+        x = batch.float()
+        opts = self.optimizers()
+        opts = opts if isinstance(opts, list) else [opts]
+        bias_tau = None
+        if self.codec.residual.tau_head is not None:
+            taus = self.hparams.bias_taus
+            bias_tau = torch.tensor([random.choice(taus) for _ in range(x.shape[0])], device=x.device)
+        out = self.codec(x, bias_tau)
+        rates = self._rates(out, x)
+        mse = F.mse_loss(out["x_hat"] * 255.0, x)
+        loss = self.hparams.lmbda * mse + rates["bpp"]
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"non-finite training loss ({loss.item()}) at step {self.global_step}; "
+                "lower the learning rate or check the data"
+            )
+        main_opt, aux_opt = opts[0], opts[1]
+        main_opt.zero_grad()
+        self.manual_backward(loss)
+        self.clip_gradients(main_opt, gradient_clip_val=self.hparams.grad_clip, gradient_clip_algorithm="norm")
+        main_opt.step()
+
+        aux_loss = self.codec.lossy.aux_loss()
+        aux_opt.zero_grad()
+        self.manual_backward(aux_loss)
+        aux_opt.step()
+
+        logs = {
+            "train/loss": loss.detach(), "train/aux_loss": aux_loss.detach(), "train/mse": mse.detach(),
+            "train/psnr_lossy": 10 * torch.log10(255.0**2 / mse.detach().clamp_min(1e-10)),
+            **{f"train/{k}": v.detach() for k, v in rates.items()},
+        }
+        if bias_tau is not None:
+            bias_bpp = out["bias_bits"].sum() / (x.shape[0] * x.shape[-2] * x.shape[-1])
+            bias_opt = opts[2]
+            bias_opt.zero_grad()
+            self.manual_backward(bias_bpp)
+            self.clip_gradients(bias_opt, gradient_clip_val=self.hparams.grad_clip, gradient_clip_algorithm="norm")
+            bias_opt.step()
+            logs["train/bias_head_bpp"] = bias_bpp.detach()
+        self.log_dict(logs, prog_bar=False, on_step=True, on_epoch=False, batch_size=x.shape[0])
+        self.log("bpp", rates["bpp"].detach(), prog_bar=True, on_step=True, on_epoch=False, batch_size=x.shape[0])
+        return loss
+
+    def on_train_epoch_start(self) -> None:
+        self._decay_lr()
+
+    # ------------------------------------------------------------------ validation
+    def validation_step(self, batch: torch.Tensor, batch_idx: int) -> None:
+        x = batch.float()
+        num_px = x.shape[-2] * x.shape[-1]
+        for tau in self.hparams.val_taus:
+            est = self.codec.estimate(x, int(tau))
+            bpp = (est["latent_bits"] + est["residual_bits"]).sum() / (x.shape[0] * num_px)
+            max_err = (est["x_rec"] - x).abs().amax()
+            self.log_dict(
+                {
+                    f"val/bpp_tau{tau}": bpp, f"val/bpsp_tau{tau}": bpp / 3,
+                    f"val/psnr_tau{tau}": psnr(est["x_rec"], x).clamp(max=100.0),
+                    f"val/max_err_tau{tau}": max_err.float(),
+                },
+                on_epoch=True, sync_dist=True, batch_size=x.shape[0],
+            )
+            if int(tau) == 0:
+                self.log("val/bpp", bpp, on_epoch=True, sync_dist=True, prog_bar=True, batch_size=x.shape[0])
+                self.log("val/psnr_lossy", psnr(est["x_hat"], x), on_epoch=True, sync_dist=True,
+                         batch_size=x.shape[0])

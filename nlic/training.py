@@ -1,0 +1,73 @@
+"""The training job: build everything from the config, fit, export, evaluate, demo."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from nlic.cli._hydra import instantiate_dict
+
+log = logging.getLogger("nlic.train")
+
+
+def _resolve_ckpt(cfg: DictConfig, output_dir: Path) -> str | None:
+    if cfg.ckpt_path == "last":
+        last = output_dir / "checkpoints" / "last.ckpt"
+        return str(last) if last.exists() else None
+    return cfg.ckpt_path
+
+
+def train(cfg: DictConfig) -> dict:
+    """Fit the model described by ``cfg``; returns the final metrics (floats)."""
+    pl.seed_everything(cfg.seed, workers=True)
+    output_dir = Path(cfg.paths.output_dir)
+    datamodule = instantiate(cfg.data)
+    module = instantiate(cfg.model)
+    loggers = instantiate_dict(cfg.get("logger"))
+    callbacks = instantiate_dict(cfg.get("callbacks"))
+    trainer: pl.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    for lg in loggers:
+        lg.log_hyperparams(resolved)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=_resolve_ckpt(cfg, output_dir))
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1}
+    if trainer.is_global_zero:
+        metrics.update(_after_training(cfg, module, output_dir, loggers))
+        (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
+    for lg in loggers:
+        if hasattr(lg, "experiment") and type(lg).__name__ == "WandbLogger":
+            lg.experiment.finish()  # multirun jobs share a process: close each run
+    return metrics
+
+
+def _after_training(cfg: DictConfig, module, output_dir: Path, loggers: list) -> dict:
+    """Rank 0 only: export the model, evaluate by real coding, compress the demo image."""
+    from nlic.model_io import save_model
+
+    out: dict = {}
+    if not cfg.get("export", True):
+        return out
+    codec = module.codec.cpu().eval()
+    model_path = output_dir / "model.pt"
+    save_model(codec, module.hparams.model_config, model_path, meta={"task": cfg.task_name})
+    log.info("exported model to %s", model_path)
+    if cfg.evaluate.enabled:
+        from nlic.data.images import load_folder
+        from nlic.eval.evaluate import evaluate_model, log_results, write_results
+
+        images = load_folder(cfg.evaluate.root)[: cfg.evaluate.max_images]
+        rows, summary = evaluate_model(model_path, images, list(cfg.evaluate.taus))
+        write_results(rows, summary, output_dir)
+        log_results(rows, summary, loggers)
+        out.update({f"eval/{k}": v for k, v in summary.items() if isinstance(v, (int, float))})
+    if cfg.get("demo", False):
+        from nlic.eval.demo import run_demo
+
+        out.update(run_demo(model_path, output_dir))
+    return out
