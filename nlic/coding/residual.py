@@ -18,7 +18,7 @@ from torch import Tensor
 from nlic.entropy.range_coder import SymbolDecoder, SymbolEncoder
 from nlic.errors import BitstreamError
 from nlic.residual.masks import schedule
-from nlic.residual.mixture import MixtureParams, component_log_mass
+from nlic.residual.mixture import MixtureParams
 from nlic.residual.network import ResidualNetwork
 from nlic.residual.patches import PATCH, patchify, unpatchify
 from nlic.residual.quantizer import bin_width, quantize_residual
@@ -67,7 +67,11 @@ class ResidualCoder:
         K = self.net.mixtures
         lo_all = torch.div(quantize_residual(-x_hat, tau), w, rounding_mode="floor")  # lowest feasible bin
         hi_all = torch.div(quantize_residual(255.0 - x_hat, tau), w, rounding_mode="floor")
-        ks = [torch.arange(alphabet.kmin[c], alphabet.kmax[c] + 1, dtype=torch.float64) for c in range(3)]
+        # lower edge of every bin of the alphabet, plus the upper edge of the last one
+        edges = [
+            (torch.arange(alphabet.kmin[c], alphabet.kmax[c] + 2, dtype=torch.float64) * w - tau - 0.5)
+            for c in range(3)
+        ]
         for rows, cols in self.steps:
             v = valid[:, rows, cols]
             if not bool(v.any()):
@@ -77,24 +81,27 @@ class ResidualCoder:
             params = MixtureParams.from_raw(raw.double(), K)
             log_w = F.log_softmax(params.logits, dim=-1)
             coupling = torch.zeros(raw.shape[0], 3, dtype=torch.float64)
-            klo = lo_all[:, :, rows, cols].permute(0, 2, 1)[v]  # [N, 3]
+            klo = lo_all[:, :, rows, cols].permute(0, 2, 1)[v]  # [N, 3] lowest feasible bin
             khi = hi_all[:, :, rows, cols].permute(0, 2, 1)[v]
             for c in range(3):
-                k = ks[c]
-                kl = torch.maximum(klo[:, c].double(), k[0])[:, None]
-                kh = torch.minimum(khi[:, c].double(), k[-1])[:, None]
-                centre = k[None, :] * w
-                lo = torch.where(k[None, :] <= kl, float("-inf"), centre - tau - 0.5)
-                hi = torch.where(k[None, :] >= kh, float("inf"), centre + tau + 0.5)
+                e = edges[c]
+                n_edges = e.shape[0]
                 means = params.channel_means(coupling)[:, c, :]
-                log_mass = component_log_mass(
-                    lo[..., None], hi[..., None], means[:, None, :], params.log_scales[:, None, c, :]
-                )  # [N, A, K]
-                pmf = torch.logsumexp(log_w[:, None, :] + log_mass, dim=-1).exp()
-                pmf = torch.where((k[None, :] < kl) | (k[None, :] > kh), 0.0, pmf)
+                inv_s = torch.exp(-params.log_scales[:, c, :])
+                cdf = torch.sigmoid((e[None, :, None] - means[:, None, :]) * inv_s[:, None, :])  # [N, A+1, K]
+                # the feasible range's first bin takes the lower tail, its last bin the upper tail;
+                # bins outside it get zero mass (their two edges coincide)
+                j = torch.arange(n_edges)[None, :]
+                a_lo = (klo[:, c] - alphabet.kmin[c]).clamp(min=0)[:, None]
+                a_hi = (khi[:, c] - alphabet.kmin[c]).clamp(max=n_edges - 2)[:, None]
+                cdf = torch.where((j <= a_lo)[..., None], 0.0, cdf)
+                cdf = torch.where((j > a_hi)[..., None], 1.0, cdf)
+                mass = cdf[:, 1:] - cdf[:, :-1]  # [N, A, K]
+                pmf = torch.bmm(mass, log_w.exp()[..., None])[..., 0]
                 sym = symbol_fn(c, pmf.numpy(), rows)
                 sym_t = torch.as_tensor(sym, dtype=torch.long)
-                log_w = log_w + log_mass[torch.arange(len(sym_t)), sym_t]
+                chosen = mass[torch.arange(len(sym_t)), sym_t]  # [N, K]
+                log_w = log_w + torch.log(chosen.clamp_min(1e-300))
                 log_w = log_w - torch.logsumexp(log_w, dim=-1, keepdim=True)
                 coupling[:, c] = (sym_t + alphabet.kmin[c]).double() * w
             if write_back:

@@ -1,0 +1,34 @@
+"""``nlic export CKPT OUT.pt [--half]``: a Lightning checkpoint -> a small self-contained model file."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="export an nlic-train checkpoint as a model file for --model")
+    p.add_argument("checkpoint", type=Path, help="nlic-train checkpoint (.ckpt) or model file")
+    p.add_argument("output", type=Path, help="output model file (.pt)")
+    p.add_argument("--half", action="store_true", help="store weights in float16 (half the size)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing output")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import hashlib
+
+    from nlic.io import atomic_output, check_not_same_file, check_output_path
+    from nlic.model_io import load_model, save_model
+
+    check_not_same_file(args.checkpoint, args.output)
+    check_output_path(args.output, force=args.force)
+    codec, config, _ = load_model(args.checkpoint)
+    source = hashlib.sha256(args.checkpoint.read_bytes()).hexdigest()[:16]
+    with atomic_output(args.output, force=args.force) as tmp:
+        save_model(codec, config, tmp, meta={"exported_from": args.checkpoint.name, "source_sha256": source},
+                   half=args.half)
+    _, _, mid = load_model(args.output)
+    size = args.output.stat().st_size
+    print(f"{args.checkpoint} -> {args.output}: {size / 1e6:.2f} MB, model id {mid.hex()}")
+    return 0

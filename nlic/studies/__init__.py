@@ -1,0 +1,1 @@
+"""Studies: small experiments built on the codecs (re-encoding stability, ...)."""

@@ -1,0 +1,113 @@
+"""Real coding end to end: API, files decoded by a fresh process, CLI, training, W&B files."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from nlic.api import load_codec
+from nlic.cli.main import main as nlic_main
+from nlic.errors import BitstreamError
+
+
+def max_err(a: np.ndarray, b: np.ndarray) -> int:
+    return int(np.abs(a.astype(np.int16) - b.astype(np.int16)).max())
+
+
+@pytest.mark.parametrize("tile", [512, 64])
+def test_api_round_trip_every_tau(tiny_model: Path, photo: np.ndarray, tile: int) -> None:
+    codec = load_codec(tiny_model, tile=tile)
+    for tau in range(6):
+        data = codec.compress(photo, tau)
+        rec = codec.decompress(data)
+        assert rec.shape == photo.shape and rec.dtype == np.uint8
+        if tau == 0:
+            assert np.array_equal(rec, photo)
+        else:
+            assert max_err(rec, photo) <= tau
+            assert max_err(rec, photo) > 0  # tau > 0 is really used
+
+
+def test_files_decode_in_a_fresh_process(tiny_model: Path, photo: np.ndarray, tmp_path: Path) -> None:
+    src = tmp_path / "photo.png"
+    Image.fromarray(photo).save(src)
+    enc = "import sys; from nlic.cli.main import main\nfor t in range(6):\n    assert main(['compress', sys.argv[1], f'{sys.argv[2]}/t{t}.nlic', '--tau', str(t), '--model', sys.argv[3]]) == 0\n"
+    dec = "import sys; from nlic.cli.main import main\nfor t in range(6):\n    assert main(['decompress', f'{sys.argv[1]}/t{t}.nlic', f'{sys.argv[1]}/t{t}.png', '--model', sys.argv[2]]) == 0\n"
+    subprocess.run([sys.executable, "-c", enc, str(src), str(tmp_path), str(tiny_model)], check=True)
+    subprocess.run([sys.executable, "-c", dec, str(tmp_path), str(tiny_model)], check=True)
+    for t in range(6):
+        rec = np.asarray(Image.open(tmp_path / f"t{t}.png"))
+        assert rec.shape == photo.shape
+        assert max_err(rec, photo) <= t
+        if t == 0:
+            assert np.array_equal(rec, photo)
+
+
+def test_console_scripts_and_info(tiny_model: Path, photo: np.ndarray, tmp_path: Path) -> None:
+    src = tmp_path / "in.png"
+    Image.fromarray(photo).save(src)
+    nl = tmp_path / "x.nlic"
+    out = tmp_path / "x.png"
+    subprocess.run(["nlic", "compress", str(src), str(nl), "--tau", "2", "--model", str(tiny_model)], check=True)
+    res = subprocess.run(["nlic", "info", str(nl), "--json"], check=True, capture_output=True, text=True)
+    info = json.loads(res.stdout)
+    assert (info["width"], info["height"], info["tau"], info["mode"]) == (131, 67, 2, "RGB")
+    assert info["bytes"]["total"] == nl.stat().st_size
+    assert info["bytes"]["latents"] > 0 and info["bytes"]["residual"] > 0
+    subprocess.run(["nlic", "decompress", str(nl), str(out), "--model", str(tiny_model)], check=True)
+    assert max_err(np.asarray(Image.open(out)), photo) <= 2
+
+
+def test_other_model_and_corruption_are_refused(tiny_model: Path, photo: np.ndarray, tmp_path: Path) -> None:
+    from tests.conftest import make_tiny_model
+
+    data = load_codec(tiny_model).compress(photo, 1)
+    other = load_codec(make_tiny_model(tmp_path / "other.pt", seed=1))
+    with pytest.raises(BitstreamError, match="encoded with model"):
+        other.decompress(data)
+    corrupt = bytearray(data)
+    corrupt[len(corrupt) // 2] ^= 0x10
+    with pytest.raises(BitstreamError, match="checksum"):
+        load_codec(tiny_model).decompress(bytes(corrupt))
+
+
+def test_cli_errors_are_one_line(tiny_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert nlic_main(["compress", str(tmp_path / "missing.png"), str(tmp_path / "o.nlic"),
+                      "--model", str(tiny_model)]) != 0
+    assert nlic_main(["decompress", str(tmp_path / "missing.nlic"), str(tmp_path / "o.png"),
+                      "--model", str(tiny_model)]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all(line.startswith("nlic ") for line in err)
+
+
+def test_quickstart_trains_evaluates_and_logs(tmp_path: Path) -> None:
+    """The README's main job, shortened: train, export, evaluate for real, demo, W&B offline."""
+    from nlic.utils.wandb_offline import find_runs, read_history
+
+    cmd = [
+        "nlic-train", "experiment=quickstart", f"paths.log_dir={tmp_path}", "trainer.max_epochs=1",
+        "data.epoch_size=16", "evaluate.max_images=1", "evaluate.taus=[0,1]", "data.max_val_images=1",
+        "tau.values=[0,1]",
+    ]
+    subprocess.run(cmd, check=True, capture_output=True, text=True)
+    (run,) = list((tmp_path / "quickstart" / "runs").iterdir())
+    results = json.loads((run / "eval_results.json").read_text())
+    assert {r["tau"] for r in results["rows"]} == {0, 1}
+    assert all(r["bound_ok"] for r in results["rows"])
+    assert all(r["bpp"] > 0 for r in results["rows"])
+    assert (run / "demo_tau0.nlic").exists() and (run / "demo_tau2.nlic").exists()
+    # the Lightning checkpoint loads and codes like the exported model
+    codec = load_codec(run / "checkpoints" / "last.ckpt")
+    img = np.asarray(Image.open(Path(__import__("nlic").__file__).parent / "assets" / "demo.png").convert("RGB"))
+    assert np.array_equal(codec.decompress(codec.compress(img, 0)), img)
+    (wandb_file,) = find_runs(run)
+    history = read_history(wandb_file)
+    for key in ("train/bpp", "val/bpp_tau0", "val/psnr_tau1", "val/max_err_tau1", "eval/bpp_tau0", "eval/max_err_tau1"):
+        assert key in history, key
+    assert history["eval/max_err_tau1"][-1] <= 1

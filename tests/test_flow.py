@@ -1,0 +1,227 @@
+"""Normalizing-flow codec (nlic.codecs.flow) and the re-encoding study (nlic reencode)."""
+
+from __future__ import annotations
+
+import csv
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from nlic.codecs.base import LatentPayload
+from nlic.codecs.flow import AffineCoupling, FlowCodec, bits_to_delta, delta_to_bits, flow_rd_loss
+
+TINY = {
+    "steps_per_level": [1, 1, 1, 1],
+    "hidden_channels": [8, 8, 8, 8],
+    "hyper_channels": 16,
+    "feature_channels": 4,
+    "feature_hidden": 8,
+}
+
+
+def tiny_flow(seed: int = 0) -> FlowCodec:
+    torch.manual_seed(seed)
+    return FlowCodec(**TINY)
+
+
+def perturb(model: FlowCodec, std: float = 0.05) -> FlowCodec:
+    """Make the identity-initialised couplings/actnorms non-trivial."""
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name, p in model.flow.named_parameters():
+            if "coupling.net.2" in name or "actnorm" in name:
+                p.add_(torch.randn(p.shape, generator=gen) * std)
+    return model
+
+
+@pytest.fixture(scope="module")
+def astronaut() -> np.ndarray:
+    from skimage import data
+
+    return np.ascontiguousarray(data.astronaut()[100:164, 150:214])
+
+
+@pytest.fixture(scope="module")
+def x64(astronaut: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(astronaut.copy()).permute(2, 0, 1)[None].float() / 255.0
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    return 10 * math.log10(1.0 / float(((a.clamp(0, 1) - b) ** 2).mean()))
+
+
+def test_flow_is_invertible(x64: torch.Tensor) -> None:
+    model = perturb(tiny_flow()).eval()
+    with torch.no_grad():
+        y = model.analysis(x64)
+        x_rec = model.synthesis(y)
+    assert y.shape == (1, 768, 4, 4) and y.numel() == x64.numel()
+    assert not torch.allclose(y, model.analysis(x64 * 0.5))  # not degenerate
+    assert (x_rec - x64).abs().max().item() < 1e-4
+
+
+def test_coupling_scale_is_bounded() -> None:
+    layer = AffineCoupling(12, 8, log_scale_bound=1.0)
+    with torch.no_grad():
+        layer.net[-1].weight[:6].normal_(0, 100.0)  # the log-scale half only
+        x = torch.randn(1, 12, 4, 4)
+        ratio = (layer(x)[:, 6:] - layer(torch.zeros_like(x))[:, 6:]).abs()
+        log_s, _ = layer._scale_shift(x[:, :6])
+    assert log_s.abs().max().item() <= 1.0 + 1e-6
+    assert torch.isfinite(ratio).all()
+    assert torch.allclose(layer.inverse(layer(x)), x, atol=1e-5)
+
+
+def test_delta_code_round_trips() -> None:
+    for d in (0.03, 1e-4, 0.25, 3.0):
+        bits = delta_to_bits(d)
+        assert 0 <= bits < 2**31
+        assert bits_to_delta(bits) == float(np.float32(d))
+    with pytest.raises(ValueError):
+        delta_to_bits(0.0)
+
+
+@pytest.fixture(scope="module")
+def coded(x64: torch.Tensor) -> dict:
+    """Encoder reconstruction, payload and decoder output at three deltas."""
+    model = perturb(tiny_flow())
+    model.update(force=True)
+    model.eval()
+    out = {}
+    with torch.no_grad():
+        for delta in (0.1, 0.03, 0.01):
+            model.delta = delta
+            enc = model(x64)
+            payload = model.compress_latents(x64)
+            wire = LatentPayload([bytes(s) for s in payload.strings], [int(v) for v in payload.shape])
+            model.delta = 0.5  # the decoder must read delta from the payload, not from the model
+            dec = model.decompress_latents(wire)
+            out[delta] = {"enc": enc, "dec": dec, "bytes": sum(len(s) for s in wire.strings)}
+    return out
+
+
+def test_decoder_reproduces_encoder_exactly(coded: dict) -> None:
+    for res in coded.values():
+        assert torch.equal(res["dec"]["x_hat"], res["enc"]["x_hat"])
+        assert torch.equal(res["dec"]["features"], res["enc"]["features"])
+        assert res["dec"]["features"].shape == (1, 4, 64, 64)
+
+
+def test_quality_improves_as_delta_shrinks(coded: dict, x64: torch.Tensor) -> None:
+    q = [psnr(coded[d]["dec"]["x_hat"], x64) for d in (0.1, 0.03, 0.01)]
+    assert q[0] < q[1] < q[2]
+    assert q[2] > 45.0  # nothing is discarded before quantization
+
+
+def test_rate_grows_monotonically_as_delta_shrinks(coded: dict) -> None:
+    sizes = [coded[d]["bytes"] for d in (0.1, 0.03, 0.01)]
+    assert sizes[0] < sizes[1] < sizes[2]
+
+
+def test_training_steps_without_nan(astronaut: np.ndarray) -> None:
+    torch.manual_seed(0)
+    model = tiny_flow()
+    img = torch.from_numpy(astronaut.copy()).permute(2, 0, 1).float() / 255.0
+    x = torch.stack([img, img.flip(-1)])
+    main = [p for n, p in model.named_parameters() if not n.endswith("quantiles")]
+    aux = [p for n, p in model.named_parameters() if n.endswith("quantiles")]
+    opt, aux_opt = torch.optim.Adam(main, 1e-3), torch.optim.Adam(aux, 1e-3)
+    model.train()
+    for _ in range(3):
+        out = model(x)
+        assert out["delta"].shape == (2, 1, 1, 1)
+        assert model.delta_min <= out["delta"].min() and out["delta"].max() <= model.delta_max
+        loss = flow_rd_loss(x, out)
+        opt.zero_grad()
+        aux_opt.zero_grad()
+        loss["loss"].backward()
+        model.aux_loss().backward()
+        torch.nn.utils.clip_grad_norm_(main, 1.0)
+        opt.step()
+        aux_opt.step()
+        assert torch.isfinite(loss["loss"]) and torch.isfinite(loss["bpp"])
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_checkpoint_save_load_resizes_entropy_buffers(tmp_path, x64: torch.Tensor) -> None:
+    from nlic.studies.reencode import load_lossy_codec, save_lossy_codec
+
+    config = {"_target_": "nlic.codecs.flow.FlowCodec", **TINY, "delta": 0.05}
+    model = perturb(tiny_flow())
+    model.update(force=True)
+    model.eval()
+    save_lossy_codec(model, config, tmp_path / "flow.pt")
+    loaded = load_lossy_codec(tmp_path / "flow.pt")
+    assert isinstance(loaded, FlowCodec) and loaded.delta == 0.05 and not loaded.training
+    assert loaded.gaussian_conditional._quantized_cdf.shape == model.gaussian_conditional._quantized_cdf.shape
+    model.delta = loaded.delta
+    with torch.no_grad():
+        p1, p2 = model.compress_latents(x64), loaded.compress_latents(x64)
+        assert p1.strings == p2.strings and p1.shape == p2.shape
+        assert torch.equal(loaded.decompress_latents(p1)["x_hat"], model(x64)["x_hat"])
+
+
+def test_load_rejects_foreign_file(tmp_path) -> None:
+    from nlic.errors import ModelError
+    from nlic.studies.reencode import load_lossy_codec
+
+    torch.save({"weights": 1}, tmp_path / "x.pt")
+    with pytest.raises(ModelError):
+        load_lossy_codec(tmp_path / "x.pt")
+    with pytest.raises(ModelError):
+        load_lossy_codec(tmp_path / "missing.pt")
+
+
+def _write_png(path, img: np.ndarray) -> None:
+    from PIL import Image
+
+    Image.fromarray(img).save(path)
+
+
+def test_reencode_command_writes_table_and_plot(tmp_path, astronaut: np.ndarray) -> None:
+    from nlic.cli.main import main
+
+    _write_png(tmp_path / "img.png", astronaut)
+    out = tmp_path / "out"
+    code = main([
+        "reencode", str(tmp_path / "img.png"), "--generations", "2", "--codecs", "jpeg,flow",
+        "--allow-untrained", "--quality", "jpeg=80,flow=0.02", "--out", str(out), "--quiet",
+    ])
+    assert code == 0
+    with (out / "reencode.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["codec"], r["generation"]) for r in rows] == [
+        ("jpeg", "1"), ("jpeg", "2"), ("flow", "1"), ("flow", "2")]
+    assert {"psnr", "bpp", "setting", "psnr_prev"} <= set(rows[0])
+    flow = [r for r in rows if r["codec"] == "flow"]
+    assert all(float(r["bpp"]) > 0 and float(r["psnr"]) > 35 for r in flow)
+    assert abs(float(flow[1]["psnr"]) - float(flow[0]["psnr"])) < 0.5  # stable over generations
+    assert "| generation | codec |" in (out / "reencode.md").read_text()
+    assert (out / "reencode_psnr.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_reencode_needs_a_checkpoint_or_allow_untrained(tmp_path, astronaut, capsys) -> None:
+    from nlic.cli.main import main
+
+    _write_png(tmp_path / "img.png", astronaut)
+    code = main(["reencode", str(tmp_path / "img.png"), "--codecs", "flow", "--out", str(tmp_path / "o")])
+    assert code == 2
+    assert "--allow-untrained" in capsys.readouterr().err
+    assert main(["reencode", str(tmp_path / "img.png"), "--codecs", "jpeg", "--quality", "flow=0.1",
+                 "--out", str(tmp_path / "o")]) == 2
+
+
+@pytest.mark.slow
+def test_reencode_logs_to_wandb_offline(tmp_path, astronaut, monkeypatch) -> None:
+    from nlic.cli.main import main
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    _write_png(tmp_path / "img.png", astronaut)
+    out = tmp_path / "out"
+    code = main(["reencode", str(tmp_path / "img.png"), "--generations", "2", "--codecs", "jpeg,jpegxl",
+                 "--out", str(out), "--wandb", "--quiet"])
+    assert code == 0
+    assert list((out / "wandb").glob("offline-run-*"))
