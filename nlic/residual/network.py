@@ -96,8 +96,8 @@ class MixtureHead(nn.Module):
             if tau is None:
                 raise ValueError("the tau-conditioned head needs tau")
             t = tau.clamp(1, self.num_taus) - 1
+            # one modulation vector per tau value, broadcast over pixels (not one per pixel)
             onehot = F.one_hot(t.long(), self.num_taus).to(h.dtype)
-            onehot = onehot.expand(*h.shape[:-1], self.num_taus)
         for i, lin in enumerate(self.hidden):
             h = lin(h)
             if onehot is not None:
