@@ -31,6 +31,11 @@ def channel_last(t: Tensor) -> Tensor:
     return t.permute(0, 2, 3, 1)
 
 
+def _fp32(x: Tensor) -> torch.autocast:
+    """Autocast off: likelihoods are computed in float32 even under ``bf16-mixed`` training."""
+    return torch.autocast(device_type=x.device.type, enabled=False)
+
+
 class NearLosslessCodec(nn.Module):
     """Joint lossy image + residual codec (DLPR).
 
@@ -69,15 +74,16 @@ class NearLosslessCodec(nn.Module):
         ``bias_bits`` ``[B]`` (the tau head's cost of the original residual).
         """
         out = self.lossy(x / 255.0)
-        x_hat = lossy_to_uint8(out["x_hat"]).detach()
+        x_hat = lossy_to_uint8(out["x_hat"].float()).detach()
         r = x - x_hat
         features = channel_last(out["features"])
         r_cl = channel_last(r)
         lo_b, hi_b = channel_last(-x_hat), channel_last(255.0 - x_hat)
         lo, hi = bin_edges(r_cl, 0, lo_b, hi_b)
         raw = self.residual.head(torch.cat([features, self._context(r)], dim=-1))
-        params = MixtureParams.from_raw(raw, self.residual.mixtures)
-        ll = joint_log_likelihood(params, r_cl, r_cl, lo, hi)
+        with _fp32(x):  # likelihoods stay float32 under mixed precision
+            params = MixtureParams.from_raw(raw.float(), self.residual.mixtures)
+            ll = joint_log_likelihood(params, r_cl, r_cl, lo, hi)
         out["x_hat_int"] = x_hat
         out["residual_bits"] = -ll.flatten(1).sum(1) / LN2
         if bias_tau is not None and self.residual.tau_head is not None:
@@ -88,8 +94,9 @@ class NearLosslessCodec(nn.Module):
             raw_t = self.residual.tau_head(
                 torch.cat([features.detach(), ctx_q], dim=-1), bias_tau.view(-1, 1, 1).long()
             )
-            params_t = MixtureParams.from_raw(raw_t, self.residual.mixtures)
-            ll_t = joint_log_likelihood(params_t, r_cl, channel_last(r_q), lo, hi)
+            with _fp32(x):
+                params_t = MixtureParams.from_raw(raw_t.float(), self.residual.mixtures)
+                ll_t = joint_log_likelihood(params_t, r_cl, channel_last(r_q), lo, hi)
             out["bias_bits"] = -ll_t.flatten(1).sum(1) / LN2
         return out
 
@@ -108,17 +115,18 @@ class NearLosslessCodec(nn.Module):
         latent_bits = sum(
             -torch.log(lk.clamp_min(1e-9)).flatten(1).sum(1) / LN2 for lk in out["likelihoods"].values()
         )
-        x_hat = lossy_to_uint8(out["x_hat"])
+        x_hat = lossy_to_uint8(out["x_hat"].float())
         r = x - x_hat
         r_q = quantize_residual(r, tau)
         features = channel_last(out["features"])
         raw = self.residual.raw_params(features, self._context(r_q), tau)
-        params = MixtureParams.from_raw(raw, self.residual.mixtures)
         lo_b = channel_last(quantize_residual(-x_hat, tau))
         hi_b = channel_last(quantize_residual(255.0 - x_hat, tau))
         rq_cl = channel_last(r_q)
         lo, hi = bin_edges(rq_cl, tau, lo_b, hi_b)
-        ll = joint_log_likelihood(params, rq_cl, rq_cl, lo, hi)
+        with _fp32(x):
+            params = MixtureParams.from_raw(raw.float(), self.residual.mixtures)
+            ll = joint_log_likelihood(params, rq_cl, rq_cl, lo, hi)
         x_rec = torch.clamp(x_hat + r_q, 0, 255)
         return {
             "latent_bits": latent_bits,

@@ -12,15 +12,14 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from nlic.cli._hydra import instantiate_dict
+from nlic.scaleout import attach_wandb_run_id, compile_lossy_transforms, is_rank_zero_env, resolve_ckpt_path
 
 log = logging.getLogger("nlic.train")
 
 
 def _resolve_ckpt(cfg: DictConfig, output_dir: Path) -> str | None:
-    if cfg.ckpt_path == "last":
-        last = output_dir / "checkpoints" / "last.ckpt"
-        return str(last) if last.exists() else None
-    return cfg.ckpt_path
+    # "last": newest of checkpoints/last.ckpt and SLURM requeue checkpoints in this run folder
+    return resolve_ckpt_path(cfg.ckpt_path, output_dir)
 
 
 def train(cfg: DictConfig) -> dict:
@@ -29,12 +28,16 @@ def train(cfg: DictConfig) -> dict:
     output_dir = Path(cfg.paths.output_dir)
     datamodule = instantiate(cfg.data)
     module = instantiate(cfg.model)
+    if cfg.get("compile", False):
+        compile_lossy_transforms(getattr(module, "codec", module))
+    attach_wandb_run_id(cfg, output_dir)  # one W&B run per run folder, kept across resumes
     loggers = instantiate_dict(cfg.get("logger"))
     callbacks = instantiate_dict(cfg.get("callbacks"))
     trainer: pl.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    for lg in loggers:
-        lg.log_hyperparams(resolved)
+    if is_rank_zero_env():  # DDP children / other nodes must not create a W&B run before fit
+        for lg in loggers:
+            lg.log_hyperparams(resolved)
     trainer.fit(module, datamodule=datamodule, ckpt_path=_resolve_ckpt(cfg, output_dir))
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1}
     if trainer.is_global_zero:
@@ -50,6 +53,8 @@ def _after_training(cfg: DictConfig, module, output_dir: Path, loggers: list) ->
     """Rank 0 only: export the model, evaluate by real coding, compress the demo image."""
     from nlic.model_io import save_model
 
+    if hasattr(module, "after_training"):  # e.g. the lossy-only module exports/evaluates itself
+        return module.after_training(cfg, output_dir, loggers)
     out: dict = {}
     if not cfg.get("export", True):
         return out
@@ -59,9 +64,10 @@ def _after_training(cfg: DictConfig, module, output_dir: Path, loggers: list) ->
     log.info("exported model to %s", model_path)
     if cfg.evaluate.enabled:
         from nlic.data.images import load_folder
-        from nlic.eval.evaluate import evaluate_model, log_results, write_results
+        from nlic.eval.evaluate import crop_images, evaluate_model, log_results, write_results
 
         images = load_folder(cfg.evaluate.root)[: cfg.evaluate.max_images]
+        images = crop_images(images, cfg.evaluate.get("crop"))
         rows, summary = evaluate_model(model_path, images, list(cfg.evaluate.taus))
         write_results(rows, summary, output_dir)
         log_results(rows, summary, loggers)

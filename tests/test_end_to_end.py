@@ -93,7 +93,7 @@ def test_quickstart_trains_evaluates_and_logs(tmp_path: Path) -> None:
     cmd = [
         "nlic-train", "experiment=quickstart", f"paths.log_dir={tmp_path}", "trainer.max_epochs=1",
         "data.epoch_size=16", "evaluate.max_images=1", "evaluate.taus=[0,1]", "data.max_val_images=1",
-        "tau.values=[0,1]",
+        "tau.values=[0,1]", "trainer.log_every_n_steps=1",
     ]
     subprocess.run(cmd, check=True, capture_output=True, text=True)
     (run,) = list((tmp_path / "quickstart" / "runs").iterdir())
