@@ -7,6 +7,7 @@ checkpoint written by ``nlic-train``.  Nothing is unpickled beyond tensors and p
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 from pathlib import Path
 from typing import Any
@@ -79,7 +80,55 @@ def _read(path: Path) -> dict[str, Any]:
     try:
         return torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as err:
-        raise ModelError(f"cannot read model file {path}: not an nlic model or checkpoint ({type(err).__name__})") from None
+        raise ModelError(
+            f"cannot read model file {path}: not an nlic model or checkpoint ({type(err).__name__})"
+        ) from None
+
+
+#: modules a model file's config may name in ``_target_`` (the codec building blocks)
+ALLOWED_TARGET_PREFIXES = ("nlic.codecs.", "nlic.residual.")
+
+
+def _allowed_target(target: Any) -> bool:
+    """An ``nn.Module`` class defined in nlic's codec modules (the name alone is not enough:
+    ``nlic.codecs.flow.os.system`` also starts with ``nlic.codecs.``)."""
+    if not (isinstance(target, str) and target.startswith(ALLOWED_TARGET_PREFIXES)):
+        return False
+    parts = target.split(".")
+    for i in range(len(parts) - 1, 1, -1):  # the longest importable module prefix, then attributes
+        try:
+            obj = importlib.import_module(".".join(parts[:i]))
+        except ImportError:
+            continue
+        try:
+            for attr in parts[i:]:
+                obj = getattr(obj, attr)
+        except AttributeError:
+            return False
+        module = getattr(obj, "__module__", "") or ""
+        return isinstance(obj, type) and issubclass(obj, torch.nn.Module) and (
+            f"{module}.".startswith(ALLOWED_TARGET_PREFIXES)
+        )
+    return False
+
+
+def check_targets(config: Any, path: Path) -> None:
+    """Refuse configs that would make ``instantiate`` call anything but nlic's codec classes.
+
+    ``weights_only`` keeps ``torch.load`` from running code, but the stored config is handed to
+    Hydra's ``instantiate``, which calls whatever ``_target_`` names (``os.system`` included).
+    """
+    if isinstance(config, dict):
+        for key, value in config.items():
+            if key == "_target_":
+                if not _allowed_target(value):
+                    raise ModelError(f"{path}: refusing model config with _target_ {value!r} "
+                                     f"(only classes from {', '.join(ALLOWED_TARGET_PREFIXES)} are allowed)")
+            else:
+                check_targets(value, path)
+    elif isinstance(config, (list, tuple)):
+        for value in config:
+            check_targets(value, path)
 
 
 def load_model(path: str | Path) -> tuple[NearLosslessCodec, dict, bytes]:
@@ -88,21 +137,30 @@ def load_model(path: str | Path) -> tuple[NearLosslessCodec, dict, bytes]:
     blob = _read(path)
     if not isinstance(blob, dict):
         raise ModelError(f"{path} is not an nlic model file")
+    hparams = blob.get("hyper_parameters")
     if blob.get("format") == MODEL_FORMAT:
-        if blob.get("format_version", 0) > MODEL_FORMAT_VERSION:
-            raise ModelError(f"{path} was written by a newer nlic (model format {blob['format_version']})")
-        config, state = blob["config"], blob["state_dict"]
-    elif "state_dict" in blob and "model_config" in blob.get("hyper_parameters", {}):
-        config = blob["hyper_parameters"]["model_config"]
-        state = {k[len("codec.") :]: v for k, v in blob["state_dict"].items() if k.startswith("codec.")}
+        version = blob.get("format_version", 0)
+        if not isinstance(version, int) or version > MODEL_FORMAT_VERSION:
+            raise ModelError(f"{path} was written by a newer nlic (model format {version!r}, this nlic reads "
+                             f"up to {MODEL_FORMAT_VERSION}); upgrade nlic")
+        config, state = blob.get("config"), blob.get("state_dict")
+    elif isinstance(blob.get("state_dict"), dict) and isinstance(hparams, dict) and "model_config" in hparams:
+        config = hparams["model_config"]
+        state = {k[len("codec.") :]: v for k, v in blob["state_dict"].items()
+                 if isinstance(k, str) and k.startswith("codec.")}
     else:
         raise ModelError(f"{path} is neither an nlic model nor an nlic-train checkpoint")
+    if not isinstance(config, dict) or not isinstance(state, dict):
+        raise ModelError(f"{path} is not a valid nlic model file (bad config or weights)")
+    check_targets(config, path)
     try:
         codec = build_codec(config)
         state = {k: v.float() if v.dtype == torch.float16 else v for k, v in state.items()}
         load_codec_state(codec, state)
     except Exception as err:
-        raise ModelError(f"{path} does not match this nlic's architecture: {err}".splitlines()[0]) from None
+        detail = " ".join(str(err).split())
+        detail = detail if len(detail) <= 300 else detail[:297] + "..."
+        raise ModelError(f"{path} does not match this nlic's architecture ({type(err).__name__}: {detail})") from None
     codec.eval()
     codec.lossy.update(force=True)
     # the id covers what the decoder computes with: the loaded (and updated) weights

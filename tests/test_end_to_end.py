@@ -37,8 +37,18 @@ def test_api_round_trip_every_tau(tiny_model: Path, photo: np.ndarray, tile: int
 def test_files_decode_in_a_fresh_process(tiny_model: Path, photo: np.ndarray, tmp_path: Path) -> None:
     src = tmp_path / "photo.png"
     Image.fromarray(photo).save(src)
-    enc = "import sys; from nlic.cli.main import main\nfor t in range(6):\n    assert main(['compress', sys.argv[1], f'{sys.argv[2]}/t{t}.nlic', '--tau', str(t), '--model', sys.argv[3]]) == 0\n"
-    dec = "import sys; from nlic.cli.main import main\nfor t in range(6):\n    assert main(['decompress', f'{sys.argv[1]}/t{t}.nlic', f'{sys.argv[1]}/t{t}.png', '--model', sys.argv[2]]) == 0\n"
+    enc = (
+        "import sys; from nlic.cli.main import main\n"
+        "for t in range(6):\n"
+        "    args = ['compress', sys.argv[1], f'{sys.argv[2]}/t{t}.nlic', '--tau', str(t), '--model', sys.argv[3]]\n"
+        "    assert main(args) == 0\n"
+    )
+    dec = (
+        "import sys; from nlic.cli.main import main\n"
+        "for t in range(6):\n"
+        "    args = ['decompress', f'{sys.argv[1]}/t{t}.nlic', f'{sys.argv[1]}/t{t}.png', '--model', sys.argv[2]]\n"
+        "    assert main(args) == 0\n"
+    )
     subprocess.run([sys.executable, "-c", enc, str(src), str(tmp_path), str(tiny_model)], check=True)
     subprocess.run([sys.executable, "-c", dec, str(tmp_path), str(tiny_model)], check=True)
     for t in range(6):

@@ -26,6 +26,11 @@ from nlic.errors import BitstreamError
 
 MAGIC = b"NLIC"
 FORMAT_VERSION = 1
+#: largest tau a file may carry (same as the encoder's limit)
+MAX_TAU = 255
+#: largest image a file may describe, in pixels (same as the input limit of nlic.io.read_image),
+#: so a small crafted header cannot make the decoder allocate an arbitrarily large image
+MAX_PIXELS = 100_000_000
 MODES = {0: "RGB", 1: "L", 2: "RGBA", 3: "LA"}
 MODE_CODES = {v: k for k, v in MODES.items()}
 
@@ -122,6 +127,11 @@ class Container:
             raise BitstreamError(f"unknown image mode code {mode}")
         if height == 0 or width == 0 or tile == 0 or tile % 64:
             raise BitstreamError("invalid image or tile size in header")
+        if height * width > MAX_PIXELS:
+            raise BitstreamError(f"header describes a {width}x{height} image, larger than the "
+                                 f"{MAX_PIXELS // 1_000_000} megapixel limit")
+        if tau > MAX_TAU:
+            raise BitstreamError(f"invalid tau {tau} in header (at most {MAX_TAU})")
         expected_tiles = -(-height // tile) * -(-width // tile)
         if n_tiles != expected_tiles:
             raise BitstreamError(f"header says {n_tiles} tiles, image size implies {expected_tiles}")

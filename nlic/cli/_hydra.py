@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 
 def config_dir() -> str:
@@ -14,6 +14,20 @@ def config_dir() -> str:
     if env:
         return str(Path(env).resolve())
     return str(Path(__file__).resolve().parents[2] / "conf")
+
+
+def project_root() -> str:
+    """The folder holding ``conf/`` and ``sweeps/`` (``NLIC_SWEEPS_ROOT`` overrides it).
+
+    ``conf/train.yaml`` adds it to Hydra's search path as ``file://${nlic_root:}``, so
+    ``nlic-train -m +sweeps=NAME`` finds ``sweeps/NAME.yaml`` from any working directory.
+    """
+    env = os.environ.get("NLIC_SWEEPS_ROOT")
+    return str(Path(env).resolve()) if env else str(Path(config_dir()).parent)
+
+
+# registered on import: every Hydra entry point imports this module before composing
+OmegaConf.register_new_resolver("nlic_root", project_root, replace=True)
 
 
 def setup_environment() -> None:

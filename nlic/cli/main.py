@@ -2,23 +2,42 @@
 
 Each sub-command lives in its own module under :mod:`nlic.cli.commands` exposing
 ``register(subparsers)``; the parser's ``func`` default runs it.  User errors
-(:class:`nlic.errors.NlicError`) become one line on stderr and a non-zero exit.
+(:class:`nlic.errors.NlicError`) and bad arguments become one line on stderr and a non-zero exit;
+any other exception is reported as a one-line "internal error" (exit 1) unless ``NLIC_DEBUG=1``,
+which re-raises it with its traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+import warnings
 
 from nlic.errors import NlicError
+
+#: environment variable that turns the one-line internal-error report back into a traceback
+DEBUG_ENV = "NLIC_DEBUG"
+
+
+class _Parser(argparse.ArgumentParser):
+    """Argument errors as ONE line (``nlic compress: error: ...``), exit status 2, no usage dump."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _debug() -> bool:
+    return os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no")
+
 
 #: sub-command modules, in the order they appear in --help
 COMMANDS = ["compress", "decompress", "info", "bench", "report", "reencode"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="nlic", description="Learned near-lossless image codec: every sample within tau."
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -34,17 +53,29 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # third-party import noise (torch.jit.script deprecation via compressai's imports) is not ours
+    warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.* is deprecated", category=FutureWarning)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         code = args.func(args)
     except NlicError as err:
-        print(f"nlic {args.command}: error: {err}", file=sys.stderr)
+        print(f"nlic {args.command}: error: {_oneline(err)}", file=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt:
         print(f"nlic {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as err:  # a bug or an unforeseen condition: one line, unless debugging
+        if _debug():
+            raise
+        print(f"nlic {args.command}: internal error: {type(err).__name__}: {_oneline(err)} "
+              f"(set {DEBUG_ENV}=1 for a traceback)", file=sys.stderr)
+        return 1
     return int(code or 0)
+
+
+def _oneline(err: BaseException) -> str:
+    return " ".join(str(err).split()) or type(err).__name__
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 import time
 import zlib
 from dataclasses import dataclass, field
@@ -13,8 +14,9 @@ import torch
 from nlic.bitstream.container import Container, TileChunk
 from nlic.codecs.base import LatentPayload
 from nlic.coding.residual import Alphabet, ResidualCoder
+from nlic.entropy.range_coder import guard_latent_decoders
 from nlic.errors import BitstreamError, NlicError
-from nlic.residual.quantizer import quantize_residual
+from nlic.residual.quantizer import bin_width, quantize_residual
 from nlic.system import NearLosslessCodec, lossy_to_uint8, pad_to_multiple
 
 MAX_TAU = 255
@@ -27,6 +29,15 @@ def check_tau(tau: int) -> int:
     if not 0 <= int(tau) <= MAX_TAU:
         raise NlicError(f"tau must be between 0 and {MAX_TAU}, got {tau}")
     return int(tau)
+
+
+def _check_alpha_header(png: bytes, height: int, width: int) -> None:
+    """The stored alpha PNG must be an 8-bit grayscale image of the header's size (read from IHDR)."""
+    if len(png) < 33 or png[:8] != b"\x89PNG\r\n\x1a\n" or png[12:16] != b"IHDR":
+        raise BitstreamError("alpha plane cannot be decoded")
+    w, h = struct.unpack(">II", png[16:24])
+    if (h, w) != (height, width) or png[24] != 8 or png[25] != 0:
+        raise BitstreamError("alpha plane does not match the image size")
 
 
 @dataclass
@@ -48,12 +59,14 @@ class ImageCodec:
         self.tile = tile
         self.coder = ResidualCoder(model.residual, group=group)
         self.last = CodingStats()
+        guard_latent_decoders(self.model.lossy)  # corrupt latent strings must not crash CompressAI's decoder
 
     # ------------------------------------------------------------------ helpers
-    def _tiles(self, height: int, width: int):
-        for y in range(0, height, self.tile):
-            for x in range(0, width, self.tile):
-                yield y, x, min(self.tile, height - y), min(self.tile, width - x)
+    def _tiles(self, height: int, width: int, tile: int | None = None):
+        tile = tile or self.tile
+        for y in range(0, height, tile):
+            for x in range(0, width, tile):
+                yield y, x, min(tile, height - y), min(tile, width - x)
 
     def _lossy_decode(self, payload: LatentPayload):
         out = self.model.lossy.decompress_latents(payload)
@@ -129,8 +142,13 @@ class ImageCodec:
                 f"file was encoded with model {c.model_id.hex()}, but the loaded model is "
                 f"{self.model_id.hex()}; decode it with the model that encoded it (--model)"
             )
+        if c.extras and not c.mode.endswith("A"):  # version 1 stores nothing but alpha there
+            raise BitstreamError(f"unexpected extra data in a file of mode {c.mode}")
+        if c.mode.endswith("A"):
+            _check_alpha_header(c.extras, c.height, c.width)  # before png_decode allocates anything
         out = np.empty((c.height, c.width, 3), dtype=np.uint8)
-        for (y, x, h, w), chunk in zip(self._tiles(c.height, c.width), c.tiles):
+        # the file's tile size, not this codec's: files coded with any --tile decode
+        for (y, x, h, w), chunk in zip(self._tiles(c.height, c.width, c.tile), c.tiles):
             out[y : y + h, x : x + w] = self._decode_tile(chunk, h, w, c.tau)
         if c.mode.startswith("L"):
             out = np.ascontiguousarray(out[..., :1])
@@ -145,9 +163,10 @@ class ImageCodec:
         if zlib.crc32(out.tobytes()) != c.recon_crc:
             raise BitstreamError(
                 "decoded image does not match the encoder's reconstruction (checksum mismatch). "
-                "The file is intact, so encoder and decoder computed different probabilities: "
-                "this happens when they run on different hardware (GPU vs CPU) or library versions; "
-                "decode on the same kind of device and nlic/torch versions that encoded it"
+                "The file passed its integrity check, so encoder and decoder most likely computed "
+                "different probabilities: this happens when they run on different hardware (GPU vs CPU) "
+                "or library versions; decode on the same kind of device and nlic/torch versions that "
+                "encoded it (no image was written)"
             )
         self.last = CodingStats(decode_s=time.perf_counter() - t0, parts=self.part_sizes(c))
         return out, alpha, c.mode
@@ -155,20 +174,40 @@ class ImageCodec:
     def _decode_tile(self, chunk: TileChunk, h: int, w: int, tau: int) -> np.ndarray:
         m = self.model.pad_multiple
         hp, wp = -(-h // m) * m, -(-w // m) * m
+        self._check_chunk(chunk, hp, wp, tau)
         try:
             x_hat, features = self._lossy_decode(LatentPayload(chunk.latent_strings, chunk.latent_shape))
         except Exception as err:
             raise BitstreamError(f"latent stream cannot be decoded ({type(err).__name__})") from None
         if tuple(x_hat.shape[-2:]) != (hp, wp):
             raise BitstreamError("latent shape does not match the image size in the header")
-        if any(lo > hi for lo, hi in zip(chunk.kmin, chunk.kmax)):
-            raise BitstreamError("invalid residual interval")
         valid = torch.zeros(1, hp, wp, dtype=torch.bool)
         valid[:, :h, :w] = True
         alphabet = Alphabet(chunk.kmin, chunk.kmax)
         r_hat = self.coder.decode(chunk.residual, features, x_hat, valid, tau, alphabet)
         rec = torch.clamp(x_hat + r_hat, 0, 255)[0, :, :h, :w].permute(1, 2, 0)
         return rec.to(torch.uint8).numpy()
+
+    def _check_chunk(self, chunk: TileChunk, hp: int, wp: int, tau: int) -> None:
+        """Reject tile side info that would make the decoders allocate or loop without bound.
+
+        The latent shape's spatial entries (the first two; the next two too for four-entry
+        shapes: ``y`` then hyper-latent size) can be at most the padded tile over stride 16 (or
+        over the codec's ``pad_multiple`` when smaller): every lossy codec here codes its latents
+        at stride >= 16.  The residual interval must lie within the bins a residual of an 8-bit
+        image can fall in at this tau.
+        """
+        stride = min(16, int(getattr(self.model.lossy, "pad_multiple", 16)))
+        shape = chunk.latent_shape
+        spatial = shape[:4] if len(shape) == 4 else shape[:2]
+        limits = [hp // stride, wp // stride] * 2
+        if len(shape) < 2 or any(not 1 <= s <= lim for s, lim in zip(spatial, limits)):
+            raise BitstreamError(f"invalid latent shape {shape} for a {wp}x{hp} (padded) tile")
+        wbin = bin_width(tau)
+        lowest = int(quantize_residual(torch.tensor(-255.0), tau)) // wbin
+        highest = int(quantize_residual(torch.tensor(255.0), tau)) // wbin
+        if any(not lowest <= lo <= hi <= highest for lo, hi in zip(chunk.kmin, chunk.kmax)):
+            raise BitstreamError("invalid residual interval")
 
     @staticmethod
     def part_sizes(c: Container) -> dict[str, int]:

@@ -39,6 +39,9 @@ def load_rgb(path: Path) -> np.ndarray | None:
     except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as err:
         log.warning("skipping unreadable image %s (%s)", path, err)
         return None
+    except Exception as err:  # Pillow reports some corrupt files as SyntaxError, struct.error, ...
+        log.warning("skipping corrupt image %s (%s: %s)", path, type(err).__name__, err)
+        return None
 
 
 def load_folder(root: str | Path | None, min_size: int = 0) -> list[tuple[str, np.ndarray]]:

@@ -1,8 +1,9 @@
 """LightningModule wrapping :class:`~nlic.system.NearLosslessCodec`.
 
-Three optimizers (manual optimisation): the main one (lossy codec + residual network, loss
-``lmbda*MSE + bpp``), CompressAI's auxiliary one (bottleneck quantiles) and the bias-correction
-head's own one (likelihood of the original residual given quantized context, inputs detached).
+Up to three optimizers (manual optimisation): the main one (lossy codec + residual network, loss
+``lmbda*MSE + bpp``), CompressAI's auxiliary one (bottleneck quantiles; absent when the codec has
+none, e.g. c2f) and the bias-correction head's own one (likelihood of the original residual given
+quantized context, inputs detached).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 
 from nlic.model_io import build_codec
+from nlic.scaleout.precision import keep_likelihoods_fp32
 
 LN2 = math.log(2.0)
 
@@ -54,6 +56,7 @@ class NearLosslessModule(pl.LightningModule):
             }
         )
         self.codec = build_codec(model_config)
+        keep_likelihoods_fp32(self.codec)  # entropy models stay float32 under bf16-mixed
         self.automatic_optimization = False
 
     # ------------------------------------------------------------------ optimisers
@@ -62,17 +65,26 @@ class NearLosslessModule(pl.LightningModule):
         bias = list(self.codec.residual.tau_head.parameters()) if self.codec.residual.tau_head else []
         skip = {id(p) for p in aux + bias}
         main = [p for p in self.codec.parameters() if id(p) not in skip]
-        opts = [torch.optim.Adam(main, lr=self.hparams.lr), torch.optim.Adam(aux, lr=self.hparams.aux_lr)]
-        if bias:
-            opts.append(torch.optim.Adam(bias, lr=self.hparams.bias_lr))
-        return opts
+        # codecs without an EntropyBottleneck (c2f) have no aux parameters: no aux optimizer
+        groups = [("main", main, self.hparams.lr), ("aux", aux, self.hparams.aux_lr),
+                  ("bias", bias, self.hparams.bias_lr)]
+        groups = [g for g in groups if g[1]]
+        self._opt_roles = [role for role, _, _ in groups]
+        return [torch.optim.Adam(params, lr=lr) for _, params, lr in groups]
+
+    def _optimizer_by_role(self) -> dict:
+        opts = self.optimizers()
+        opts = opts if isinstance(opts, list) else [opts]
+        return dict(zip(self._opt_roles, opts))
 
     def _decay_lr(self) -> None:
         start = self.hparams.lr_decay_start
         if start is None or self.current_epoch < start:
             return
         factor = self.hparams.lr_decay ** (self.current_epoch - start + 1)
-        for opt, base in zip(self.optimizers(), (self.hparams.lr, self.hparams.aux_lr, self.hparams.bias_lr)):
+        bases = {"main": self.hparams.lr, "aux": self.hparams.aux_lr, "bias": self.hparams.bias_lr}
+        for role, opt in self._optimizer_by_role().items():
+            base = bases[role]
             for group in opt.optimizer.param_groups if hasattr(opt, "optimizer") else opt.param_groups:
                 group["lr"] = base * factor
 
@@ -85,8 +97,7 @@ class NearLosslessModule(pl.LightningModule):
 
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
         x = batch.float()
-        opts = self.optimizers()
-        opts = opts if isinstance(opts, list) else [opts]
+        opts = self._optimizer_by_role()
         bias_tau = None
         if self.codec.residual.tau_head is not None:
             taus = self.hparams.bias_taus
@@ -100,16 +111,17 @@ class NearLosslessModule(pl.LightningModule):
                 f"non-finite training loss ({loss.item()}) at step {self.global_step}; "
                 "lower the learning rate or check the data"
             )
-        main_opt, aux_opt = opts[0], opts[1]
+        main_opt = opts["main"]
         main_opt.zero_grad()
         self.manual_backward(loss)
         self.clip_gradients(main_opt, gradient_clip_val=self.hparams.grad_clip, gradient_clip_algorithm="norm")
         main_opt.step()
 
         aux_loss = self.codec.lossy.aux_loss()
-        aux_opt.zero_grad()
-        self.manual_backward(aux_loss)
-        aux_opt.step()
+        if "aux" in opts:
+            opts["aux"].zero_grad()
+            self.manual_backward(aux_loss)
+            opts["aux"].step()
 
         logs = {
             "train/loss": loss.detach(), "train/aux_loss": aux_loss.detach(), "train/mse": mse.detach(),
@@ -118,7 +130,7 @@ class NearLosslessModule(pl.LightningModule):
         }
         if bias_tau is not None:
             bias_bpp = out["bias_bits"].sum() / (x.shape[0] * x.shape[-2] * x.shape[-1])
-            bias_opt = opts[2]
+            bias_opt = opts["bias"]
             bias_opt.zero_grad()
             self.manual_backward(bias_bpp)
             self.clip_gradients(bias_opt, gradient_clip_val=self.hparams.grad_clip, gradient_clip_algorithm="norm")
@@ -143,10 +155,12 @@ class NearLosslessModule(pl.LightningModule):
                 {
                     f"val/bpp_tau{tau}": bpp, f"val/bpsp_tau{tau}": bpp / 3,
                     f"val/psnr_tau{tau}": psnr(est["x_rec"], x).clamp(max=100.0),
-                    f"val/max_err_tau{tau}": max_err.float(),
                 },
                 on_epoch=True, sync_dist=True, batch_size=x.shape[0],
             )
+            # the bound is a worst case: reduce with max over batches and ranks, never a mean
+            self.log(f"val/max_err_tau{tau}", max_err.float(), on_epoch=True, sync_dist=True,
+                     reduce_fx="max", batch_size=x.shape[0])
             if int(tau) == 0:
                 self.log("val/bpp", bpp, on_epoch=True, sync_dist=True, prog_bar=True, batch_size=x.shape[0])
                 self.log("val/psnr_lossy", psnr(est["x_hat"], x), on_epoch=True, sync_dist=True,

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 
 from nlic.codecs.base import LatentPayload, LossyCodec
 from nlic.errors import ImageError, ModelError, NlicError
+from nlic.model_io import check_targets
 
 #: codecs that are not learned (no checkpoint)
 CLASSIC_CODECS = ("jpeg", "jpegxl")
@@ -86,6 +87,7 @@ def load_lossy_codec(path: str | os.PathLike, map_location: str | torch.device =
     config = ckpt["config"]
     if not isinstance(config, Mapping) or "_target_" not in config:
         raise ModelError(f"{path}: checkpoint config has no _target_")
+    check_targets(dict(config), Path(path))  # the config must not make instantiate run arbitrary code
     try:
         model = hydra.utils.instantiate(dict(config))
     except Exception as err:

@@ -16,7 +16,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from nlic.api import load_codec
+    from nlic.bitstream.container import Container
+    from nlic.cli.commands.compress import check_model_arg
     from nlic.errors import NlicError
     from nlic.io import DecodedImage, check_not_same_file, check_output_path, output_format, write_image
 
@@ -25,10 +26,15 @@ def run(args: argparse.Namespace) -> int:
     check_output_path(args.output, force=args.force)
     if not args.input.is_file():
         raise NlicError(f"input file not found: {args.input}")
-    data = args.input.read_bytes()
-    from nlic.bitstream.container import Container
+    check_model_arg(args.model)
+    try:
+        data = args.input.read_bytes()
+    except OSError as err:
+        raise NlicError(f"cannot read {args.input}: {err.strerror or err}") from None
+    Container.from_bytes(data)  # validate the file before loading torch and a model
 
-    Container.from_bytes(data)  # validate the file before loading a model
+    from nlic.api import load_codec
+
     codec = load_codec(args.model)
     pixels, alpha, mode = codec.image_codec.decompress_full(data)
     write_image(args.output, DecodedImage(pixels, alpha, mode), force=args.force)

@@ -22,7 +22,11 @@ def run(args: argparse.Namespace) -> int:
 
     if not args.input.is_file():
         raise NlicError(f"input file not found: {args.input}")
-    c = Container.from_bytes(args.input.read_bytes())
+    try:
+        data = args.input.read_bytes()
+    except OSError as err:
+        raise NlicError(f"cannot read {args.input}: {err.strerror or err}") from None
+    c = Container.from_bytes(data)
     parts = ImageCodec.part_sizes(c)
     info = {
         "file": str(args.input), "format_version": c.version, "width": c.width, "height": c.height,

@@ -1,0 +1,43 @@
+"""``nlic report SWEEP_DIR``: one table and a few plots for the runs of a finished sweep.
+
+Reads every job folder's ``.hydra/overrides.yaml``, ``.hydra/config.yaml``, ``metrics.json`` and
+``eval_results.json`` (nothing is recomputed, no network) and writes ``report.md``, ``report.csv``
+and PNG plots (bpp vs tau, PSNR vs bpp, decode time vs context mask; MS-SSIM vs bpp for lossy-only
+sweeps) into ``--out`` (default ``SWEEP_DIR/report``).  ``--wandb`` also logs them to W&B, offline
+unless WANDB_MODE says otherwise, in the sweep's group.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``report`` sub-command."""
+    p = subparsers.add_parser(
+        "report", help="tables and plots of a finished sweep (nlic-train -m ...)",
+        description=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("sweep_dir", type=Path, help="the sweep's folder (outputs/<task>/multiruns/<sweep>/<time>)")
+    p.add_argument("--out", type=Path, default=None, help="output folder (default: SWEEP_DIR/report)")
+    p.add_argument("--title", default=None, help="report title (default: the sweep's name)")
+    p.add_argument("--wandb", action="store_true", help="log the table and plots to W&B (offline by default)")
+    p.add_argument("--wandb-project", default="nlic", help="W&B project")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from nlic.cli._hydra import setup_environment
+    from nlic.report import build_report, collect_runs, log_wandb
+
+    runs = collect_runs(args.sweep_dir)
+    out = args.out if args.out is not None else args.sweep_dir / "report"
+    files = build_report(runs, out, title=args.title)
+    print(files["markdown"].read_text())
+    for key, path in files.items():
+        print(f"{key:20s} {path}")
+    if args.wandb:
+        setup_environment()
+        print(f"{'wandb':20s} {log_wandb(runs, files, project=args.wandb_project)}")
+    return 0
