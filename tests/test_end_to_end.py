@@ -121,3 +121,12 @@ def test_quickstart_trains_evaluates_and_logs(tmp_path: Path) -> None:
     for key in ("train/bpp", "val/bpp_tau0", "val/psnr_tau1", "val/max_err_tau1", "eval/bpp_tau0", "eval/max_err_tau1"):
         assert key in history, key
     assert history["eval/max_err_tau1"][-1] <= 1
+
+
+def test_export_half_precision_codes_exactly(tiny_model: Path, photo: np.ndarray, tmp_path: Path) -> None:
+    out = tmp_path / "half.pt"
+    assert nlic_main(["export", str(tiny_model), str(out), "--half"]) == 0
+    assert out.stat().st_size < tiny_model.stat().st_size
+    data = load_codec(out).compress(photo, 0)
+    assert np.array_equal(load_codec(out).decompress(data), photo)
+    assert nlic_main(["export", str(tiny_model), str(out)]) == 2  # no silent overwrite
