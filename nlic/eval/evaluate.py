@@ -21,6 +21,19 @@ def psnr_uint8(a: np.ndarray, b: np.ndarray) -> float:
     return math.inf if mse == 0 else 10 * math.log10(255.0**2 / mse)
 
 
+def crop_images(images: list[tuple[str, np.ndarray]], crop: int | None) -> list[tuple[str, np.ndarray]]:
+    """Centre crops of at most ``crop`` x ``crop`` pixels (``None``: the images unchanged)."""
+    if not crop:
+        return images
+    out = []
+    for name, img in images:
+        h, w = img.shape[:2]
+        ch, cw = min(int(crop), h), min(int(crop), w)
+        y, x = (h - ch) // 2, (w - cw) // 2
+        out.append((name, np.ascontiguousarray(img[y : y + ch, x : x + cw])))
+    return out
+
+
 def evaluate_model(model_path: str | Path, images: list[tuple[str, np.ndarray]], taus: list[int],
                    tile: int = 512) -> tuple[list[dict], dict]:
     """Rows ``{image, tau, width, height, bytes, bpp, bpp_est, bpsp, psnr, max_err, enc_s_per_mp,
