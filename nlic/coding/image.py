@@ -20,6 +20,11 @@ from nlic.residual.quantizer import bin_width, quantize_residual
 from nlic.system import NearLosslessCodec, lossy_to_uint8, pad_to_multiple
 
 MAX_TAU = 255
+MISMATCH_HINT = (
+    "The file passed its integrity check, so encoder and decoder most likely computed different "
+    "probabilities: this happens when they run on different hardware (GPU vs CPU) or library versions; "
+    "decode on the same kind of device and nlic/torch versions that encoded it (no image was written)"
+)
 DEFAULT_TILE = 512
 
 
@@ -161,13 +166,8 @@ class ImageCodec:
             if alpha.shape != (c.height, c.width):
                 raise BitstreamError("alpha plane does not match the image size")
         if zlib.crc32(out.tobytes()) != c.recon_crc:
-            raise BitstreamError(
-                "decoded image does not match the encoder's reconstruction (checksum mismatch). "
-                "The file passed its integrity check, so encoder and decoder most likely computed "
-                "different probabilities: this happens when they run on different hardware (GPU vs CPU) "
-                "or library versions; decode on the same kind of device and nlic/torch versions that "
-                "encoded it (no image was written)"
-            )
+            raise BitstreamError("decoded image does not match the encoder's reconstruction (checksum mismatch). "
+                                 + MISMATCH_HINT)
         self.last = CodingStats(decode_s=time.perf_counter() - t0, parts=self.part_sizes(c))
         return out, alpha, c.mode
 
@@ -184,7 +184,11 @@ class ImageCodec:
         valid = torch.zeros(1, hp, wp, dtype=torch.bool)
         valid[:, :h, :w] = True
         alphabet = Alphabet(chunk.kmin, chunk.kmax)
-        r_hat = self.coder.decode(chunk.residual, features, x_hat, valid, tau, alphabet)
+        try:
+            r_hat = self.coder.decode(chunk.residual, features, x_hat, valid, tau, alphabet)
+        except BitstreamError as err:
+            # the container's CRC already passed: the bytes are what the encoder wrote
+            raise BitstreamError(f"{err}. {MISMATCH_HINT}") from None
         rec = torch.clamp(x_hat + r_hat, 0, 255)[0, :, :h, :w].permute(1, 2, 0)
         return rec.to(torch.uint8).numpy()
 

@@ -40,15 +40,22 @@ class Alphabet:
         return cls(kv.min(1).values.long().tolist(), kv.max(1).values.long().tolist())
 
 
-SymbolFn = Callable[[int, np.ndarray, np.ndarray], np.ndarray]
+#: ``symbol_fn(channel, pmf, start, escape_rows)`` codes one batch and returns alphabet indices.
+#: ``start`` is ``None`` when ``pmf`` spans the whole alphabet; otherwise ``pmf`` covers the window
+#: ``start .. start + 2R`` (alphabet indices) plus a final escape entry, and ``escape_rows(mask)``
+#: gives the uniform distribution over the feasible bins used to code escaped symbols.
+SymbolFn = Callable[[int, np.ndarray, "np.ndarray | None", Callable[[np.ndarray], np.ndarray]], np.ndarray]
 
 
 class ResidualCoder:
     """Codes the quantized residual of a tile given the lossy image and features."""
 
-    def __init__(self, network: ResidualNetwork, group: int = 64) -> None:
+    def __init__(self, network: ResidualNetwork, group: int = 64, window: int = 32) -> None:
         self.net = network
         self.group = group
+        # per-symbol support: 2*window+1 bins around the mixture mean plus an escape symbol, so
+        # the coder's cost does not grow with the image's residual interval
+        self.window = window
         self.steps = schedule(network.mask, PATCH)
         self.halo = network.context.kernel // 2
 
@@ -67,11 +74,6 @@ class ResidualCoder:
         K = self.net.mixtures
         lo_all = torch.div(quantize_residual(-x_hat, tau), w, rounding_mode="floor")  # lowest feasible bin
         hi_all = torch.div(quantize_residual(255.0 - x_hat, tau), w, rounding_mode="floor")
-        # lower edge of every bin of the alphabet, plus the upper edge of the last one
-        edges = [
-            (torch.arange(alphabet.kmin[c], alphabet.kmax[c] + 2, dtype=torch.float64) * w - tau - 0.5)
-            for c in range(3)
-        ]
         for rows, cols in self.steps:
             v = valid[:, rows, cols]
             if not bool(v.any()):
@@ -84,26 +86,49 @@ class ResidualCoder:
             klo = lo_all[:, :, rows, cols].permute(0, 2, 1)[v]  # [N, 3] lowest feasible bin
             khi = hi_all[:, :, rows, cols].permute(0, 2, 1)[v]
             for c in range(3):
-                e = edges[c]
-                n_edges = e.shape[0]
                 means = params.channel_means(coupling)[:, c, :]
                 inv_s = torch.exp(-params.log_scales[:, c, :])
-                cdf = torch.sigmoid((e[None, :, None] - means[:, None, :]) * inv_s[:, None, :])  # [N, A+1, K]
-                # the feasible range's first bin takes the lower tail, its last bin the upper tail;
-                # bins outside it get zero mass (their two edges coincide)
-                j = torch.arange(n_edges)[None, :]
-                a_lo = (klo[:, c] - alphabet.kmin[c]).clamp(min=0)[:, None]
-                a_hi = (khi[:, c] - alphabet.kmin[c]).clamp(max=n_edges - 2)[:, None]
+                kmin, n_bins = alphabet.kmin[c], alphabet.kmax[c] - alphabet.kmin[c] + 1
+                a_lo = (klo[:, c] - kmin).clamp(min=0)[:, None]  # feasible bins, alphabet indices
+                a_hi = (khi[:, c] - kmin).clamp(max=n_bins - 1)[:, None]
+                if n_bins <= 2 * self.window + 2:
+                    start = None
+                    first = torch.zeros(raw.shape[0], 1, dtype=torch.float64)
+                    n_win = n_bins
+                else:
+                    centre = torch.round((log_w.exp() * means).sum(-1) / w) - kmin
+                    first = (centre - self.window).clamp(0, n_bins - 2 * self.window - 1)[:, None]
+                    start = first[:, 0].long()
+                    n_win = 2 * self.window + 1
+                j = first + torch.arange(n_win + 1, dtype=torch.float64)[None, :]  # bin index of each edge
+                e = (j + kmin) * w - tau - 0.5
+                cdf = torch.sigmoid((e[..., None] - means[:, None, :]) * inv_s[:, None, :])  # [N, n+1, K]
+                # the first feasible bin takes the lower tail, the last the upper tail; bins outside
+                # the feasible range get zero mass (their two edges coincide)
                 cdf = torch.where((j <= a_lo)[..., None], 0.0, cdf)
                 cdf = torch.where((j > a_hi)[..., None], 1.0, cdf)
-                mass = cdf[:, 1:] - cdf[:, :-1]  # [N, A, K]
-                pmf = torch.bmm(mass, log_w.exp()[..., None])[..., 0]
-                sym = symbol_fn(c, pmf.numpy(), rows)
+                weights = log_w.exp()[..., None]
+                pmf = torch.bmm(cdf[:, 1:] - cdf[:, :-1], weights)[..., 0]
+                if start is not None:  # escape: the mass outside the window
+                    outside = 1.0 - pmf.sum(-1, keepdim=True)
+                    pmf = torch.cat([pmf, outside.clamp_min(1e-12)], dim=-1)
+
+                def escape_rows(mask: np.ndarray, lo=a_lo[:, 0], hi=a_hi[:, 0], n=n_bins) -> np.ndarray:
+                    m = torch.as_tensor(mask)
+                    k = torch.arange(n)[None, :]
+                    return ((k >= lo[m][:, None]) & (k <= hi[m][:, None])).double().numpy()
+
+                sym = symbol_fn(c, pmf.numpy(), None if start is None else start.numpy(), escape_rows)
                 sym_t = torch.as_tensor(sym, dtype=torch.long)
-                chosen = mass[torch.arange(len(sym_t)), sym_t]  # [N, K]
-                log_w = log_w + torch.log(chosen.clamp_min(1e-300))
+                # component masses of the coded bin update the mixture weights for the next channel
+                k_sym = sym_t.double()[:, None]
+                lo_e = torch.where(k_sym <= a_lo, float("-inf"), (k_sym + kmin) * w - tau - 0.5)
+                hi_e = torch.where(k_sym >= a_hi, float("inf"), (k_sym + kmin) * w + tau + 0.5)
+                f_lo = torch.where(torch.isinf(lo_e), 0.0, torch.sigmoid((lo_e.nan_to_num(0.0) - means) * inv_s))
+                f_hi = torch.where(torch.isinf(hi_e), 1.0, torch.sigmoid((hi_e.nan_to_num(0.0) - means) * inv_s))
+                log_w = log_w + torch.log((f_hi - f_lo).clamp_min(1e-300))
                 log_w = log_w - torch.logsumexp(log_w, dim=-1, keepdim=True)
-                coupling[:, c] = (sym_t + alphabet.kmin[c]).double() * w
+                coupling[:, c] = (sym_t + kmin).double() * w
             if write_back:
                 vals = torch.zeros(v.shape[0], len(rows), 3, dtype=r_pad.dtype)
                 vals[v] = coupling.to(r_pad.dtype)
@@ -133,9 +158,16 @@ class ResidualCoder:
         for g in self._groups(feats.shape[0]):
             symbols = self._symbol_stream(k[g], vp[g], alphabet)
 
-            def put(c: int, pmf: np.ndarray, rows: np.ndarray, symbols=symbols) -> np.ndarray:
+            def put(c: int, pmf: np.ndarray, start, escape_rows, symbols=symbols) -> np.ndarray:
                 sym = next(symbols)
-                enc.encode(sym, pmf)
+                if start is None:
+                    enc.encode(sym, pmf)
+                    return sym
+                idx = sym - start
+                esc = (idx < 0) | (idx >= pmf.shape[1] - 1)
+                enc.encode(np.where(esc, pmf.shape[1] - 1, idx), pmf)
+                if esc.any():
+                    enc.encode(sym[esc], escape_rows(esc))
                 return sym
 
             self._run(feats[g], xh[g], vp[g], tau, alphabet, r_pad[g], put, write_back=False)
@@ -163,8 +195,16 @@ class ResidualCoder:
         dec = SymbolDecoder(data)
         sizes = [hi - lo + 1 for lo, hi in zip(alphabet.kmin, alphabet.kmax)]
 
-        def get(c: int, pmf: np.ndarray, rows: np.ndarray) -> np.ndarray:
-            sym = dec.decode(pmf)
+        def get(c: int, pmf: np.ndarray, start, escape_rows) -> np.ndarray:
+            idx = dec.decode(pmf)
+            if len(idx) and (idx.min() < 0 or idx.max() >= pmf.shape[1]):
+                raise BitstreamError("residual stream decodes outside its alphabet")
+            if start is None:
+                return idx
+            esc = idx == pmf.shape[1] - 1
+            sym = idx + start
+            if esc.any():
+                sym[esc] = dec.decode(escape_rows(esc))
             if len(sym) and (sym.min() < 0 or sym.max() >= sizes[c]):
                 raise BitstreamError("residual stream decodes outside its alphabet")
             return sym
