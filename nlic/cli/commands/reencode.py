@@ -43,10 +43,41 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--wandb-project", default="nlic", help="W&B project (default nlic)")
     p.add_argument("--wandb-group", default=None, help="W&B group (e.g. the sweep name)")
     p.add_argument("--quiet", action="store_true", help="do not print progress and the table")
+    p.add_argument("--sweep", type=Path, default=None,
+                   help="versioned sweep file: one study per entry of its 'settings' (sweeps/reencode.yaml)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if getattr(args, "sweep", None) is None:
+        return _run_one(args)
+    return _run_sweep(args)
+
+
+def _run_sweep(args: argparse.Namespace) -> int:
+    """One study per entry of ``settings`` in a versioned sweep file (see sweeps/reencode.yaml)."""
+    import copy
+
+    from omegaconf import OmegaConf
+
+    if not args.sweep.is_file():
+        raise NlicError(f"sweep file not found: {args.sweep}")
+    spec = OmegaConf.to_container(OmegaConf.load(args.sweep), resolve=True)
+    settings = spec.get("settings") or [""]
+    base = args.out or Path("outputs") / "reencode" / str(spec.get("sweep_name", args.sweep.stem))
+    for i, setting in enumerate(settings):
+        job = copy.copy(args)
+        job.generations = int(spec.get("generations", args.generations))
+        job.codecs = ",".join(spec.get("codecs", args.codecs.split(",")))
+        job.model = list(args.model) + [f"{k}={v}" for k, v in (spec.get("models") or {}).items() if v]
+        job.quality = [",".join(f"{k}={v}" for k, v in setting.items())] if setting else []
+        job.out = Path(base) / f"{i}"
+        job.wandb_group = job.wandb_group or spec.get("sweep_name")
+        _run_one(job)
+    return 0
+
+
+def _run_one(args: argparse.Namespace) -> int:
     import torch
 
     from nlic.studies import reencode as study
