@@ -44,7 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--wandb-group", default=None, help="W&B group (e.g. the sweep name)")
     p.add_argument("--quiet", action="store_true", help="do not print progress and the table")
     p.add_argument("--sweep", type=Path, default=None,
-                   help="versioned sweep file: one study per entry of its 'settings' (sweeps/reencode.yaml)")
+                   help="versioned sweep file: one study per entry of its 'settings' (sweeps/studies/reencode.yaml)")
     p.set_defaults(func=run)
 
 
@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_sweep(args: argparse.Namespace) -> int:
-    """One study per entry of ``settings`` in a versioned sweep file (see sweeps/reencode.yaml)."""
+    """One study per entry of ``settings`` in a versioned sweep file (see sweeps/studies/reencode.yaml)."""
     import copy
 
     from omegaconf import OmegaConf
