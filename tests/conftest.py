@@ -59,3 +59,12 @@ def photos() -> dict[str, np.ndarray]:
         "chelsea": np.ascontiguousarray(data.chelsea()[50:114, 100:180]),
         "coffee": np.ascontiguousarray(data.coffee()[100:165, 200:300]),
     }
+
+
+@pytest.fixture
+def one_thread():
+    """Pin torch to one thread for a test (restored afterwards), whatever OMP_NUM_THREADS says."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -13,7 +13,6 @@ import json
 import math
 
 import pytest
-import torch
 import yaml
 from omegaconf import OmegaConf
 
@@ -25,13 +24,7 @@ EXTRA = {"mixtures": ["tau=custom", "tau.values=[0,2,7]", "evaluate.taus=${tau.v
 #: sweeps run by the CLI in a subprocess from another working directory, with W&B offline
 CLI_SWEEP = "bias_ablation"
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def sweep_params(name: str) -> dict[str, list[str]]:

@@ -24,13 +24,7 @@ from tests._runs import (
 
 SMOKE = ["debug=smoke"]
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _check_roundtrip(model_path, work, taus=(0, 2)) -> None:

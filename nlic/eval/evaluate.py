@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -13,12 +12,8 @@ import numpy as np
 import torch
 
 from nlic.api import load_codec
+from nlic.eval.metrics import psnr_uint8
 from nlic.system import pad_to_multiple
-
-
-def psnr_uint8(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return math.inf if mse == 0 else 10 * math.log10(255.0**2 / mse)
 
 
 def crop_images(images: list[tuple[str, np.ndarray]], crop: int | None) -> list[tuple[str, np.ndarray]]:
@@ -57,11 +52,10 @@ def evaluate_model(model_path: str | Path, images: list[tuple[str, np.ndarray]],
                 est = model.estimate(pad_to_multiple(x, model.pad_multiple), tau)
             bits_est = float(est["latent_bits"].sum() + est["residual_bits"].sum())
             max_err = int(np.abs(rec.astype(np.int16) - img.astype(np.int16)).max())
-            p = psnr_uint8(rec, img)
             rows.append({
                 "image": name, "tau": tau, "width": W, "height": H, "bytes": len(data),
                 "bpp": 8 * len(data) / (H * W), "bpp_est": bits_est / (H * W),
-                "bpsp": 8 * len(data) / (3 * H * W), "psnr": p if math.isfinite(p) else None,
+                "bpsp": 8 * len(data) / (3 * H * W), "psnr": psnr_uint8(rec, img),
                 "max_err": max_err, "bound_ok": max_err <= tau,
                 "enc_s_per_mp": enc / mp, "dec_s_per_mp": dec / mp,
                 "latent_bytes": parts.get("latents", 0), "residual_bytes": parts.get("residual", 0),

@@ -68,7 +68,13 @@ def psnr(a: Tensor, b: Tensor, data_range: float = 255.0) -> Tensor:
     return (10 * torch.log10(data_range**2 / mse.clamp_min(1e-10))).clamp(max=100.0)
 
 
-def psnr_uint8(a: np.ndarray, b: np.ndarray) -> float | None:
-    """PSNR (dB) of two uint8 images; ``None`` when they are identical (infinite PSNR)."""
+def psnr_db(a: np.ndarray, b: np.ndarray) -> float:
+    """PSNR (dB) of two 8-bit images; ``inf`` when they are identical."""
     mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return None if mse == 0 else 10 * math.log10(255.0**2 / mse)
+    return math.inf if mse == 0 else 10 * math.log10(255.0**2 / mse)
+
+
+def psnr_uint8(a: np.ndarray, b: np.ndarray) -> float | None:
+    """PSNR (dB) of two uint8 images; ``None`` (JSON-friendly) when they are identical."""
+    p = psnr_db(a, b)
+    return None if math.isinf(p) else p

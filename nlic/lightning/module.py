@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 
+from nlic.eval.metrics import psnr
 from nlic.model_io import build_codec
 from nlic.scaleout.precision import keep_likelihoods_fp32
 
@@ -25,11 +26,6 @@ LN2 = math.log(2.0)
 
 def to_plain(cfg: Any) -> Any:
     return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
-
-
-def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    mse = F.mse_loss(a.float(), b.float())
-    return 10 * torch.log10(255.0**2 / mse.clamp_min(1e-10))
 
 
 class NearLosslessModule(pl.LightningModule):
@@ -154,7 +150,7 @@ class NearLosslessModule(pl.LightningModule):
             self.log_dict(
                 {
                     f"val/bpp_tau{tau}": bpp, f"val/bpsp_tau{tau}": bpp / 3,
-                    f"val/psnr_tau{tau}": psnr(est["x_rec"], x).clamp(max=100.0),
+                    f"val/psnr_tau{tau}": psnr(est["x_rec"], x),
                 },
                 on_epoch=True, sync_dist=True, batch_size=x.shape[0],
             )

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 
 from nlic.codecs.base import LatentPayload, LossyCodec
 from nlic.errors import ImageError, ModelError, NlicError
+from nlic.eval.metrics import psnr_db as psnr
 from nlic.model_io import check_targets
 
 #: codecs that are not learned (no checkpoint)
@@ -282,12 +283,6 @@ class GenerationResult:
     psnr_prev: float
     bpp: float
     bytes: int
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    """PSNR of two 8-bit images in dB (``inf`` when identical)."""
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return math.inf if mse == 0 else 10.0 * math.log10(255.0**2 / mse)
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
