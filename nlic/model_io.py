@@ -72,7 +72,8 @@ def save_model(codec: NearLosslessCodec, config: dict, path: str | Path, meta: d
     )
 
 
-def _read(path: Path) -> dict[str, Any]:
+def read_model_file(path: Path) -> Any:
+    """The contents of a model or checkpoint file (tensors and plain containers only)."""
     if not path.exists():
         raise ModelError(f"model file not found: {path}")
     if path.is_dir():
@@ -134,7 +135,7 @@ def check_targets(config: Any, path: Path) -> None:
 def load_model(path: str | Path) -> tuple[NearLosslessCodec, dict, bytes]:
     """Load a model or Lightning checkpoint; returns ``(codec in eval mode, config, model_id)``."""
     path = Path(path)
-    blob = _read(path)
+    blob = read_model_file(path)
     if not isinstance(blob, dict):
         raise ModelError(f"{path} is not an nlic model file")
     hparams = blob.get("hyper_parameters")

@@ -28,6 +28,10 @@ def train(cfg: DictConfig) -> dict:
     output_dir = Path(cfg.paths.output_dir)
     datamodule = instantiate(cfg.data)
     module = instantiate(cfg.model)
+    if cfg.get("init_weights"):
+        from nlic.lightning.warm_start import load_init_weights
+
+        load_init_weights(module.codec, cfg.init_weights)
     if cfg.get("compile", False):
         compile_lossy_transforms(getattr(module, "codec", module))
     attach_wandb_run_id(cfg, output_dir)  # one W&B run per run folder, kept across resumes

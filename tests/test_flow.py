@@ -145,14 +145,14 @@ def test_training_steps_without_nan(astronaut: np.ndarray) -> None:
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
 
-def test_checkpoint_save_load_resizes_entropy_buffers(tmp_path, x64: torch.Tensor) -> None:
-    from nlic.studies.reencode import load_lossy_codec, save_lossy_codec
+def test_model_file_save_load_resizes_entropy_buffers(tmp_path, x64: torch.Tensor) -> None:
+    from nlic.eval.lossy import save_lossy_model
+    from nlic.studies.codecs import load_lossy_codec
 
-    config = {"_target_": "nlic.codecs.flow.FlowCodec", **TINY, "delta": 0.05}
+    config = {"lossy": {"_target_": "nlic.codecs.flow.FlowCodec", **TINY, "delta": 0.05}}
     model = perturb(tiny_flow())
-    model.update(force=True)
     model.eval()
-    save_lossy_codec(model, config, tmp_path / "flow.pt")
+    save_lossy_model(model, config, tmp_path / "flow.pt")
     loaded = load_lossy_codec(tmp_path / "flow.pt")
     assert isinstance(loaded, FlowCodec) and loaded.delta == 0.05 and not loaded.training
     assert loaded.gaussian_conditional._quantized_cdf.shape == model.gaussian_conditional._quantized_cdf.shape
@@ -165,7 +165,7 @@ def test_checkpoint_save_load_resizes_entropy_buffers(tmp_path, x64: torch.Tenso
 
 def test_load_rejects_foreign_file(tmp_path) -> None:
     from nlic.errors import ModelError
-    from nlic.studies.reencode import load_lossy_codec
+    from nlic.studies.codecs import load_lossy_codec
 
     torch.save({"weights": 1}, tmp_path / "x.pt")
     with pytest.raises(ModelError):

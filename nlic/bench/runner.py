@@ -95,10 +95,7 @@ def find_images(folder: str | Path) -> tuple[list[Path], list[str]]:
 @functools.lru_cache(maxsize=4)
 def load_rgb(path: str) -> np.ndarray:
     """Read an image as a read-only ``H x W x 3`` uint8 array (grey is replicated, alpha dropped)."""
-    pixels = read_image(path).pixels
-    if pixels.shape[2] == 1:
-        pixels = np.repeat(pixels, 3, axis=2)
-    pixels = np.ascontiguousarray(pixels)
+    pixels = read_image(path).rgb()
     pixels.flags.writeable = False  # a codec must not modify its input
     return pixels
 

@@ -33,7 +33,7 @@ def _debug() -> bool:
 
 
 #: sub-command modules, in the order they appear in --help
-COMMANDS = ["compress", "decompress", "info", "bench", "report", "reencode", "export"]
+COMMANDS = ["compress", "decompress", "info", "bench", "report", "rd", "reencode", "export"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -47,6 +47,14 @@ class LossyCodec(CompressionModel):
     def decompress_latents(self, payload: LatentPayload) -> dict:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def rd_loss(self, bpp: Tensor, mse: Tensor, out: dict, lmbda: float) -> Tensor:
+        """Rate-distortion loss of lossy-only training: ``lmbda * 255^2 * MSE + bpp``.
+
+        ``bpp`` is the batch rate, ``mse`` the per-sample MSE on the [0, 1] scale (``B``), ``out``
+        what :meth:`forward` returned.  Codecs with their own operating-point rule override it.
+        """
+        return lmbda * 255.0**2 * mse.mean() + bpp
+
     @staticmethod
     def split_synthesis(out: Tensor) -> tuple[Tensor, Tensor]:
         """Split a synthesis output into (3-channel image, features)."""

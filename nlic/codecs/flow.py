@@ -274,6 +274,10 @@ def bits_to_delta(bits: int) -> float:
     return delta
 
 
+#: distortion weight of delta-sampled training: 3 elements per pixel x 6 / ln 2 (uniform quantizer slope)
+FLOW_KAPPA = 18.0 / math.log(2.0)
+
+
 class FlowCodec(LossyCodec):
     """Normalizing-flow codec with a fixed-lattice quantizer and a delta-conditioned hyperprior.
 
@@ -400,6 +404,11 @@ class FlowCodec(LossyCodec):
         out["delta"] = d
         return out
 
+    def rd_loss(self, bpp: Tensor, mse: Tensor, out: dict, lmbda: float) -> Tensor:
+        """``bpp + kappa * mean(MSE / delta^2)`` (see :func:`flow_rd_loss`): the sampled delta,
+        not ``lmbda``, sets each sample's operating point, so one model covers every rate."""
+        return bpp + FLOW_KAPPA * (mse / out["delta"].reshape(-1) ** 2).mean()
+
     # -- real coding -----------------------------------------------------------------------------
 
     def compress_latents(self, x: Tensor) -> LatentPayload:
@@ -430,7 +439,7 @@ class FlowCodec(LossyCodec):
         return self._synthesize(q, d)
 
 
-def flow_rd_loss(x: Tensor, out: dict, kappa: float = 18.0 / math.log(2.0)) -> dict:
+def flow_rd_loss(x: Tensor, out: dict, kappa: float = FLOW_KAPPA) -> dict:
     """Rate-distortion loss for delta-sampled training: ``bpp + kappa * mean(MSE / delta^2)``.
 
     Weighting the distortion by ``1 / delta^2`` makes each sample's trade-off match the slope

@@ -6,7 +6,9 @@ import logging
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+
+from nlic.errors import ImageError
+from nlic.io.images import read_image
 
 log = logging.getLogger(__name__)
 
@@ -28,19 +30,12 @@ def list_images(root: str | Path | None) -> list[Path]:
 
 
 def load_rgb(path: Path) -> np.ndarray | None:
-    """8-bit RGB array, or ``None`` (with a warning naming the file) if it cannot be read."""
+    """8-bit RGB array (EXIF-upright, grey replicated, alpha dropped), or ``None`` with a warning
+    naming the file if :func:`nlic.io.images.read_image` refuses it (corrupt, 16-bit, too large)."""
     try:
-        with Image.open(path) as im:
-            im.load()
-            if im.mode not in ("RGB", "RGBA", "L", "P", "LA", "CMYK", "YCbCr", "1"):
-                log.warning("skipping %s: unsupported mode %s", path, im.mode)
-                return None
-            return np.asarray(im.convert("RGB"))
-    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as err:
-        log.warning("skipping unreadable image %s (%s)", path, err)
-        return None
-    except Exception as err:  # Pillow reports some corrupt files as SyntaxError, struct.error, ...
-        log.warning("skipping corrupt image %s (%s: %s)", path, type(err).__name__, err)
+        return read_image(path).rgb()
+    except ImageError as err:
+        log.warning("skipping %s", err)
         return None
 
 

@@ -22,7 +22,7 @@ import nlic
 from nlic.codecs.base import LatentPayload, LossyCodec
 from nlic.errors import BitstreamError, ModelError
 from nlic.eval.metrics import ms_ssim_uint8, psnr_uint8
-from nlic.model_io import load_codec_state
+from nlic.model_io import load_codec_state, read_model_file
 from nlic.system import lossy_to_uint8, pad_to_multiple
 
 LOSSY_MODEL_FORMAT = "nlic-lossy-model"
@@ -61,12 +61,7 @@ def _check_targets(config: object, path: Path) -> None:
 def load_lossy_model(path: str | Path) -> tuple[LossyCodec, dict]:
     """Load a file written by :func:`save_lossy_model`; returns ``(codec in eval mode, config)``."""
     path = Path(path)
-    if not path.is_file():
-        raise ModelError(f"lossy model file not found: {path}")
-    try:
-        blob = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise ModelError(f"cannot read lossy model file {path} ({type(err).__name__})") from None
+    blob = read_model_file(path)
     if not isinstance(blob, dict) or blob.get("format") != LOSSY_MODEL_FORMAT:
         raise ModelError(f"{path} is not an nlic lossy-only model (lossy_model.pt)")
     if blob.get("format_version", 0) > LOSSY_MODEL_FORMAT_VERSION:

@@ -100,6 +100,11 @@ class DecodedImage:
         """Colour channels (1 = grayscale, 3 = RGB), not counting alpha."""
         return int(self.pixels.shape[2])
 
+    def rgb(self) -> np.ndarray:
+        """The colour samples as ``H x W x 3`` uint8 (grey replicated, alpha dropped)."""
+        px = self.pixels if self.channels == 3 else np.repeat(self.pixels, 3, axis=2)
+        return np.ascontiguousarray(px)
+
 
 # --------------------------------------------------------------------------------------- reading
 

@@ -1,7 +1,8 @@
 """Lossy-only mode: a lossy codec of ``conf/lossy`` trained and evaluated alone.
 
-Loss ``lmbda * 255^2 * MSE + bpp`` (MSE of the [0, 1] image, so ``lmbda`` is on 8-bit units as in
-the near-lossless system and CompressAI's lambda table), plus CompressAI's auxiliary loss on the
+Loss ``codec.rd_loss``: ``lmbda * 255^2 * MSE + bpp`` (MSE of the [0, 1] image, so ``lmbda`` is on
+8-bit units as in the near-lossless system and CompressAI's lambda table; the flow codec replaces it
+with its delta-weighted loss, one model for every rate), plus CompressAI's auxiliary loss on the
 bottleneck quantiles with its own optimizer (manual optimisation, as the near-lossless module).
 Validation logs bpp (the model's estimate), PSNR and MS-SSIM of the 8-bit rounded output; after
 training :meth:`LossyOnlyModule.after_training` exports ``lossy_model.pt`` and codes real images
@@ -89,8 +90,9 @@ class LossyOnlyModule(pl.LightningModule):
         x = batch.float() / 255.0
         out = self.codec(x)
         bpp = rate_bpp(out["likelihoods"], x.shape[0] * x.shape[-2] * x.shape[-1])
-        mse = torch.mean((out["x_hat"] - x) ** 2) * 255.0**2
-        loss = self.hparams.lmbda * mse + bpp
+        mse_per_image = torch.mean((out["x_hat"] - x) ** 2, dim=(1, 2, 3))
+        loss = self.codec.rd_loss(bpp, mse_per_image, out, self.hparams.lmbda)
+        mse = mse_per_image.mean() * 255.0**2
         if not torch.isfinite(loss):
             raise FloatingPointError(
                 f"non-finite training loss ({loss.item()}) at step {self.global_step}; "
@@ -123,11 +125,11 @@ class LossyOnlyModule(pl.LightningModule):
         out = self.codec(pad_to_multiple(x, self.codec.pad_multiple) / 255.0)
         bpp = rate_bpp(out["likelihoods"], x.shape[0] * H * W)
         x_hat = lossy_to_uint8(out["x_hat"])[..., :H, :W]  # the 8-bit output a decoder writes
-        mse = torch.mean((x_hat - x) ** 2)
+        mse_per_image = torch.mean(((x_hat - x) / 255.0) ** 2, dim=(1, 2, 3))
         self.log_dict(
             {
                 "val/bpp": bpp, "val/psnr": psnr(x_hat, x), "val/ms_ssim": ms_ssim(x_hat, x),
-                "val/loss": self.hparams.lmbda * mse + bpp,
+                "val/loss": self.codec.rd_loss(bpp, mse_per_image, out, self.hparams.lmbda),
             },
             on_epoch=True, sync_dist=True, prog_bar=True, batch_size=x.shape[0],
         )

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from nlic.report.collect import Run
+from nlic.utils.figures import pyplot, save_figure
 
 CSV_FIELDS = ["variant", "mode", "lossy", "mask", "lmbda", "tau", "bpp", "bpsp", "psnr", "ms_ssim", "max_err",
               "bpp_est", "enc_s_per_mp", "dec_s_per_mp", "source", "run_dir", "overrides"]
@@ -115,22 +116,6 @@ def markdown(runs: list[Run], rows: list[dict[str, Any]], title: str) -> str:
 
 
 # ---------------------------------------------------------------------------- plots
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, path: Path) -> Path:
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    _pyplot().close(fig)
-    return path
-
-
 def plot_bpp_vs_tau(rows: list[dict[str, Any]], path: Path) -> Path | None:
     """bpp against tau per variant: real coding solid, validation estimate dashed."""
     series: dict[tuple[str, str], list] = defaultdict(list)
@@ -139,7 +124,7 @@ def plot_bpp_vs_tau(rows: list[dict[str, Any]], path: Path) -> Path | None:
             series[(r["variant"], r["source"])].append((r["tau"], r["bpp"]))
     if not series:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     colors: dict[str, Any] = {}
     for (name, source), pts in series.items():
@@ -154,7 +139,7 @@ def plot_bpp_vs_tau(rows: list[dict[str, Any]], path: Path) -> Path | None:
     ax.set_ylabel("bpp")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=6)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_quality_vs_bpp(rows: list[dict[str, Any]], path: Path, metric: str = "psnr") -> Path | None:
@@ -170,7 +155,7 @@ def plot_quality_vs_bpp(rows: list[dict[str, Any]], path: Path, metric: str = "p
         series[name].append((r["bpp"], r[metric]))
     if not series:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     for name, pts in series.items():
         pts.sort()
@@ -179,7 +164,7 @@ def plot_quality_vs_bpp(rows: list[dict[str, Any]], path: Path, metric: str = "p
     ax.set_ylabel({"psnr": "PSNR (dB)", "ms_ssim": "MS-SSIM"}.get(metric, metric))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_decode_time_vs_mask(runs: list[Run], rows: list[dict[str, Any]], path: Path) -> Path | None:
@@ -190,7 +175,7 @@ def plot_decode_time_vs_mask(runs: list[Run], rows: list[dict[str, Any]], path: 
             by_run[r["variant"]].append(r["dec_s_per_mp"])
     if not by_run:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     names, values, masks = [], [], []
     for run in runs:
@@ -208,7 +193,7 @@ def plot_decode_time_vs_mask(runs: list[Run], rows: list[dict[str, Any]], path: 
     ax.set_xlabel("context mask")
     ax.set_ylabel("decode s/MP (mean over τ)")
     ax.grid(alpha=0.3, axis="y")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 # ---------------------------------------------------------------------------- entry points

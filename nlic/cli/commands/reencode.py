@@ -25,10 +25,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--generations", type=int, default=10, help="number of generations (default 10)")
     p.add_argument("--codecs", default=DEFAULT_CODECS,
                    help=f"comma-separated codecs: jpeg, jpegxl, or a conf/lossy name (default {DEFAULT_CODECS})")
-    p.add_argument("--flow-model", type=Path, default=None, help="checkpoint of the flow codec")
-    p.add_argument("--mean-scale-model", type=Path, default=None, help="checkpoint of the mean-scale codec")
+    p.add_argument("--flow-model", type=Path, default=None,
+                   help="trained flow codec (lossy_model.pt of nlic-train experiment=lossy_rd lossy=flow)")
+    p.add_argument("--mean-scale-model", type=Path, default=None, help="trained mean-scale codec (lossy_model.pt)")
     p.add_argument("--model", action="append", default=[], metavar="CODEC=CKPT",
-                   help="checkpoint for any learned codec (repeatable)")
+                   help="trained model (lossy_model.pt) for any learned codec (repeatable)")
     p.add_argument("--quality", action="append", default=[], metavar="CODEC=VALUE[,...]",
                    help="setting per codec: jpeg=quality (1..100, default 90), jpegxl=distance "
                         "(default 1.0), flow=delta (quantization step, default: the model's)")
@@ -80,7 +81,9 @@ def _run_sweep(args: argparse.Namespace) -> int:
 def _run_one(args: argparse.Namespace) -> int:
     import torch
 
+    from nlic.io.images import read_image
     from nlic.studies import reencode as study
+    from nlic.studies.codecs import make_codecs, parse_qualities
 
     names = [n.strip() for n in args.codecs.split(",") if n.strip()]
     if not names:
@@ -95,11 +98,11 @@ def _run_one(args: argparse.Namespace) -> int:
         if not sep or not name or not path:
             raise NlicError(f"--model expects CODEC=CKPT, got {item!r}")
         checkpoints[name.strip()] = Path(path)
-    qualities = study.parse_qualities(args.quality)
-    image = study.read_image(args.image)
+    qualities = parse_qualities(args.quality)
+    image = read_image(args.image).rgb()
 
     torch.manual_seed(args.seed)
-    codecs = study.make_codecs(names, qualities, checkpoints, args.allow_untrained, args.feature_channels)
+    codecs = make_codecs(names, qualities, checkpoints, args.allow_untrained, args.feature_channels)
 
     out_dir = args.out
     if out_dir is None:

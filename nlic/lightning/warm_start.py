@@ -1,0 +1,73 @@
+"""Warm start: initialise a module's codec from the weights of an earlier model (``init_weights=``).
+
+Unlike ``ckpt_path`` (resume: weights, optimizer, step counters and epoch), this copies weights
+only, so a new run can fine-tune a shipped model with its own learning-rate schedule, or build a
+near-lossless system on a lossy codec trained alone (``experiment=lossy_only``).
+
+Accepted files (all read with ``weights_only=True``):
+
+- an exported near-lossless model (``model.pt``, ``nlic export``, float16 allowed);
+- an exported lossy-only model (``lossy_model.pt``): loaded into the lossy layer when the module
+  trains the near-lossless system;
+- an ``nlic-train`` Lightning checkpoint of either module.
+
+Tensors whose shape differs from the module's (e.g. the feature head when ``feature_channels``
+changed) are left at their fresh initialisation and listed in the log.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+
+from nlic.errors import ModelError
+from nlic.model_io import read_model_file
+
+log = logging.getLogger("nlic.train")
+
+_CDF_BUFFERS = ("_quantized_cdf", "_offset", "_cdf_length", "scale_table")
+
+
+def _read_state(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        blob = read_model_file(path)
+    except ModelError as err:
+        raise ModelError(f"init_weights: {err}") from None
+    state = blob.get("state_dict") if isinstance(blob, dict) else None
+    if not isinstance(state, dict):
+        raise ModelError(f"init_weights: {path} holds no state_dict (not an nlic model or checkpoint)")
+    if "hyper_parameters" in blob:  # Lightning checkpoint: the module's codec lives under "codec."
+        state = {k[len("codec."):]: v for k, v in state.items() if k.startswith("codec.")}
+    return state
+
+
+def load_init_weights(codec: torch.nn.Module, path: str | Path) -> dict[str, int]:
+    """Copy matching weights of the model file ``path`` into ``codec``; returns counts.
+
+    A lossy-only state (keys without the ``lossy.``/``residual.`` prefixes) is mapped into
+    ``codec.lossy`` when ``codec`` is a near-lossless system.  CompressAI's CDF tables are skipped:
+    training recomputes them (``update()``) before any real coding.
+    """
+    path = Path(path)
+    state = _read_state(path)
+    own = codec.state_dict()
+    has_lossy_layer = any(k.startswith("lossy.") for k in own)
+    if has_lossy_layer and not any(k.startswith(("lossy.", "residual.")) for k in state):
+        state = {f"lossy.{k}": v for k, v in state.items()}
+    loaded, mismatched = {}, []
+    for key, value in state.items():
+        if key.rsplit(".", 1)[-1] in _CDF_BUFFERS or key not in own:
+            continue
+        if own[key].shape != value.shape:
+            mismatched.append(key)
+            continue
+        loaded[key] = value.to(own[key].dtype)
+    if not loaded:
+        raise ModelError(f"init_weights: no tensor of {path} matches this model's architecture")
+    codec.load_state_dict(loaded, strict=False)
+    fresh = [k for k in own if k not in loaded and k.rsplit(".", 1)[-1] not in _CDF_BUFFERS]
+    log.info("init_weights %s: %d tensors loaded, %d kept fresh, %d shape mismatches%s", path, len(loaded),
+             len(fresh), len(mismatched), f" ({', '.join(mismatched[:6])})" if mismatched else "")
+    return {"loaded": len(loaded), "fresh": len(fresh), "mismatched": len(mismatched)}

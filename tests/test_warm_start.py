@@ -1,0 +1,92 @@
+"""``init_weights=``: warm start from an exported model, a lossy-only model or a checkpoint."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from nlic.errors import ModelError
+from nlic.lightning.warm_start import load_init_weights
+from tests.conftest import TINY_CONFIG
+
+
+def _fresh(seed: int = 5):
+    from nlic.model_io import build_codec
+
+    torch.manual_seed(seed)
+    return build_codec(TINY_CONFIG)
+
+
+def _same(a: torch.nn.Module, b: torch.nn.Module, prefix: str = "") -> bool:
+    sb = b.state_dict()
+    return all(torch.equal(v, sb[k]) for k, v in a.state_dict().items()
+               if k.startswith(prefix) and not k.endswith(("_quantized_cdf", "_offset", "_cdf_length", "scale_table")))
+
+
+def test_exported_model_loads_every_weight(tiny_model) -> None:
+    from nlic.model_io import load_model
+
+    source, _, _ = load_model(tiny_model)
+    target = _fresh()
+    assert not _same(source, target)
+    counts = load_init_weights(target, tiny_model)
+    assert counts["mismatched"] == 0 and counts["fresh"] == 0
+    assert _same(source, target)
+
+
+def test_lossy_only_model_goes_into_the_lossy_layer(tmp_path) -> None:
+    from nlic.eval.lossy import save_lossy_model
+    from nlic.studies.codecs import build_lossy_codec
+
+    # same widths as the tiny system's lossy layer, but a 1-channel feature head (lossy-only training)
+    torch.manual_seed(1)
+    lossy_cfg = {**TINY_CONFIG["lossy"], "feature_channels": 1}
+    lossy = build_lossy_codec("mean_scale", feature_channels=1, N=16, M=24)
+    save_lossy_model(lossy, {"lossy": lossy_cfg}, tmp_path / "lossy_model.pt")
+    target = _fresh()
+    residual_before = {k: v.clone() for k, v in target.residual.state_dict().items()}
+    counts = load_init_weights(target, tmp_path / "lossy_model.pt")
+    assert counts["mismatched"] >= 1  # the feature head's last layer differs in width
+    assert torch.equal(target.lossy.g_a[0].weight, lossy.g_a[0].weight)
+    assert all(torch.equal(v, target.residual.state_dict()[k]) for k, v in residual_before.items())
+
+
+def test_warm_started_codec_still_codes_exactly(tmp_path, tiny_model, photo) -> None:
+    from nlic.coding.image import ImageCodec
+
+    target = _fresh().eval()
+    load_init_weights(target, tiny_model)
+    target.lossy.update(force=True)
+    codec = ImageCodec(target, b"warmtest")
+    for tau in (0, 2):
+        out = codec.decompress(codec.compress(photo, tau))
+        err = abs(out.astype(int) - photo.astype(int)).max()
+        assert err <= tau and (tau or err == 0)
+
+
+@pytest.mark.parametrize("content", [b"not a torch file", None])
+def test_bad_files_are_model_errors(tmp_path, content) -> None:
+    path = tmp_path / "bad.pt"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(ModelError):
+        load_init_weights(_fresh(), path)
+    torch.save({"state_dict": {"unrelated.weight": torch.zeros(3)}}, tmp_path / "other.pt")
+    with pytest.raises(ModelError, match="matches"):
+        load_init_weights(_fresh(), tmp_path / "other.pt")
+
+
+def test_flow_loss_weights_distortion_by_its_step() -> None:
+    """The flow trains with bpp + kappa * MSE / delta^2 (one model, every rate); other codecs with lambda."""
+    from nlic.codecs.flow import FLOW_KAPPA
+    from nlic.studies.codecs import build_lossy_codec
+
+    bpp, mse = torch.tensor(2.0), torch.tensor([1e-4, 4e-4])
+    flow = build_lossy_codec("flow", feature_channels=1)
+    delta = torch.tensor([0.01, 0.02]).reshape(2, 1, 1, 1)
+    got = flow.rd_loss(bpp, mse, {"delta": delta}, lmbda=123.0)
+    assert math.isclose(got.item(), 2.0 + FLOW_KAPPA * (1.0 + 1.0) / 2, rel_tol=1e-6)
+    ms = build_lossy_codec("mean_scale", feature_channels=1)
+    assert math.isclose(ms.rd_loss(bpp, mse, {}, lmbda=0.01).item(), 2.0 + 0.01 * 255**2 * 2.5e-4, rel_tol=1e-6)
