@@ -37,6 +37,8 @@ def train(cfg: DictConfig) -> dict:
     attach_wandb_run_id(cfg, output_dir)  # one W&B run per run folder, kept across resumes
     loggers = instantiate_dict(cfg.get("logger"))
     callbacks = instantiate_dict(cfg.get("callbacks"))
+    if not loggers:  # logger=none: nothing to report learning rates to (Lightning would refuse to start)
+        callbacks = [c for c in callbacks if not isinstance(c, pl.callbacks.LearningRateMonitor)]
     trainer: pl.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     if is_rank_zero_env():  # DDP children / other nodes must not create a W&B run before fit

@@ -90,3 +90,25 @@ def test_flow_loss_weights_distortion_by_its_step() -> None:
     assert math.isclose(got.item(), 2.0 + FLOW_KAPPA * (1.0 + 1.0) / 2, rel_tol=1e-6)
     ms = build_lossy_codec("mean_scale", feature_channels=1)
     assert math.isclose(ms.rd_loss(bpp, mse, {}, lmbda=0.01).item(), 2.0 + 0.01 * 255**2 * 2.5e-4, rel_tol=1e-6)
+
+
+def test_lossy_only_run_seeds_a_near_lossless_run(tmp_path, photo) -> None:
+    """The issue-4 pipeline in miniature: flow trained alone -> lossy_model.pt -> near-lossless system
+    warm-started from it (no logger at all) -> a model that codes within tau."""
+    from nlic.api import load_codec
+    from nlic.training import train
+    from tests._runs import compose, train_in_process
+
+    lossy_dir = tmp_path / "lossy"
+    train_in_process(["experiment=lossy_only", "lossy=flow", "debug=smoke", "evaluate.enabled=false"], lossy_dir)
+    seed = lossy_dir / "lossy_model.pt"
+    assert seed.is_file()
+    run = tmp_path / "nl"
+    cfg = compose(["lossy=flow", "debug=smoke", "logger=none", "evaluate.enabled=false", "demo=false",
+                   f"init_weights={seed}", f"paths.root_dir={run}", f"paths.output_dir={run}"])
+    train(cfg)
+    codec = load_codec(run / "model.pt")
+    for tau in (0, 3):
+        out = codec.decompress(codec.compress(photo, tau))
+        err = abs(out.astype(int) - photo.astype(int)).max()
+        assert err <= tau and (tau or err == 0)
