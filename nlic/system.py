@@ -62,6 +62,14 @@ class NearLosslessCodec(nn.Module):
         ctx = self.residual.context(patchify(r))
         return channel_last(unpatchify(ctx, B, H, W))
 
+    def _bits(self, raw: Tensor, value: Tensor, context: Tensor, lo: Tensor, hi: Tensor) -> Tensor:
+        """Per-image bits ``[B]`` of channel-last residuals ``value`` under the mixture of ``raw``
+        (``context``: the values the R->G->B coupling conditions on); float32 even under autocast."""
+        with _fp32(raw):
+            params = MixtureParams.from_raw(raw.float(), self.residual.mixtures)
+            ll = joint_log_likelihood(params, value, context, lo, hi)
+        return -ll.flatten(1).sum(1) / LN2
+
     def forward(self, x: Tensor, bias_tau: Tensor | None = None) -> dict:
         """Training pass.
 
@@ -81,11 +89,8 @@ class NearLosslessCodec(nn.Module):
         lo_b, hi_b = channel_last(-x_hat), channel_last(255.0 - x_hat)
         lo, hi = bin_edges(r_cl, 0, lo_b, hi_b)
         raw = self.residual.head(torch.cat([features, self._context(r)], dim=-1))
-        with _fp32(x):  # likelihoods stay float32 under mixed precision
-            params = MixtureParams.from_raw(raw.float(), self.residual.mixtures)
-            ll = joint_log_likelihood(params, r_cl, r_cl, lo, hi)
         out["x_hat_int"] = x_hat
-        out["residual_bits"] = -ll.flatten(1).sum(1) / LN2
+        out["residual_bits"] = self._bits(raw, r_cl, r_cl, lo, hi)
         if bias_tau is not None and self.residual.tau_head is not None:
             tau_b = bias_tau.view(-1, 1, 1, 1).to(r.dtype)
             r_q = quantize_residual(r, tau_b)
@@ -94,10 +99,7 @@ class NearLosslessCodec(nn.Module):
             raw_t = self.residual.tau_head(
                 torch.cat([features.detach(), ctx_q], dim=-1), bias_tau.view(-1, 1, 1).long()
             )
-            with _fp32(x):
-                params_t = MixtureParams.from_raw(raw_t.float(), self.residual.mixtures)
-                ll_t = joint_log_likelihood(params_t, r_cl, channel_last(r_q), lo, hi)
-            out["bias_bits"] = -ll_t.flatten(1).sum(1) / LN2
+            out["bias_bits"] = self._bits(raw_t, r_cl, channel_last(r_q), lo, hi)
         return out
 
     # ---------------------------------------------------------------- estimation
@@ -124,13 +126,10 @@ class NearLosslessCodec(nn.Module):
         hi_b = channel_last(quantize_residual(255.0 - x_hat, tau))
         rq_cl = channel_last(r_q)
         lo, hi = bin_edges(rq_cl, tau, lo_b, hi_b)
-        with _fp32(x):
-            params = MixtureParams.from_raw(raw.float(), self.residual.mixtures)
-            ll = joint_log_likelihood(params, rq_cl, rq_cl, lo, hi)
         x_rec = torch.clamp(x_hat + r_q, 0, 255)
         return {
             "latent_bits": latent_bits,
-            "residual_bits": -ll.flatten(1).sum(1) / LN2,
+            "residual_bits": self._bits(raw, rq_cl, rq_cl, lo, hi),
             "x_rec": x_rec,
             "x_hat": x_hat,
         }
