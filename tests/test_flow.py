@@ -225,3 +225,36 @@ def test_reencode_logs_to_wandb_offline(tmp_path, astronaut, monkeypatch) -> Non
                  "--out", str(out), "--wandb", "--quiet"])
     assert code == 0
     assert list((out / "wandb").glob("offline-run-*"))
+
+
+def test_compress_lossy_step_is_chosen_at_encode_time(tmp_path, tiny_model, capsys) -> None:
+    """A flow-based near-lossless model: --lossy-step changes the file, the decoder reads the step
+    from it, and the bound holds; a model without a step refuses the option in one line."""
+    from skimage import data as skdata
+
+    from nlic.cli.main import main
+    from tests.conftest import TINY_CONFIG, make_tiny_model
+
+    img = np.ascontiguousarray(skdata.coffee()[100:180, 200:300])
+    _write_png(tmp_path / "in.png", img)
+    config = {"lossy": {"_target_": "nlic.codecs.flow.FlowCodec", **TINY, "feature_channels": 8},
+              "residual": TINY_CONFIG["residual"]}
+    model = make_tiny_model(tmp_path / "flow_nl.pt", config=config)
+    sizes = {}
+    for step in (0.01, 0.2):
+        out = tmp_path / f"s{step}.nlic"
+        assert main(["compress", str(tmp_path / "in.png"), str(out), "--tau", "2", "--model", str(model),
+                     "--lossy-step", str(step)]) == 0
+        assert main(["decompress", str(out), str(tmp_path / f"s{step}.png"), "--model", str(model)]) == 0
+        from PIL import Image
+
+        dec = np.asarray(Image.open(tmp_path / f"s{step}.png").convert("RGB"))
+        assert np.abs(dec.astype(int) - img.astype(int)).max() <= 2
+        sizes[step] = out.stat().st_size
+    assert sizes[0.01] != sizes[0.2]
+    capsys.readouterr()
+    code = main(["compress", str(tmp_path / "in.png"), str(tmp_path / "x.nlic"), "--model", str(tiny_model),
+                 "--lossy-step", "0.1"])
+    err = capsys.readouterr().err.strip()
+    assert code != 0 and "no quantization step" in err and "\n" not in err
+    assert not (tmp_path / "x.nlic").exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 #: same bound as :data:`nlic.coding.image.MAX_TAU` (not imported: that module pulls in torch)
@@ -37,6 +38,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tau", type=tau_arg, default=0, help="maximum absolute error per sample (0 = lossless)")
     p.add_argument("--model", type=Path, default=None, help="model file or nlic-train checkpoint")
     p.add_argument("--tile", type=int, default=512, help="tile size (multiple of 64); bounds memory")
+    p.add_argument("--lossy-step", type=float, default=None, metavar="DELTA",
+                   help="quantization step of the lossy layer, for models that have one (lossy=flow): "
+                        "larger = fewer lossy bits, more residual bits; stored in the file (default: the model's)")
     p.add_argument("--force", action="store_true", help="overwrite an existing output")
     p.set_defaults(func=run)
 
@@ -48,6 +52,8 @@ def run(args: argparse.Namespace) -> int:
     # cheap checks first: a bad argument is reported before torch and the model are loaded
     if args.tile <= 0 or args.tile % 64:
         raise NlicError(f"--tile must be a positive multiple of 64, got {args.tile}")
+    if args.lossy_step is not None and not (math.isfinite(args.lossy_step) and args.lossy_step > 0):
+        raise NlicError(f"--lossy-step must be a positive number, got {args.lossy_step}")
     check_not_same_file(args.input, args.output)
     check_output_path(args.output, force=args.force)
     check_model_arg(args.model)
@@ -58,6 +64,12 @@ def run(args: argparse.Namespace) -> int:
 
     check_tau(args.tau)
     codec = load_codec(args.model, tile=args.tile)
+    if args.lossy_step is not None:
+        lossy = codec.image_codec.model.lossy
+        if not hasattr(lossy, "delta"):
+            raise NlicError(f"--lossy-step: this model's lossy codec ({type(lossy).__name__}) has no "
+                            "quantization step (only step-quantized codecs such as lossy=flow do)")
+        lossy.delta = float(args.lossy_step)
     data = codec.image_codec.compress(image.pixels, args.tau, alpha=image.alpha)
     atomic_write_bytes(args.output, data, force=args.force)
     h, w = image.pixels.shape[:2]
