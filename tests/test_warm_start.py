@@ -48,8 +48,13 @@ def test_lossy_only_model_goes_into_the_lossy_layer(tmp_path) -> None:
     target = _fresh()
     residual_before = {k: v.clone() for k, v in target.residual.state_dict().items()}
     counts = load_init_weights(target, tmp_path / "lossy_model.pt")
-    assert counts["mismatched"] >= 1  # the feature head's last layer differs in width
+    assert counts["mismatched"] >= 1  # the synthesis output differs in width (3 + 1 vs 3 + 8 channels)
     assert torch.equal(target.lossy.g_a[0].weight, lossy.g_a[0].weight)
+    # ConvTranspose2d weight: [in, out, k, k]; the 3 image channels and the 1 feature channel survive
+    out_w = [k for k, v in lossy.state_dict().items() if k.startswith("g_s") and v.dim() == 4][-1]
+    src, dst = lossy.state_dict()[out_w], target.lossy.state_dict()[out_w]
+    assert src.shape[1] == 4 and dst.shape[1] == 11
+    assert torch.equal(dst[:, :4], src) and not torch.equal(dst[:, 4:], torch.zeros_like(dst[:, 4:]))
     assert all(torch.equal(v, target.residual.state_dict()[k]) for k, v in residual_before.items())
 
 

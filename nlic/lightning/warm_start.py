@@ -11,8 +11,9 @@ Accepted files (all read with ``weights_only=True``):
   trains the near-lossless system;
 - an ``nlic-train`` Lightning checkpoint of either module.
 
-Tensors whose shape differs from the module's (e.g. the feature head when ``feature_channels``
-changed) are left at their fresh initialisation and listed in the log.
+A tensor whose shape differs from the module's (a layer whose width changed, e.g. the synthesis
+output of 3 image + ``feature_channels`` channels) gets the overlapping block copied (the image
+channels and the first feature channels) and keeps its fresh values elsewhere; it is listed in the log.
 """
 
 from __future__ import annotations
@@ -62,12 +63,20 @@ def load_init_weights(codec: torch.nn.Module, path: str | Path) -> dict[str, int
             continue
         if own[key].shape != value.shape:
             mismatched.append(key)
+            if own[key].dim() != value.dim():
+                continue
+            # a layer whose width changed (e.g. the synthesis output: 3 image + feature channels):
+            # keep the overlapping block, so the image channels survive a new feature width
+            overlap = tuple(slice(0, min(a, b)) for a, b in zip(own[key].shape, value.shape))
+            merged = own[key].detach().clone()
+            merged[overlap] = value[overlap].to(merged.dtype)
+            loaded[key] = merged
             continue
         loaded[key] = value.to(own[key].dtype)
     if not loaded:
         raise ModelError(f"init_weights: no tensor of {path} matches this model's architecture")
     codec.load_state_dict(loaded, strict=False)
     fresh = [k for k in own if k not in loaded and k.rsplit(".", 1)[-1] not in _CDF_BUFFERS]
-    log.info("init_weights %s: %d tensors loaded, %d kept fresh, %d shape mismatches%s", path, len(loaded),
+    log.info("init_weights %s: %d tensors loaded, %d kept fresh, %d partly (shape changed)%s", path, len(loaded),
              len(fresh), len(mismatched), f" ({', '.join(mismatched[:6])})" if mismatched else "")
     return {"loaded": len(loaded), "fresh": len(fresh), "mismatched": len(mismatched)}
