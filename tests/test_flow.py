@@ -227,6 +227,20 @@ def test_reencode_logs_to_wandb_offline(tmp_path, astronaut, monkeypatch) -> Non
     assert list((out / "wandb").glob("offline-run-*"))
 
 
+def test_wandb_table_takes_a_fixed_point_after_finite_rows(tmp_path, monkeypatch) -> None:
+    """A codec at a fixed point has PSNR-to-previous = inf after finite generations (the flow does)."""
+    from nlic.studies.reencode import GenerationResult, log_to_wandb, plot_results
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    rows = [GenerationResult(1, "flow", "delta=0.1", 30.0, 30.0, 1.5, 100),
+            GenerationResult(2, "flow", "delta=0.1", 29.9, 55.0, 1.5, 100),
+            GenerationResult(3, "flow", "delta=0.1", 29.9, math.inf, 1.5, 100)]
+    plot = plot_results(rows, tmp_path / "p.png")
+    log_to_wandb(rows, plot, tmp_path, {"test": True})
+    assert list((tmp_path / "wandb").glob("offline-run-*"))
+
+
 def test_compress_lossy_step_is_chosen_at_encode_time(tmp_path, tiny_model, capsys) -> None:
     """A flow-based near-lossless model: --lossy-step changes the file, the decoder reads the step
     from it, and the bound holds; a model without a step refuses the option in one line."""

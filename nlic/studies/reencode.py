@@ -151,7 +151,8 @@ def log_to_wandb(
             run.log(row)
         table = wandb.Table(
             columns=list(COLUMNS),
-            data=[[_fmt(v) if isinstance(v, float) and math.isinf(v) else v for v in asdict(r).values()]
+            # a fixed point has psnr_prev = inf: None keeps the column numeric for W&B's type check
+            data=[[None if isinstance(v, float) and math.isinf(v) else v for v in asdict(r).values()]
                   for r in results],
         )
         run.log({"reencode/table": table, "reencode/plot": wandb.Image(str(plot_path))})
