@@ -82,7 +82,7 @@ def test_sigkill_then_resume_continues_step_and_wandb_run(tmp_path):
     logs = tmp_path / "logs"
     # long epochs (no validation before the kill), a checkpoint after every training step
     args = [*SMOKE, "export=false", f"paths.log_dir={logs}", "trainer.max_epochs=1000", "data.epoch_size=100000",
-            "callbacks.model_checkpoint.monitor=null", "callbacks.model_checkpoint.every_n_train_steps=1"]
+            "callbacks.last_checkpoint.every_n_train_steps=1"]
     with open(tmp_path / "first.log", "w") as out:
         proc = subprocess.Popen(_cmd(*args), cwd=tmp_path, env=_env(), stdout=out, stderr=subprocess.STDOUT)
         try:
