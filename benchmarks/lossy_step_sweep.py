@@ -1,7 +1,8 @@
 """Near-lossless bpp per tau against the lossy layer's quantization step (models with lossy=flow).
 
 A flow lossy layer takes its step Δ at encode time (``nlic compress --lossy-step``): a small Δ spends
-bits on the lossy image, a large one on the residual.  This codes every image at every (Δ, tau)
+bits on the lossy image, a large one on the residual.  (A model without a step gives one row, for
+comparison.)  This codes every image at every (Δ, tau)
 through real bytes, decodes it again, checks the bound and prints bpp per tau and Δ (and the best Δ
 per tau).  Not a test: prints a table.
 
@@ -33,16 +34,15 @@ def main(argv: list[str] | None = None) -> int:
 
     codec = load_codec(args.model)
     lossy = codec.image_codec.model.lossy
-    if not hasattr(lossy, "delta"):
-        print(f"{args.model}: the lossy codec ({type(lossy).__name__}) has no quantization step", file=sys.stderr)
-        return 2
     images = crop_images(load_folder(args.images), args.crop)
-    steps = [float(s) for s in args.steps.split(",")]
+    # a lossy codec without a step (mean_scale, ...) gives one row: the same table, for comparison
+    steps = [float(s) for s in args.steps.split(",")] if hasattr(lossy, "delta") else [None]
     taus = [int(t) for t in args.taus.split(",")]
-    table: dict[tuple[float, int], float] = {}
+    table: dict[tuple[float | None, int], float] = {}
     t0 = time.perf_counter()
     for step in steps:
-        lossy.delta = step
+        if step is not None:
+            lossy.delta = step
         for tau in taus:
             bits = pixels = 0
             for name, img in images:
@@ -59,9 +59,11 @@ def main(argv: list[str] | None = None) -> int:
     print("| step | " + " | ".join(f"tau={t}" for t in taus) + " |")
     print("| ---: | " + " | ".join("---:" for _ in taus) + " |")
     for step in steps:
-        print(f"| {step:g} | " + " | ".join(f"{table[step, t]:.3f}" for t in taus) + " |")
-    best = [min(steps, key=lambda s, t=t: table[s, t]) for t in taus]
-    print("| best | " + " | ".join(f"{table[b, t]:.3f} (Δ={b:g})" for b, t in zip(best, taus)) + " |")
+        label = "model" if step is None else f"{step:g}"
+        print(f"| {label} | " + " | ".join(f"{table[step, t]:.3f}" for t in taus) + " |")
+    if len(steps) > 1:
+        best = [min(steps, key=lambda s, t=t: table[s, t]) for t in taus]
+        print("| best | " + " | ".join(f"{table[b, t]:.3f} (Δ={b:g})" for b, t in zip(best, taus)) + " |")
     return 0
 
 
