@@ -6,6 +6,7 @@ The end-to-end tests run ``python -m nlic.cli.train`` in subprocesses with every
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -40,6 +41,21 @@ def _run(args: list[str], cwd: Path, timeout: float = 300) -> subprocess.Complet
     proc = subprocess.run(_cmd(*args), cwd=cwd, env=_env(), capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, f"nlic-train {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
     return proc
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (from /proc), whatever session or group it moved to."""
+    parent: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            parent[int(stat.parent.name)] = int(fields[1])
+    found, frontier = [], [pid]
+    while frontier:
+        children = [c for c, p in parent.items() if p in frontier]
+        found += children
+        frontier = children
+    return found
 
 
 def _wandb_runs(run_dir: Path) -> list[Path]:
@@ -96,7 +112,12 @@ def test_sigkill_then_resume_continues_step_and_wandb_run(tmp_path):
                 time.sleep(0.1)
             time.sleep(0.5)  # let it write a few more (atomically replaced) checkpoints
         finally:
-            proc.send_signal(signal.SIGKILL)
+            # the whole tree at once (trainer, data workers, the W&B service in its own session), as a
+            # scheduler's preemption kills every process of the job; a surviving W&B service would
+            # still hold the run id when the resumed job asks for it
+            for pid in [proc.pid, *_descendants(proc.pid)]:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
             proc.wait(timeout=60)
     assert proc.returncode == -signal.SIGKILL
     run = last.parents[1]
