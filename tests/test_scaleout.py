@@ -27,7 +27,10 @@ _RANK_VARS = ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "WORLD_SIZE", "SL
 
 
 def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in _RANK_VARS}
+    # WANDB_SERVICE: set once this pytest process has started W&B (in-process tests); inherited, it
+    # would make every job share this process's W&B service, which keeps a killed job's run
+    # registered ("run ID is in use" on resume) - a real job gets its own service
+    env = {k: v for k, v in os.environ.items() if k not in _RANK_VARS and k != "WANDB_SERVICE"}
     env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", WANDB_MODE="offline", WANDB_SILENT="true",
                WANDB_DISABLE_GIT="true", HYDRA_FULL_ERROR="1")
     return env
