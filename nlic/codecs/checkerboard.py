@@ -21,7 +21,7 @@ from compressai.latent_codecs import (
 from compressai.layers import CheckerboardMaskedConv2d
 
 from nlic.codecs._layers import LatentCodecModel, entropy_parameters, mean_scale_hyper_transforms
-from nlic.codecs.mean_scale import analysis_transform, synthesis_transform
+from nlic.codecs.mean_scale import autoencoder
 
 
 class CheckerboardHyperprior(LatentCodecModel):
@@ -42,8 +42,7 @@ class CheckerboardHyperprior(LatentCodecModel):
     ) -> None:
         super().__init__(feature_channels=feature_channels)
         self.N, self.M = N, M
-        self.g_a = analysis_transform(3, N, M)
-        self.g_s = synthesis_transform(M, N, 3 + feature_channels)
+        self.g_a, self.g_s = autoencoder(N, M, feature_channels)
         h_a, h_s = mean_scale_hyper_transforms(N, M)
         self.latent_codec = HyperpriorLatentCodec(
             latent_codec={

@@ -10,7 +10,7 @@ from compressai.entropy_models import EntropyBottleneck
 from compressai.latent_codecs import EntropyBottleneckLatentCodec
 
 from nlic.codecs._layers import LatentCodecModel
-from nlic.codecs.mean_scale import analysis_transform, synthesis_transform
+from nlic.codecs.mean_scale import autoencoder
 
 
 class FactorizedPrior(LatentCodecModel):
@@ -27,8 +27,7 @@ class FactorizedPrior(LatentCodecModel):
     def __init__(self, N: int = 64, M: int = 96, feature_channels: int = 32) -> None:
         super().__init__(feature_channels=feature_channels)
         self.N, self.M = N, M
-        self.g_a = analysis_transform(3, N, M)
-        self.g_s = synthesis_transform(M, N, 3 + feature_channels)
+        self.g_a, self.g_s = autoencoder(N, M, feature_channels)
         self.latent_codec = EntropyBottleneckLatentCodec(entropy_bottleneck=EntropyBottleneck(M))
 
 

@@ -19,7 +19,7 @@ from compressai.models.utils import conv, deconv
 from torch import nn
 
 from nlic.codecs._layers import LatentCodecModel
-from nlic.codecs.mean_scale import analysis_transform, synthesis_transform
+from nlic.codecs.mean_scale import autoencoder
 
 
 def scale_hyper_transforms(N: int, M: int) -> tuple[nn.Sequential, nn.Sequential]:
@@ -51,8 +51,7 @@ class ScaleHyperprior(LatentCodecModel):
     def __init__(self, N: int = 64, M: int = 96, feature_channels: int = 32) -> None:
         super().__init__(feature_channels=feature_channels)
         self.N, self.M = N, M
-        self.g_a = analysis_transform(3, N, M)
-        self.g_s = synthesis_transform(M, N, 3 + feature_channels)
+        self.g_a, self.g_s = autoencoder(N, M, feature_channels)
         h_a, h_s = scale_hyper_transforms(N, M)
         self.latent_codec = HyperpriorLatentCodec(
             latent_codec={

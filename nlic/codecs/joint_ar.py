@@ -18,7 +18,7 @@ from compressai.latent_codecs import HyperLatentCodec, HyperpriorLatentCodec, Ra
 from compressai.layers import MaskedConv2d
 
 from nlic.codecs._layers import LatentCodecModel, entropy_parameters, mean_scale_hyper_transforms
-from nlic.codecs.mean_scale import analysis_transform, synthesis_transform
+from nlic.codecs.mean_scale import autoencoder
 
 
 class JointAutoregressiveHyperprior(LatentCodecModel):
@@ -35,8 +35,7 @@ class JointAutoregressiveHyperprior(LatentCodecModel):
     def __init__(self, N: int = 64, M: int = 96, feature_channels: int = 32) -> None:
         super().__init__(feature_channels=feature_channels)
         self.N, self.M = N, M
-        self.g_a = analysis_transform(3, N, M)
-        self.g_s = synthesis_transform(M, N, 3 + feature_channels)
+        self.g_a, self.g_s = autoencoder(N, M, feature_channels)
         h_a, h_s = mean_scale_hyper_transforms(N, M)
         self.latent_codec = HyperpriorLatentCodec(
             latent_codec={

@@ -11,6 +11,7 @@ from compressai.layers import GDN
 from compressai.models.utils import conv, deconv
 from torch import Tensor, nn
 
+from nlic.codecs._layers import mean_scale_hyper_transforms
 from nlic.codecs.base import LatentPayload, LossyCodec
 
 
@@ -19,6 +20,11 @@ def analysis_transform(in_ch: int, N: int, M: int) -> nn.Sequential:
     return nn.Sequential(
         conv(in_ch, N), GDN(N), conv(N, N), GDN(N), conv(N, N), GDN(N), conv(N, M)
     )
+
+
+def autoencoder(N: int, M: int, feature_channels: int) -> tuple[nn.Sequential, nn.Sequential]:
+    """``g_a`` (image -> ``M``-channel latent) and ``g_s`` (latent -> image + ``feature_channels`` maps)."""
+    return analysis_transform(3, N, M), synthesis_transform(M, N, 3 + feature_channels)
 
 
 def synthesis_transform(M: int, N: int, out_ch: int) -> nn.Sequential:
@@ -43,17 +49,8 @@ class MeanScaleHyperprior(LossyCodec):
     def __init__(self, N: int = 64, M: int = 96, feature_channels: int = 32) -> None:
         super().__init__(feature_channels=feature_channels)
         self.N, self.M = N, M
-        self.g_a = analysis_transform(3, N, M)
-        self.g_s = synthesis_transform(M, N, 3 + feature_channels)
-        self.h_a = nn.Sequential(
-            conv(M, N, stride=1, kernel_size=3), nn.LeakyReLU(inplace=True),
-            conv(N, N), nn.LeakyReLU(inplace=True), conv(N, N),
-        )
-        self.h_s = nn.Sequential(
-            deconv(N, M), nn.LeakyReLU(inplace=True),
-            deconv(M, M * 3 // 2), nn.LeakyReLU(inplace=True),
-            conv(M * 3 // 2, M * 2, stride=1, kernel_size=3),
-        )
+        self.g_a, self.g_s = autoencoder(N, M, feature_channels)
+        self.h_a, self.h_s = mean_scale_hyper_transforms(N, M)
         self.entropy_bottleneck = EntropyBottleneck(N)
         self.gaussian_conditional = GaussianConditional(None)
 
