@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+from nlic.cli.commands import add_wandb_arguments
 from nlic.errors import NlicError
 
 DEFAULT_TAUS = "0,1,2,3,4,5"
@@ -38,8 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="bench_results", help="output directory")
     p.add_argument("--jobs", type=int, default=1, help="worker processes for the classic codecs")
     p.add_argument("--jxl-effort", type=int, default=7, help="JPEG XL effort (1-10)")
-    p.add_argument("--wandb", action="store_true", help="log table and plots to W&B (offline by default)")
-    p.add_argument("--wandb-project", default="nlic-bench", help="W&B project")
+    add_wandb_arguments(p, project="nlic-bench")
     p.set_defaults(func=run)
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from nlic.cli.commands import add_wandb_arguments
 from nlic.errors import NlicError
 
 #: settings per classic codec when --points does not name it
@@ -37,9 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--crop", type=int, default=None, help="centre-crop each image to at most CROP x CROP")
     p.add_argument("--max-images", type=int, default=None, help="use at most this many images")
     p.add_argument("--out", type=Path, default=None, help="output folder (default outputs/rd/<timestamp>)")
-    p.add_argument("--wandb", action="store_true", help="log table and plot to W&B (offline by default)")
-    p.add_argument("--wandb-project", default="nlic", help="W&B project (default nlic)")
-    p.add_argument("--wandb-group", default=None, help="W&B group")
+    add_wandb_arguments(p, group=True)
     p.add_argument("--quiet", action="store_true", help="do not print progress and the table")
     p.set_defaults(func=run)
 

@@ -7,6 +7,7 @@ import datetime as _dt
 import sys
 from pathlib import Path
 
+from nlic.cli.commands import add_wandb_arguments
 from nlic.errors import NlicError
 
 DEFAULT_CODECS = "flow,mean_scale,jpeg,jpegxl"
@@ -40,9 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--feature-channels", type=int, default=32,
                    help="feature channels of untrained learned codecs (default 32)")
     p.add_argument("--seed", type=int, default=0, help="seed for untrained codecs (default 0)")
-    p.add_argument("--wandb", action="store_true", help="log table and plot to W&B (offline by default)")
-    p.add_argument("--wandb-project", default="nlic", help="W&B project (default nlic)")
-    p.add_argument("--wandb-group", default=None, help="W&B group (e.g. the sweep name)")
+    add_wandb_arguments(p, group=True)
     p.add_argument("--quiet", action="store_true", help="do not print progress and the table")
     p.add_argument("--sweep", type=Path, default=None,
                    help="versioned sweep file: one study per entry of its 'settings' (sweeps/studies/reencode.yaml)")

@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from nlic.cli.commands import add_wandb_arguments
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``report`` sub-command."""
@@ -22,8 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("sweep_dir", type=Path, help="the sweep's folder (outputs/<task>/multiruns/<sweep>/<time>)")
     p.add_argument("--out", type=Path, default=None, help="output folder (default: SWEEP_DIR/report)")
     p.add_argument("--title", default=None, help="report title (default: the sweep's name)")
-    p.add_argument("--wandb", action="store_true", help="log the table and plots to W&B (offline by default)")
-    p.add_argument("--wandb-project", default="nlic", help="W&B project")
+    add_wandb_arguments(p)
     p.set_defaults(func=run)
 
 
