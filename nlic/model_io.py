@@ -23,7 +23,7 @@ from nlic.system import NearLosslessCodec
 MODEL_FORMAT = "nlic-model"
 MODEL_FORMAT_VERSION = 1
 #: buffers of CompressAI entropy models whose size is only known after ``update()``
-_RESIZABLE = ("_quantized_cdf", "_offset", "_cdf_length", "scale_table")
+CDF_BUFFERS = ("_quantized_cdf", "_offset", "_cdf_length", "scale_table")
 
 
 def build_codec(config: dict) -> NearLosslessCodec:
@@ -38,7 +38,7 @@ def load_codec_state(model: torch.nn.Module, state_dict: dict[str, torch.Tensor]
     """``load_state_dict`` that first resizes CompressAI's CDF buffers to the stored shapes."""
     buffers = dict(model.named_buffers())
     for key, value in state_dict.items():
-        if key.endswith(_RESIZABLE) and key in buffers and buffers[key].shape != value.shape:
+        if key.endswith(CDF_BUFFERS) and key in buffers and buffers[key].shape != value.shape:
             buffers[key].resize_(value.shape)
     model.load_state_dict(state_dict, strict=True)
 
@@ -84,6 +84,11 @@ def read_model_file(path: Path) -> Any:
         raise ModelError(
             f"cannot read model file {path}: not an nlic model or checkpoint ({type(err).__name__})"
         ) from None
+
+
+def checkpoint_codec_state(state_dict: dict) -> dict:
+    """The codec's weights in an ``nlic-train`` Lightning checkpoint (its keys under ``codec.``)."""
+    return {k[len("codec.") :]: v for k, v in state_dict.items() if isinstance(k, str) and k.startswith("codec.")}
 
 
 #: modules a model file's config may name in ``_target_`` (the codec building blocks)
@@ -147,8 +152,7 @@ def load_model(path: str | Path) -> tuple[NearLosslessCodec, dict, bytes]:
         config, state = blob.get("config"), blob.get("state_dict")
     elif isinstance(blob.get("state_dict"), dict) and isinstance(hparams, dict) and "model_config" in hparams:
         config = hparams["model_config"]
-        state = {k[len("codec.") :]: v for k, v in blob["state_dict"].items()
-                 if isinstance(k, str) and k.startswith("codec.")}
+        state = checkpoint_codec_state(blob["state_dict"])
     else:
         raise ModelError(f"{path} is neither an nlic model nor an nlic-train checkpoint")
     if not isinstance(config, dict) or not isinstance(state, dict):

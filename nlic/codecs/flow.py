@@ -405,9 +405,9 @@ class FlowCodec(LossyCodec):
         return out
 
     def rd_loss(self, bpp: Tensor, mse: Tensor, out: dict, lmbda: float) -> Tensor:
-        """``bpp + kappa * mean(MSE / delta^2)`` (see :func:`flow_rd_loss`): the sampled delta,
-        not ``lmbda``, sets each sample's operating point, so one model covers every rate."""
-        return bpp + FLOW_KAPPA * (mse / out["delta"].reshape(-1) ** 2).mean()
+        """:func:`delta_weighted_loss`: the sampled delta, not ``lmbda``, sets each sample's
+        operating point, so one model covers every rate."""
+        return delta_weighted_loss(bpp, mse, out["delta"])
 
     # -- real coding -----------------------------------------------------------------------------
 
@@ -450,11 +450,15 @@ def flow_rd_loss(x: Tensor, out: dict, kappa: float = FLOW_KAPPA) -> dict:
     bits = sum(torch.log(lik).sum() for lik in out["likelihoods"].values()) / (-math.log(2.0))
     bpp = bits / (b * h * w)
     mse = ((out["x_hat"] - x) ** 2).mean(dim=(1, 2, 3))
-    distortion = (mse / out["delta"].reshape(-1) ** 2).mean()
-    return {"loss": bpp + kappa * distortion, "bpp": bpp, "mse": mse.mean()}
+    return {"loss": delta_weighted_loss(bpp, mse, out["delta"], kappa), "bpp": bpp, "mse": mse.mean()}
+
+
+def delta_weighted_loss(bpp: Tensor, mse: Tensor, delta: Tensor, kappa: float = FLOW_KAPPA) -> Tensor:
+    """``bpp + kappa * mean(mse / delta^2)`` for per-sample ``mse`` ([0, 1] scale) and steps ``delta``."""
+    return bpp + kappa * (mse / delta.reshape(-1) ** 2).mean()
 
 
 __all__ = [
     "ActNorm", "AffineCoupling", "FlowCodec", "FlowStep", "InvConv1x1", "LatticeGaussianConditional",
-    "MultiScaleFlow", "bits_to_delta", "delta_to_bits", "flow_rd_loss",
+    "MultiScaleFlow", "bits_to_delta", "delta_to_bits", "delta_weighted_loss", "flow_rd_loss",
 ]

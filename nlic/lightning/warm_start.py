@@ -24,11 +24,9 @@ from pathlib import Path
 import torch
 
 from nlic.errors import ModelError
-from nlic.model_io import read_model_file
+from nlic.model_io import CDF_BUFFERS, checkpoint_codec_state, read_model_file
 
 log = logging.getLogger("nlic.train")
-
-_CDF_BUFFERS = ("_quantized_cdf", "_offset", "_cdf_length", "scale_table")
 
 
 def _read_state(path: Path) -> dict[str, torch.Tensor]:
@@ -39,8 +37,8 @@ def _read_state(path: Path) -> dict[str, torch.Tensor]:
     state = blob.get("state_dict") if isinstance(blob, dict) else None
     if not isinstance(state, dict):
         raise ModelError(f"init_weights: {path} holds no state_dict (not an nlic model or checkpoint)")
-    if "hyper_parameters" in blob:  # Lightning checkpoint: the module's codec lives under "codec."
-        state = {k[len("codec."):]: v for k, v in state.items() if k.startswith("codec.")}
+    if "hyper_parameters" in blob:  # Lightning checkpoint
+        state = checkpoint_codec_state(state)
     return state
 
 
@@ -59,7 +57,7 @@ def load_init_weights(codec: torch.nn.Module, path: str | Path) -> dict[str, int
         state = {f"lossy.{k}": v for k, v in state.items()}
     loaded, mismatched = {}, []
     for key, value in state.items():
-        if key.rsplit(".", 1)[-1] in _CDF_BUFFERS or key not in own:
+        if key.rsplit(".", 1)[-1] in CDF_BUFFERS or key not in own:
             continue
         if own[key].shape != value.shape:
             mismatched.append(key)
@@ -76,7 +74,7 @@ def load_init_weights(codec: torch.nn.Module, path: str | Path) -> dict[str, int
     if not loaded:
         raise ModelError(f"init_weights: no tensor of {path} matches this model's architecture")
     codec.load_state_dict(loaded, strict=False)
-    fresh = [k for k in own if k not in loaded and k.rsplit(".", 1)[-1] not in _CDF_BUFFERS]
+    fresh = [k for k in own if k not in loaded and k.rsplit(".", 1)[-1] not in CDF_BUFFERS]
     log.info("init_weights %s: %d tensors loaded, %d kept fresh, %d partly (shape changed)%s", path, len(loaded),
              len(fresh), len(mismatched), f" ({', '.join(mismatched[:6])})" if mismatched else "")
     return {"loaded": len(loaded), "fresh": len(fresh), "mismatched": len(mismatched)}
