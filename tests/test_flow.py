@@ -272,3 +272,14 @@ def test_compress_lossy_step_is_chosen_at_encode_time(tmp_path, tiny_model, caps
     err = capsys.readouterr().err.strip()
     assert code != 0 and "no quantization step" in err and "\n" not in err
     assert not (tmp_path / "x.nlic").exists()
+
+
+@pytest.mark.parametrize("step", ["0", "-0.1", "nan", "inf"])
+def test_compress_rejects_a_bad_lossy_step(tmp_path, astronaut, capsys, step) -> None:
+    from nlic.cli.main import main
+
+    _write_png(tmp_path / "in.png", astronaut)
+    code = main(["compress", str(tmp_path / "in.png"), str(tmp_path / "o.nlic"), f"--lossy-step={step}"])
+    err = capsys.readouterr().err.strip()
+    assert code != 0 and "--lossy-step must be a positive number" in err and "\n" not in err
+    assert not (tmp_path / "o.nlic").exists()
