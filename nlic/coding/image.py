@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import struct
 import time
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import imagecodecs
@@ -26,6 +29,23 @@ MISMATCH_HINT = (
     "decode on the same kind of device and nlic/torch versions that encoded it (no image was written)"
 )
 DEFAULT_TILE = 512
+#: torch's float kernels sum in an order that depends on the thread count, so coding always runs on
+#: this many threads: a file then decodes on any machine whatever its core count or OMP_NUM_THREADS
+CODING_THREADS = 1
+#: thread counts a decoder retries with when a file fails its reconstruction check (files written
+#: before coding was pinned to CODING_THREADS used the encoding machine's default thread count)
+RETRY_THREADS = (2, 4, 8, 16, 3, 6, 12, 32, 64)
+
+
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run torch on ``n`` intra-op threads, restoring the caller's setting afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def check_tau(tau: int) -> int:
@@ -43,6 +63,10 @@ def _check_alpha_header(png: bytes, height: int, width: int) -> None:
     w, h = struct.unpack(">II", png[16:24])
     if (h, w) != (height, width) or png[24] != 8 or png[25] != 0:
         raise BitstreamError("alpha plane does not match the image size")
+
+
+class DesyncError(BitstreamError):
+    """An intact file whose decoding diverged from the encoder's (different float results)."""
 
 
 @dataclass
@@ -80,6 +104,11 @@ class ImageCodec:
     # ------------------------------------------------------------------ encode
     @torch.no_grad()
     def compress(self, pixels: np.ndarray, tau: int, alpha: np.ndarray | None = None) -> bytes:
+        """Code ``pixels`` on :data:`CODING_THREADS` threads (see there)."""
+        with torch_threads(CODING_THREADS):
+            return self._compress(pixels, tau, alpha)
+
+    def _compress(self, pixels: np.ndarray, tau: int, alpha: np.ndarray | None = None) -> bytes:
         """Code ``pixels`` (``H x W x 3`` or ``H x W x 1`` / ``H x W`` grayscale, uint8).
 
         Grayscale is coded through the RGB model with equal channels and decoded back to one
@@ -139,7 +168,23 @@ class ImageCodec:
 
     @torch.no_grad()
     def decompress_full(self, data: bytes) -> tuple[np.ndarray, np.ndarray | None, str]:
-        """Decode to ``(pixels, alpha or None, mode)``."""
+        """Decode to ``(pixels, alpha or None, mode)`` on :data:`CODING_THREADS` threads; a file that
+        does not reproduce the encoder's image is retried with the thread counts of
+        :data:`RETRY_THREADS` (older files were coded with the encoding machine's thread count)."""
+        with torch_threads(CODING_THREADS):
+            try:
+                return self._decompress_full(data)
+            except DesyncError as first:
+                error = first
+        for n in dict.fromkeys(t for t in (*RETRY_THREADS, os.cpu_count() or 1) if t != CODING_THREADS):
+            with torch_threads(n):
+                try:
+                    return self._decompress_full(data)
+                except DesyncError:
+                    continue
+        raise error
+
+    def _decompress_full(self, data: bytes) -> tuple[np.ndarray, np.ndarray | None, str]:
         t0 = time.perf_counter()
         c = Container.from_bytes(data)
         if c.model_id != self.model_id:
@@ -166,7 +211,7 @@ class ImageCodec:
             if alpha.shape != (c.height, c.width):
                 raise BitstreamError("alpha plane does not match the image size")
         if zlib.crc32(out.tobytes()) != c.recon_crc:
-            raise BitstreamError("decoded image does not match the encoder's reconstruction (checksum mismatch). "
+            raise DesyncError("decoded image does not match the encoder's reconstruction (checksum mismatch). "
                                  + MISMATCH_HINT)
         self.last = CodingStats(decode_s=time.perf_counter() - t0, parts=self.part_sizes(c))
         return out, alpha, c.mode
@@ -188,7 +233,7 @@ class ImageCodec:
             r_hat = self.coder.decode(chunk.residual, features, x_hat, valid, tau, alphabet)
         except BitstreamError as err:
             # the container's CRC already passed: the bytes are what the encoder wrote
-            raise BitstreamError(f"{err}. {MISMATCH_HINT}") from None
+            raise DesyncError(f"{err}. {MISMATCH_HINT}") from None
         rec = torch.clamp(x_hat + r_hat, 0, 255)[0, :, :h, :w].permute(1, 2, 0)
         return rec.to(torch.uint8).numpy()
 
