@@ -7,19 +7,16 @@ needs, ``estimate`` the expected rate at any tau, and real coding lives in
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nlic.codecs.base import LossyCodec
-from nlic.residual.mixture import MixtureParams, bin_edges, joint_log_likelihood
-from nlic.residual.network import ResidualNetwork
+from nlic.rate import latent_bits, log_likelihood_bits
+from nlic.residual.mixture import bin_edges, log_likelihood
+from nlic.residual.network import CHANNELS, ContextHead, ResidualNetwork
 from nlic.residual.patches import PATCH, patchify, unpatchify
 from nlic.residual.quantizer import quantize_residual
-
-LN2 = math.log(2.0)
 
 
 def lossy_to_uint8(x_tilde: Tensor) -> Tensor:
@@ -40,36 +37,59 @@ class NearLosslessCodec(nn.Module):
     """Joint lossy image + residual codec (DLPR).
 
     Args:
-        lossy: any :class:`~nlic.codecs.base.LossyCodec`.
-        residual: the residual network (context model, plain head, optional tau head).
+        lossy: any :class:`~nlic.codecs.base.LossyCodec` (``lossy=none``: no lossy layer).
+        residual: the residual network (plain head, optional tau head).
+        relax_lossy: train the lossy layer through the residual rate (DLPR's lambda = 0 model):
+            the residual is taken against ``255 * x_tilde + U(-1/2, 1/2)`` instead of the rounded,
+            detached lossy image.
     """
 
-    def __init__(self, lossy: LossyCodec, residual: ResidualNetwork) -> None:
+    def __init__(self, lossy: LossyCodec, residual: ResidualNetwork, relax_lossy: bool = False) -> None:
         super().__init__()
         self.lossy = lossy
         self.residual = residual
-        if residual.head.hidden[0].in_features != lossy.feature_channels + residual.context.channels:
-            raise ValueError("residual network input width does not match the lossy feature channels")
+        self.relax_lossy = relax_lossy
+        if residual.feature_channels != lossy.feature_channels:
+            raise ValueError(f"the residual network expects {residual.feature_channels} feature channels, "
+                             f"the lossy codec gives {lossy.feature_channels}")
 
     @property
     def pad_multiple(self) -> int:
         return max(self.lossy.pad_multiple, PATCH)
 
-    # ------------------------------------------------------------------ training
-    def _context(self, r: Tensor) -> Tensor:
-        """Masked context of a full ``[B, 3, H, W]`` residual, patches independent, channel-last."""
+    # ------------------------------------------------------------------ rate of a residual
+    @staticmethod
+    def context(head: ContextHead, r: Tensor) -> Tensor:
+        """Context-layer pre-activations of a ``[B, 3, H, W]`` residual, 64x64 patches independent
+        (as the coder codes them); channel-last ``[B, H, W, C+3]``."""
         B, _, H, W = r.shape
-        ctx = self.residual.context(patchify(r))
-        return channel_last(unpatchify(ctx, B, H, W))
+        pre = head.context_full(patchify(r)).permute(0, 3, 1, 2)
+        return channel_last(unpatchify(pre, B, H, W))
 
-    def _bits(self, raw: Tensor, value: Tensor, context: Tensor, lo: Tensor, hi: Tensor) -> Tensor:
-        """Per-image bits ``[B]`` of channel-last residuals ``value`` under the mixture of ``raw``
-        (``context``: the values the R->G->B coupling conditions on); float32 even under autocast."""
-        with _fp32(raw):
-            params = MixtureParams.from_raw(raw.float(), self.residual.mixtures)
-            ll = joint_log_likelihood(params, value, context, lo, hi)
-        return -ll.flatten(1).sum(1) / LN2
+    def residual_bits(self, head: ContextHead, features: Tensor | None, context: Tensor, current: Tensor,
+                      lo: Tensor, hi: Tensor, tau_index: Tensor | None = None) -> Tensor:
+        """Per-image bits ``[B]`` of the bins ``[lo, hi]`` (channel-last ``[B, H, W, 3]``).
 
+        ``context`` ``[B, 3, H, W]`` is what the masked context sees, ``current`` (channel-last) the
+        values of the pixel's own earlier channels; float32 even under autocast.
+        """
+        with _fp32(lo):
+            pre = self.context(head, context.float())
+            feats = None if features is None else features.float()
+            trunk = head.trunk_features(pre, feats, tau_index)
+            total = lo.new_zeros(lo.shape[0])
+            for c in range(CHANNELS):
+                params = head.channel_params(c, trunk, pre, current.float(), tau_index)
+                total = total + log_likelihood_bits(log_likelihood(params, lo[..., c], hi[..., c]))
+        return total
+
+    def _lossy_pass(self, x: Tensor) -> tuple[dict, Tensor | None]:
+        out = self.lossy(x / 255.0)
+        features = out.get("features")
+        features = channel_last(features) if features is not None and features.shape[1] else None
+        return out, features
+
+    # ------------------------------------------------------------------ training
     def forward(self, x: Tensor, bias_tau: Tensor | None = None) -> dict:
         """Training pass.
 
@@ -77,60 +97,52 @@ class NearLosslessCodec(nn.Module):
             x: integer-valued float image ``[B, 3, H, W]`` in [0, 255], H, W multiples of 64.
             bias_tau: optional per-item tau (ints in 1..5) for the bias-correction head's loss.
 
-        Returns a dict with the lossy output, ``x_hat`` (the decoder's integer lossy image),
+        Returns a dict with the lossy output, ``x_hat_int`` (the decoder's integer lossy image),
         per-image residual bits ``residual_bits`` ``[B]`` and, with ``bias_tau``,
         ``bias_bits`` ``[B]`` (the tau head's cost of the original residual).
         """
-        out = self.lossy(x / 255.0)
+        out, features = self._lossy_pass(x)
         x_hat = lossy_to_uint8(out["x_hat"].float()).detach()
-        r = x - x_hat
-        features = channel_last(out["features"])
+        if self.relax_lossy and self.training:
+            soft = out["x_hat"].float() * 255.0
+            r = x - (soft + torch.empty_like(soft).uniform_(-0.5, 0.5))
+        else:
+            r = x - x_hat
         r_cl = channel_last(r)
-        lo_b, hi_b = channel_last(-x_hat), channel_last(255.0 - x_hat)
-        lo, hi = bin_edges(r_cl, 0, lo_b, hi_b)
-        raw = self.residual.head(torch.cat([features, self._context(r)], dim=-1))
+        lo, hi = bin_edges(r_cl, 0, channel_last(-x_hat), channel_last(255.0 - x_hat))
         out["x_hat_int"] = x_hat
-        out["residual_bits"] = self._bits(raw, r_cl, r_cl, lo, hi)
-        if bias_tau is not None and self.residual.tau_head is not None:
-            tau_b = bias_tau.view(-1, 1, 1, 1).to(r.dtype)
-            r_q = quantize_residual(r, tau_b)
-            with torch.no_grad():
-                ctx_q = self._context(r_q)
-            raw_t = self.residual.tau_head(
-                torch.cat([features.detach(), ctx_q], dim=-1), bias_tau.view(-1, 1, 1).long()
-            )
-            out["bias_bits"] = self._bits(raw_t, r_cl, channel_last(r_q), lo, hi)
+        out["residual_bits"] = self.residual_bits(self.residual.head, features, r, r_cl, lo, hi)
+        tau_head = self.residual.tau_head
+        if bias_tau is not None and tau_head is not None:
+            # the tau head learns the ORIGINAL residual from quantized context; its inputs are
+            # detached so it never changes the main model
+            r_q = quantize_residual(r.detach(), bias_tau.view(-1, 1, 1, 1).to(r.dtype))
+            feats = None if features is None else features.detach()
+            tau_index = bias_tau.long().clamp(1, tau_head.num_taus) - 1
+            out["bias_bits"] = self.residual_bits(tau_head, feats, r_q, channel_last(r_q), lo.detach(),
+                                                  hi.detach(), tau_index)
         return out
 
     # ---------------------------------------------------------------- estimation
-    def head_for(self, tau: int) -> str:
-        """Which head codes a given tau: ``plain`` (tau 0 or no bias correction) or ``tau``."""
-        return "tau" if tau > 0 and self.residual.tau_head is not None else "plain"
-
     @torch.no_grad()
     def estimate(self, x: Tensor, tau: int) -> dict:
         """Expected bits at ``tau`` with the same context and head the real coder uses.
 
         Returns ``latent_bits`` and ``residual_bits`` (``[B]``) and the reconstruction ``x_rec``.
         """
-        out = self.lossy(x / 255.0)
-        latent_bits = sum(
-            -torch.log(lk.clamp_min(1e-9)).flatten(1).sum(1) / LN2 for lk in out["likelihoods"].values()
-        )
+        out, features = self._lossy_pass(x)
         x_hat = lossy_to_uint8(out["x_hat"].float())
-        r = x - x_hat
-        r_q = quantize_residual(r, tau)
-        features = channel_last(out["features"])
-        raw = self.residual.raw_params(features, self._context(r_q), tau)
+        r_q = quantize_residual(x - x_hat, tau)
+        rq_cl = channel_last(r_q)
         lo_b = channel_last(quantize_residual(-x_hat, tau))
         hi_b = channel_last(quantize_residual(255.0 - x_hat, tau))
-        rq_cl = channel_last(r_q)
         lo, hi = bin_edges(rq_cl, tau, lo_b, hi_b)
-        x_rec = torch.clamp(x_hat + r_q, 0, 255)
+        head, index = self.residual.head_for(tau)
+        tau_index = None if index is None else torch.full((x.shape[0],), index, dtype=torch.long)
         return {
-            "latent_bits": latent_bits,
-            "residual_bits": self._bits(raw, rq_cl, rq_cl, lo, hi),
-            "x_rec": x_rec,
+            "latent_bits": latent_bits(out["likelihoods"], x.shape[0], x.device),
+            "residual_bits": self.residual_bits(head, features, r_q, rq_cl, lo, hi, tau_index),
+            "x_rec": torch.clamp(x_hat + r_q, 0, 255),
             "x_hat": x_hat,
         }
 

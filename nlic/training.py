@@ -32,6 +32,7 @@ def train(cfg: DictConfig) -> dict:
         from nlic.lightning.warm_start import load_init_weights
 
         load_init_weights(module.codec, cfg.init_weights)
+        module._warm_started = True
     if cfg.get("compile", False):
         compile_lossy_transforms(getattr(module, "codec", module))
     attach_wandb_run_id(cfg, output_dir)  # one W&B run per run folder, kept across resumes

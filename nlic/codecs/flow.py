@@ -39,6 +39,7 @@ from compressai.models.utils import conv, deconv
 from torch import Tensor, nn
 
 from nlic.codecs.base import LatentPayload, LossyCodec
+from nlic.rate import latent_bits
 
 # --------------------------------------------------------------------------------------------
 # flow layers
@@ -447,7 +448,7 @@ def flow_rd_loss(x: Tensor, out: dict, kappa: float = FLOW_KAPPA) -> dict:
     ``6 / ln 2``), so ``delta`` alone sets the operating point.  MSE is on the [0, 1] scale.
     """
     b, _, h, w = x.shape
-    bits = sum(torch.log(lik).sum() for lik in out["likelihoods"].values()) / (-math.log(2.0))
+    bits = latent_bits(out["likelihoods"], b, x.device).sum()
     bpp = bits / (b * h * w)
     mse = ((out["x_hat"] - x) ** 2).mean(dim=(1, 2, 3))
     return {"loss": delta_weighted_loss(bpp, mse, out["delta"], kappa), "bpp": bpp, "mse": mse.mean()}

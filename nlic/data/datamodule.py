@@ -10,14 +10,22 @@ from torch.utils.data import DataLoader, Dataset
 from nlic.data.images import load_folder
 
 
+def to_gray(rgb: np.ndarray) -> np.ndarray:
+    """ITU-R 601 luma of an 8-bit RGB array, as Pillow's ``convert("L")`` computes it."""
+    r, g, b = (rgb[..., c].astype(np.int32) for c in range(3))
+    return ((r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16).astype(np.uint8)
+
+
 class RandomCrops(Dataset):
     """``epoch_size`` random crops (with flips) drawn from in-memory images."""
 
-    def __init__(self, images: list[np.ndarray], crop: int, epoch_size: int, seed: int = 0) -> None:
+    def __init__(self, images: list[np.ndarray], crop: int, epoch_size: int, seed: int = 0,
+                 gray_fraction: float = 0.0) -> None:
         self.images = images
         self.crop = crop
         self.epoch_size = epoch_size
         self.seed = seed
+        self.gray_fraction = gray_fraction
 
     def __len__(self) -> int:
         return self.epoch_size
@@ -33,6 +41,8 @@ class RandomCrops(Dataset):
             patch = patch[:, ::-1]
         if rng.random() < 0.5:
             patch = patch[::-1]
+        if rng.random() < self.gray_fraction:  # grey crops (R = G = B) teach the grey path
+            patch = np.repeat(to_gray(patch)[..., None], 3, axis=2)
         return torch.from_numpy(np.ascontiguousarray(patch)).permute(2, 0, 1)
 
 
@@ -63,6 +73,7 @@ class ImageDataModule(pl.LightningDataModule):
     def __init__(
         self, root: str | None = None, val_root: str | None = None, crop: int = 64, val_crop: int = 256,
         batch_size: int = 8, epoch_size: int = 256, num_workers: int = 0, max_val_images: int = 8,
+        gray_fraction: float = 0.0, val_files: list[str] | None = None,
     ) -> None:
         super().__init__()
         self.root, self.val_root = root, val_root
@@ -70,13 +81,25 @@ class ImageDataModule(pl.LightningDataModule):
         self.batch_size, self.epoch_size = batch_size, epoch_size
         self.num_workers = num_workers
         self.max_val_images = max_val_images
+        self.gray_fraction = gray_fraction
+        # names (file stems) in ``root`` held out of training and validated on (when no val_root)
+        self.val_files = set(val_files or [])
         if crop % 64:
             raise ValueError(f"data.crop must be a multiple of 64, got {crop}")
 
     def setup(self, stage: str | None = None) -> None:
-        train = [a for _, a in load_folder(self.root, min_size=self.crop)]
-        val = [a for _, a in load_folder(self.val_root if self.val_root else self.root, min_size=64)]
-        self.train_set = RandomCrops(train, self.crop, self.epoch_size)
+        images = load_folder(self.root, min_size=self.crop)
+        train = [a for name, a in images if name not in self.val_files]
+        if self.val_root:
+            val = [a for _, a in load_folder(self.val_root, min_size=64)]
+        elif self.val_files:
+            missing = self.val_files - {name for name, _ in images}
+            if missing:
+                raise FileNotFoundError(f"data.val_files not found in {self.root}: {', '.join(sorted(missing))}")
+            val = [a for name, a in images if name in self.val_files]
+        else:
+            val = [a for _, a in images]
+        self.train_set = RandomCrops(train, self.crop, self.epoch_size, gray_fraction=self.gray_fraction)
         self.val_set = CenterCrops(val[: self.max_val_images], self.val_crop)
 
     def _per_device_batch(self) -> int:

@@ -9,6 +9,7 @@ from nlic.errors import BitstreamError
 
 # perfect=False: fast, deterministic fixed-point approximation shared by encoder and decoder
 _FAMILY = constriction.stream.model.Categorical(perfect=False)
+_UNIFORM = constriction.stream.model.Uniform()
 
 
 class SymbolEncoder:
@@ -24,6 +25,12 @@ class SymbolEncoder:
                 raise ValueError("symbol outside a one-symbol alphabet")
             return
         self._enc.encode(symbols.astype(np.int32), _FAMILY, pmf)
+
+    def encode_uniform(self, symbols: np.ndarray, sizes: np.ndarray) -> None:
+        """Encode ``symbols[i]`` uniformly from ``0 .. sizes[i]-1`` (sizes of 1 cost nothing)."""
+        coded = sizes > 1
+        if coded.any():
+            self._enc.encode(symbols[coded].astype(np.int32), _UNIFORM, sizes[coded].astype(np.int32))
 
     def finish(self) -> bytes:
         return self._enc.get_compressed().tobytes()
@@ -43,7 +50,22 @@ class SymbolDecoder:
         try:
             return np.asarray(self._dec.decode(_FAMILY, pmf), dtype=np.int64)
         except Exception as err:  # constriction raises on exhausted/invalid data
-            raise BitstreamError(f"residual stream is corrupt ({' '.join(str(err).split())})") from err
+            raise _corrupt(err) from err
+
+    def decode_uniform(self, sizes: np.ndarray) -> np.ndarray:
+        """Inverse of :meth:`SymbolEncoder.encode_uniform`."""
+        out = np.zeros(len(sizes), dtype=np.int64)
+        coded = sizes > 1
+        if coded.any():
+            try:
+                out[coded] = self._dec.decode(_UNIFORM, sizes[coded].astype(np.int32))
+            except Exception as err:
+                raise _corrupt(err) from err
+        return out
+
+
+def _corrupt(err: Exception) -> BitstreamError:
+    return BitstreamError(f"residual stream is corrupt ({' '.join(str(err).split())})")
 
 
 # ---------------------------------------------------------------- CompressAI latent decoding guard

@@ -23,6 +23,7 @@ from nlic.codecs.base import LatentPayload, LossyCodec
 from nlic.errors import BitstreamError, ModelError
 from nlic.eval.metrics import ms_ssim_uint8, psnr_uint8
 from nlic.model_io import load_codec_state, read_model_file
+from nlic.rate import latent_bits
 from nlic.system import lossy_to_uint8, pad_to_multiple
 
 LOSSY_MODEL_FORMAT = "nlic-lossy-model"
@@ -154,7 +155,7 @@ def estimated_bits(codec: LossyCodec, img: np.ndarray) -> float:
     """The model's own rate estimate (sum of -log2 likelihoods of the padded image)."""
     x = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None].float() / 255.0
     out = codec(pad_to_multiple(x, codec.pad_multiple))
-    return float(sum(-torch.log2(lk.clamp_min(1e-9)).sum() for lk in out["likelihoods"].values()))
+    return float(latent_bits(out["likelihoods"], 1).sum())
 
 
 def evaluate_lossy(model: str | Path | LossyCodec, images: list[tuple[str, np.ndarray]]) -> tuple[list[dict], dict]:

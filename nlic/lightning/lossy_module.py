@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from nlic.codecs.base import LossyCodec
 from nlic.eval.metrics import ms_ssim, psnr
+from nlic.rate import bits_per_pixel, latent_bits
 from nlic.system import lossy_to_uint8, pad_to_multiple
 
 log = logging.getLogger("nlic.train")
@@ -36,7 +37,8 @@ def _plain(cfg: Any) -> Any:
 
 def rate_bpp(likelihoods: dict[str, torch.Tensor], num_pixels: int) -> torch.Tensor:
     """Bits per pixel of all latents: sum of ``-log2`` likelihoods over ``num_pixels``."""
-    return sum(-torch.log2(lk.clamp_min(1e-9)).sum() for lk in likelihoods.values()) / num_pixels
+    batch = next(iter(likelihoods.values())).shape[0] if likelihoods else 1
+    return bits_per_pixel(latent_bits(likelihoods, batch), num_pixels)
 
 
 class LossyOnlyModule(pl.LightningModule):

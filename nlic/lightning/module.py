@@ -19,9 +19,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from nlic.eval.metrics import psnr
 from nlic.model_io import build_codec
+from nlic.rate import bits_per_pixel, latent_bits
 from nlic.scaleout.precision import keep_likelihoods_fp32
-
-LN2 = math.log(2.0)
 
 
 def to_plain(cfg: Any) -> Any:
@@ -41,6 +40,10 @@ class NearLosslessModule(pl.LightningModule):
         bias_taus: Any = (1, 2, 3, 4, 5),
         lr_decay_start: int | None = None,
         lr_decay: float = 0.9,
+        lr_schedule: str = "step",
+        lr_final: float = 0.05,
+        train_heads: str = "all",
+        linear_init: bool = False,
     ) -> None:
         super().__init__()
         model_config = to_plain(model_config)
@@ -49,8 +52,14 @@ class NearLosslessModule(pl.LightningModule):
                 "model_config": model_config, "lmbda": lmbda, "lr": lr, "aux_lr": aux_lr, "bias_lr": bias_lr,
                 "grad_clip": grad_clip, "val_taus": list(to_plain(val_taus)),
                 "bias_taus": list(to_plain(bias_taus)), "lr_decay_start": lr_decay_start, "lr_decay": lr_decay,
+                "lr_schedule": lr_schedule, "lr_final": lr_final, "train_heads": train_heads,
+                "linear_init": linear_init,
             }
         )
+        if lr_schedule not in ("step", "cosine"):
+            raise ValueError(f"lr_schedule must be 'step' or 'cosine', got {lr_schedule!r}")
+        if train_heads not in ("all", "plain", "tau"):
+            raise ValueError(f"train_heads must be 'all', 'plain' or 'tau', got {train_heads!r}")
         self.codec = build_codec(model_config)
         keep_likelihoods_fp32(self.codec)  # entropy models stay float32 under bf16-mixed
         self.automatic_optimization = False
@@ -61,6 +70,12 @@ class NearLosslessModule(pl.LightningModule):
         bias = list(self.codec.residual.tau_head.parameters()) if self.codec.residual.tau_head else []
         skip = {id(p) for p in aux + bias}
         main = [p for p in self.codec.parameters() if id(p) not in skip]
+        # train_heads: "plain" leaves the tau head untouched, "tau" trains the tau head alone (its
+        # inputs are detached, so it can be trained after, or beside, the main model)
+        if self.hparams.train_heads == "plain":
+            bias = []
+        elif self.hparams.train_heads == "tau":
+            main, aux = [], []
         # codecs without an EntropyBottleneck (c2f) have no aux parameters: no aux optimizer
         groups = [("main", main, self.hparams.lr), ("aux", aux, self.hparams.aux_lr),
                   ("bias", bias, self.hparams.bias_lr)]
@@ -73,29 +88,66 @@ class NearLosslessModule(pl.LightningModule):
         opts = opts if isinstance(opts, list) else [opts]
         return dict(zip(self._opt_roles, opts))
 
+    def _cosine_lr(self) -> None:
+        """Cosine from the base rates down to ``lr_final`` of them over ``trainer.max_steps``."""
+        total = self.trainer.max_steps if self.trainer.max_steps and self.trainer.max_steps > 0 else None
+        if total is None:
+            total = max(1, self.trainer.estimated_stepping_batches)
+        progress = min(1.0, self.global_step / total)
+        factor = self.hparams.lr_final + (1 - self.hparams.lr_final) * 0.5 * (1 + math.cos(math.pi * progress))
+        self._set_lr(factor)
+
+    def _set_lr(self, factor: float) -> None:
+        bases = {"main": self.hparams.lr, "aux": self.hparams.aux_lr, "bias": self.hparams.bias_lr}
+        for role, opt in self._optimizer_by_role().items():
+            for group in opt.optimizer.param_groups if hasattr(opt, "optimizer") else opt.param_groups:
+                group["lr"] = bases[role] * factor
+
     def _decay_lr(self) -> None:
         start = self.hparams.lr_decay_start
         if start is None or self.current_epoch < start:
             return
-        factor = self.hparams.lr_decay ** (self.current_epoch - start + 1)
-        bases = {"main": self.hparams.lr, "aux": self.hparams.aux_lr, "bias": self.hparams.bias_lr}
-        for role, opt in self._optimizer_by_role().items():
-            base = bases[role]
-            for group in opt.optimizer.param_groups if hasattr(opt, "optimizer") else opt.param_groups:
-                group["lr"] = base * factor
+        self._set_lr(self.hparams.lr_decay ** (self.current_epoch - start + 1))
 
     # ------------------------------------------------------------------ training
     def _rates(self, out: dict, x: torch.Tensor) -> dict[str, torch.Tensor]:
         num_px = x.shape[0] * x.shape[-2] * x.shape[-1]
-        latent = sum(-torch.log(lk.clamp_min(1e-9)).sum() for lk in out["likelihoods"].values()) / (LN2 * num_px)
-        residual = out["residual_bits"].sum() / num_px
+        latent = bits_per_pixel(latent_bits(out["likelihoods"], x.shape[0], x.device), num_px)
+        residual = bits_per_pixel(out["residual_bits"], num_px)
         return {"bpp_latent": latent, "bpp_residual": residual, "bpp": latent + residual}
+
+    def on_fit_start(self) -> None:
+        """``linear_init``: start each head's linear mean prediction from the least-squares predictor
+        of a few training batches (a fresh run only: resumed and warm-started runs keep theirs)."""
+        if not self.hparams.linear_init or self.global_step > 0 or getattr(self, "_warm_started", False):
+            return
+        from nlic.residual.network import fit_linear_predictor
+
+        loader = self.trainer.datamodule.train_dataloader()
+        batches = []
+        for batch in loader:
+            batches.append(batch.float())
+            if sum(len(b) for b in batches) >= 256:
+                break
+        x = torch.cat(batches).to(self.device)
+        r = x - self._lossy_image(x)
+        for head in (self.codec.residual.head, self.codec.residual.tau_head):
+            if head is not None:
+                fit_linear_predictor(head, r.cpu())
+
+    @torch.no_grad()
+    def _lossy_image(self, x: torch.Tensor) -> torch.Tensor:
+        from nlic.system import lossy_to_uint8
+
+        return lossy_to_uint8(self.codec.lossy(x / 255.0)["x_hat"].float())
 
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
         x = batch.float()
+        if self.hparams.lr_schedule == "cosine":
+            self._cosine_lr()
         opts = self._optimizer_by_role()
         bias_tau = None
-        if self.codec.residual.tau_head is not None:
+        if self.codec.residual.tau_head is not None and self.hparams.train_heads != "plain":
             taus = self.hparams.bias_taus
             bias_tau = torch.tensor([random.choice(taus) for _ in range(x.shape[0])], device=x.device)
         out = self.codec(x, bias_tau)
@@ -107,11 +159,12 @@ class NearLosslessModule(pl.LightningModule):
                 f"non-finite training loss ({loss.item()}) at step {self.global_step}; "
                 "lower the learning rate or check the data"
             )
-        main_opt = opts["main"]
-        main_opt.zero_grad()
-        self.manual_backward(loss)
-        self.clip_gradients(main_opt, gradient_clip_val=self.hparams.grad_clip, gradient_clip_algorithm="norm")
-        main_opt.step()
+        if "main" in opts:
+            main_opt = opts["main"]
+            main_opt.zero_grad()
+            self.manual_backward(loss)
+            self.clip_gradients(main_opt, gradient_clip_val=self.hparams.grad_clip, gradient_clip_algorithm="norm")
+            main_opt.step()
 
         aux_loss = self.codec.lossy.aux_loss()
         if "aux" in opts:
@@ -124,7 +177,7 @@ class NearLosslessModule(pl.LightningModule):
             "train/psnr_lossy": 10 * torch.log10(255.0**2 / mse.detach().clamp_min(1e-10)),
             **{f"train/{k}": v.detach() for k, v in rates.items()},
         }
-        if bias_tau is not None:
+        if bias_tau is not None and "bias" in opts:
             bias_bpp = out["bias_bits"].sum() / (x.shape[0] * x.shape[-2] * x.shape[-1])
             bias_opt = opts["bias"]
             bias_opt.zero_grad()

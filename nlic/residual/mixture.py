@@ -1,9 +1,10 @@
-"""Discretized logistic mixture over RGB residuals (PixelCNN++-style channel coupling).
+"""Discretized logistic mixtures, one per colour channel, integrated over quantization bins.
 
-Per sample the network predicts ``10*K`` numbers: K mixture logits shared by R, G, B, and per
-channel K means, K log-scales and K coupling coefficients (G <- R, B <- R, B <- G).  Residuals are
-in pixel units; the support of ``r`` given the lossy value ``x_hat`` is ``[-x_hat, 255 - x_hat]``,
-so the extreme integers take the tails of the logistic.
+Per sample and channel the network predicts ``3*K`` numbers: K mixture logits, K means and K
+log-scales.  Channel coupling (G given R, B given R and G) lives in the network, which sees the
+current pixel's already-coded channels, so the three channels' mixtures are independent here.
+Residuals are in pixel units; the support of ``r`` given the lossy value ``x_hat`` is
+``[-x_hat, 255 - x_hat]``, so the extreme bins take the tails of the logistic.
 """
 
 from __future__ import annotations
@@ -14,49 +15,38 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-LOG_SCALE_MIN = -4.0
-LOG_SCALE_MAX = 6.0
+#: natural-log bounds of a component's scale in pixel units (the exact coder's grid covers them)
+LOG_SCALE_MIN = -3.0
+LOG_SCALE_MAX = 5.0
+#: the network's mean outputs are O(1); residuals are O(10)
+MEAN_SCALE = 16.0
 
 
-def params_per_sample(k: int) -> int:
-    return 10 * k
+def params_per_channel(k: int) -> int:
+    return 3 * k
 
 
 @dataclass
 class MixtureParams:
-    """Mixture parameters, channel-last: logits ``[..., K]``, others ``[..., 3, K]``."""
+    """Mixture parameters of one channel: ``logits``, ``means``, ``log_scales``, each ``[..., K]``."""
 
     logits: Tensor
     means: Tensor
     log_scales: Tensor
-    coeffs: Tensor  # [..., 3, K]: alpha (G|R), beta (B|R), gamma (B|G)
 
     @classmethod
-    def from_raw(cls, raw: Tensor, k: int) -> MixtureParams:
-        logits = raw[..., :k]
-        rest = raw[..., k:].unflatten(-1, (3, 3, k))  # [..., what, channel/coef, K]
-        means = rest[..., 0, :, :] * 16.0  # network outputs ~O(1); residuals are ~O(10)
-        log_scales = rest[..., 1, :, :].clamp(LOG_SCALE_MIN, LOG_SCALE_MAX) + 1.0
-        coeffs = torch.tanh(rest[..., 2, :, :])
-        return cls(logits, means, log_scales, coeffs)
-
-    def channel_means(self, r_prev: Tensor) -> Tensor:
-        """Means ``[..., 3, K]`` given the (quantized) residuals of R and G of the same pixel.
-
-        ``r_prev`` is ``[..., 3]`` (the B entry is ignored).
-        """
-        r_r = r_prev[..., 0:1]
-        r_g = r_prev[..., 1:2]
-        m_r = self.means[..., 0, :]
-        m_g = self.means[..., 1, :] + self.coeffs[..., 0, :] * r_r
-        m_b = self.means[..., 2, :] + self.coeffs[..., 1, :] * r_r + self.coeffs[..., 2, :] * r_g
-        return torch.stack([m_r, m_g, m_b], dim=-2)
+    def from_raw(cls, raw: Tensor, mean_offset: Tensor | None = None) -> MixtureParams:
+        """``raw`` ``[..., 3K]`` -> parameters; ``mean_offset`` ``[...]`` (pixel units) shifts every mean."""
+        logits, means, log_scales = raw.chunk(3, dim=-1)
+        means = means * MEAN_SCALE
+        if mean_offset is not None:
+            means = means + mean_offset.unsqueeze(-1)
+        return cls(logits, means, log_scales.clamp(LOG_SCALE_MIN, LOG_SCALE_MAX))
 
 
 def _log_sigmoid_diff(upper: Tensor, lower: Tensor) -> Tensor:
-    """log(sigmoid(upper) - sigmoid(lower)) for upper > lower, stable in the tails."""
-    # sigmoid(a) - sigmoid(b) = exp(a') ... use: log(σ(u)-σ(l)) = log σ(u) + log(1 - exp(l' - u'))
-    # with the identity σ(u)-σ(l) = σ(u)σ(-l)(1-exp(l-u))
+    """log(sigmoid(upper) - sigmoid(lower)) for upper > lower, stable in the tails:
+    sigmoid(u) - sigmoid(l) = sigmoid(u) * sigmoid(-l) * (1 - exp(l - u))."""
     diff = (lower - upper).clamp(max=-1e-6)
     return F.logsigmoid(upper) + F.logsigmoid(-lower) + torch.log(-torch.expm1(diff))
 
@@ -93,15 +83,7 @@ def bin_edges(r_hat: Tensor, tau: int | Tensor, lo_bound: Tensor, hi_bound: Tens
     return lo, hi
 
 
-def joint_log_likelihood(
-    params: MixtureParams, target: Tensor, coupling: Tensor, lo: Tensor, hi: Tensor
-) -> Tensor:
-    """log p(target bins) under the mixture, summed over RGB (channel-last tensors ``[..., 3]``).
-
-    ``coupling`` are the residuals the G/B means are conditioned on (``r`` in training, the
-    quantized ``r_hat`` when only those are known); ``lo``/``hi`` are the bin edges of ``target``.
-    """
-    means = params.channel_means(coupling)  # [..., 3, K]
-    log_mass = component_log_mass(lo.unsqueeze(-1), hi.unsqueeze(-1), means, params.log_scales)
-    log_pi = F.log_softmax(params.logits, dim=-1)
-    return torch.logsumexp(log_pi + log_mass.sum(dim=-2), dim=-1)
+def log_likelihood(params: MixtureParams, lo: Tensor, hi: Tensor) -> Tensor:
+    """log p(bin [lo, hi]) of one channel under its mixture; ``lo``/``hi`` are ``[...]``."""
+    log_mass = component_log_mass(lo.unsqueeze(-1), hi.unsqueeze(-1), params.means, params.log_scales)
+    return torch.logsumexp(F.log_softmax(params.logits, dim=-1) + log_mass, dim=-1)

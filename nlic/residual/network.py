@@ -1,147 +1,227 @@
-"""Residual probability network: masked 7x7 context + 1x1 heads (plain and tau-conditioned).
+"""Residual probability network: masked context, an MLP trunk and one head per colour channel.
 
-The same modules serve two code paths: whole-image convolution in training/estimation and
-gathered wavefront steps in real coding.  Layers act on channel-last tensors (``nn.Linear`` = a
-1x1 convolution), so both paths share weights exactly.
+For every pixel the network sees the already-coded residuals of its causal neighbourhood (a
+masked ``kernel x kernel`` convolution over all three channels), the lossy layer's features ``u``
+when there is a lossy layer, and, for G and B, the current pixel's already-coded channels (R for
+G; R and G for B).  Each channel gets a logistic mixture whose means also receive a linear
+prediction from the context taps and the current pixel (a learned linear predictor that the MLP
+refines).
+
+Two heads of the same topology: the plain head (trained on the original residual) codes tau = 0;
+the tau-conditioned head (every hidden layer modulated by a per-tau scale and bias, DLPR's bias
+correction) codes tau >= 1 from quantized context.  The same modules run on whole images
+(training, estimation, encoding) and on gathered pixels (wavefront decoding).
 """
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nlic.residual.masks import context_taps, mask_tensor
-from nlic.residual.mixture import params_per_sample
+from nlic.residual.mixture import MEAN_SCALE, MixtureParams, params_per_channel
 
-#: residuals are divided by this before entering the context convolution
+#: residuals are divided by this before entering the network
 CONTEXT_SCALE = 16.0
 #: number of tau values with their own modulation in the conditioned head (tau > this reuses it)
 MAX_CONDITIONED_TAU = 5
+CHANNELS = 3
 
 
-class MaskedContext(nn.Module):
-    """7x7 masked convolution over the 3-channel residual (all channels of earlier pixels)."""
+def _record(record: dict[str, float] | None, name: str, act: Tensor) -> None:
+    if record is not None and act.numel():
+        record[name] = max(record.get(name, 0.0), float(act.detach().amax()))
 
-    def __init__(self, mask: str, channels: int, kernel: int = 7) -> None:
+
+class FiLM(nn.Module):
+    """Per-tau scale and bias of a hidden layer (zero-initialised: starts as the identity)."""
+
+    def __init__(self, num_taus: int, width: int) -> None:
         super().__init__()
-        self.kernel = kernel
-        self.taps = context_taps(mask, kernel)
-        self.channels = channels
-        self.register_buffer("mask", torch.from_numpy(mask_tensor(mask, kernel)), persistent=False)
-        self.weight = nn.Parameter(torch.randn(channels, 3, kernel, kernel) * (0.5 / max(1, len(self.taps))))
-        self.bias = nn.Parameter(torch.zeros(channels))
+        self.scale = nn.Parameter(torch.zeros(num_taus, width))
+        self.bias = nn.Parameter(torch.zeros(num_taus, width))
 
-    @property
-    def empty(self) -> bool:
-        return len(self.taps) == 0
-
-    def forward(self, r: Tensor) -> Tensor:
-        """Whole-image context: ``r`` is ``[B, 3, H, W]`` (one patch per batch item)."""
-        if self.empty:
-            return self.bias.view(1, -1, 1, 1).expand(r.shape[0], -1, *r.shape[-2:])
-        w = self.weight * self.mask
-        return F.conv2d(r / CONTEXT_SCALE, w, self.bias, padding=self.kernel // 2)
-
-    def tap_weight(self) -> Tensor:
-        """Weight as ``[channels, taps*3]`` in (tap, rgb) order, for gathered steps."""
-        h = self.kernel // 2
-        idx_i = torch.tensor([h + di for di, _ in self.taps], dtype=torch.long)
-        idx_j = torch.tensor([h + dj for _, dj in self.taps], dtype=torch.long)
-        w = self.weight[:, :, idx_i, idx_j]  # [C, 3, T]
-        return w.permute(0, 2, 1).reshape(self.channels, -1)
-
-    def gathered(self, r_pad: Tensor, rows: np.ndarray, cols: np.ndarray) -> Tensor:
-        """Context of the pixels (rows, cols) of every patch.
-
-        ``r_pad`` is ``[P, 3, 64+2h, 64+2h]`` (zero border); returns ``[P, n, channels]``.
-        """
-        P = r_pad.shape[0]
-        n = len(rows)
-        if self.empty:
-            return self.bias.expand(P, n, -1)
-        h = self.kernel // 2
-        ii = torch.as_tensor(rows[None, :] + h + np.array([di for di, _ in self.taps])[:, None])
-        jj = torch.as_tensor(cols[None, :] + h + np.array([dj for _, dj in self.taps])[:, None])
-        vals = r_pad[:, :, ii, jj]  # [P, 3, T, n]
-        vals = vals.permute(0, 3, 2, 1).reshape(P, n, -1) / CONTEXT_SCALE
-        return F.linear(vals, self.tap_weight(), self.bias)
+    def forward(self, h: Tensor, tau_index: Tensor) -> Tensor:
+        """``h`` ``[B, ..., width]``; ``tau_index`` ``[B]`` (0-based) picks one vector per item."""
+        shape = (tau_index.shape[0],) + (1,) * (h.dim() - 2) + (h.shape[-1],)
+        return h * (1.0 + self.scale[tau_index].view(shape)) + self.bias[tau_index].view(shape)
 
 
-class MixtureHead(nn.Module):
-    """Stack of 1x1 layers from ``cat(u, context)`` to mixture parameters.
+class ContextHead(nn.Module):
+    """Masked context + trunk + per-channel mixture heads (one complete probability model).
 
-    With ``num_taus > 0`` every hidden layer is modulated by a per-channel scale and bias looked
-    up from a one-hot of tau (the bias-correction head of DLPR).
+    Args:
+        feature_channels: channels of the lossy features ``u`` (0: no lossy layer).
+        mask: context mask name (see :mod:`nlic.residual.masks`).
+        mixtures: logistic components per channel.
+        context_channels: width of the context layer.
+        hidden: width of the trunk layers.
+        layers: number of trunk layers after the context layer.
+        channel_hidden: width of each channel's hidden layer.
+        channel_conditioning: G and B heads see the current pixel's decoded R (and G).
+        num_taus: > 0 adds a per-tau modulation of every hidden layer.
+        kernel: context window size.
     """
 
-    def __init__(self, in_ch: int, hidden: int, k: int, layers: int = 3, num_taus: int = 0) -> None:
+    def __init__(self, feature_channels: int, mask: str, mixtures: int, context_channels: int, hidden: int,
+                 layers: int, channel_hidden: int, channel_conditioning: bool, num_taus: int = 0,
+                 kernel: int = 7) -> None:
         super().__init__()
-        dims = [in_ch] + [hidden] * (layers - 1)
-        self.hidden = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
-        self.out = nn.Linear(dims[-1], params_per_sample(k))
+        self.mixtures = mixtures
+        self.kernel = kernel
+        self.taps = context_taps(mask, kernel)
+        self.context_channels = context_channels
+        self.channel_conditioning = channel_conditioning
         self.num_taus = num_taus
+        self.register_buffer("mask", torch.from_numpy(mask_tensor(mask, kernel)), persistent=False)
+        # context layer outputs context_channels features + one linear mean prediction per channel
+        n_taps = max(1, len(self.taps))
+        self.context_weight = nn.Parameter(torch.randn(context_channels + CHANNELS, CHANNELS, kernel, kernel)
+                                           * (1.0 / (3 * n_taps)) ** 0.5)
+        self.context_bias = nn.Parameter(torch.zeros(context_channels + CHANNELS))
+        self.features_in = nn.Linear(feature_channels, context_channels, bias=False) if feature_channels else None
+        widths = [context_channels] + [hidden] * layers
+        self.trunk = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:]))
+        cur = [c if channel_conditioning else 0 for c in range(CHANNELS)]
+        self.channel_in = nn.ModuleList(nn.Linear(widths[-1] + n, channel_hidden) for n in cur)
+        self.channel_out = nn.ModuleList(nn.Linear(channel_hidden, params_per_channel(mixtures))
+                                         for _ in range(CHANNELS))
+        # linear mean prediction from the current pixel's decoded channels (G <- R; B <- R, G)
+        self.current_skip = nn.ParameterList(nn.Parameter(torch.zeros(n)) for n in cur)
         if num_taus:
-            self.film_scale = nn.ModuleList(nn.Linear(num_taus, hidden) for _ in self.hidden)
-            self.film_bias = nn.ModuleList(nn.Linear(num_taus, hidden) for _ in self.hidden)
-            for lin in list(self.film_scale) + list(self.film_bias):
-                nn.init.zeros_(lin.weight)
-                nn.init.zeros_(lin.bias)
+            self.film = nn.ModuleList(FiLM(num_taus, w) for w in [context_channels] + widths[1:]
+                                      + [channel_hidden] * CHANNELS)
+        for lin in self.channel_out:  # start from broad, centred distributions
+            nn.init.zeros_(lin.weight)
+            with torch.no_grad():
+                lin.bias.zero_()
+                lin.bias[2 * mixtures :] = 1.0
+                lin.bias[mixtures : 2 * mixtures] = torch.linspace(-0.1, 0.1, mixtures)
 
-    def forward(self, h: Tensor, tau: Tensor | None = None) -> Tensor:
-        """``h`` is ``[..., in_ch]``; ``tau`` (int tensor broadcastable to ``h[..., 0]``) for FiLM."""
-        onehot = None
-        if self.num_taus:
-            if tau is None:
-                raise ValueError("the tau-conditioned head needs tau")
-            t = tau.clamp(1, self.num_taus) - 1
-            # one modulation vector per tau value, broadcast over pixels (not one per pixel)
-            onehot = F.one_hot(t.long(), self.num_taus).to(h.dtype)
-        for i, lin in enumerate(self.hidden):
-            h = lin(h)
-            if onehot is not None:
-                h = h * (1.0 + self.film_scale[i](onehot)) + self.film_bias[i](onehot)
-            h = F.leaky_relu(h, 0.2)
-        return self.out(h)
+    # ------------------------------------------------------------------ building blocks
+    def _film(self, i: int, h: Tensor, tau_index: Tensor | None) -> Tensor:
+        return self.film[i](h, tau_index) if self.num_taus else h
+
+    def tap_weight(self) -> Tensor:
+        """Context weight as ``[context_channels + 3, taps*3]`` in (tap, rgb) order (gathered steps)."""
+        h = self.kernel // 2
+        ii = torch.tensor([h + di for di, _ in self.taps], dtype=torch.long)
+        jj = torch.tensor([h + dj for _, dj in self.taps], dtype=torch.long)
+        w = self.context_weight[:, :, ii, jj]  # [out, 3, T]
+        return w.permute(0, 2, 1).reshape(w.shape[0], -1)
+
+    def context_full(self, r: Tensor) -> Tensor:
+        """Context-layer pre-activations of whole patches: ``r`` ``[P, 3, S, S]`` -> ``[P, S, S, C+3]``."""
+        if not self.taps:
+            out = self.context_bias.view(1, 1, 1, -1)
+            return out.expand(r.shape[0], r.shape[2], r.shape[3], -1)
+        w = self.context_weight * self.mask
+        out = F.conv2d(r / CONTEXT_SCALE, w, self.context_bias, padding=self.kernel // 2)
+        return out.permute(0, 2, 3, 1)
+
+    def context_gathered(self, taps: Tensor) -> Tensor:
+        """Context-layer pre-activations from gathered tap values ``[..., taps*3]`` (raw residuals)."""
+        if not self.taps:
+            return self.context_bias.expand(*taps.shape[:-1], -1)
+        return F.linear(taps / CONTEXT_SCALE, self.tap_weight(), self.context_bias)
+
+    def trunk_features(self, pre: Tensor, features: Tensor | None, tau_index: Tensor | None,
+                       record: dict[str, float] | None = None) -> Tensor:
+        """Context pre-activations (and lossy features) -> trunk output ``[..., hidden]``.
+
+        ``record`` (optional) collects the largest activation of each layer (integer calibration).
+        """
+        h = pre[..., : self.context_channels]
+        if self.features_in is not None and features is not None:
+            h = h + self.features_in(features)
+        h = F.relu(self._film(0, h, tau_index))
+        _record(record, "context", h)
+        _record(record, "skip", pre[..., self.context_channels :].abs())
+        for i, lin in enumerate(self.trunk):
+            h = F.relu(self._film(i + 1, lin(h), tau_index))
+            _record(record, f"trunk{i}", h)
+        return h
+
+    def channel_params(self, c: int, trunk: Tensor, pre: Tensor, current: Tensor,
+                       tau_index: Tensor | None, record: dict[str, float] | None = None) -> MixtureParams:
+        """Mixture of channel ``c``; ``current`` ``[..., 3]`` holds the pixel's decoded channels
+        (raw residuals; only those before ``c`` are read)."""
+        cur = current[..., :c] / CONTEXT_SCALE if self.channel_conditioning else current[..., :0]
+        z = self.channel_in[c](torch.cat([trunk, cur], dim=-1) if cur.shape[-1] else trunk)
+        z = F.relu(self._film(1 + len(self.trunk) + c, z, tau_index))
+        _record(record, f"channel{c}", z)
+        raw = self.channel_out[c](z)
+        skip = pre[..., self.context_channels + c]
+        if cur.shape[-1]:
+            skip = skip + (cur * self.current_skip[c]).sum(-1)
+        return MixtureParams.from_raw(raw, MEAN_SCALE * skip)
 
 
 class ResidualNetwork(nn.Module):
-    """Context model + plain head + optional tau-conditioned head."""
+    """Plain head + optional tau-conditioned head (bias correction), see the module docstring."""
 
     def __init__(
         self,
-        feature_channels: int,
+        feature_channels: int = 0,
         mask: str = "3p",
-        mixtures: int = 5,
+        mixtures: int = 3,
         context_channels: int = 64,
-        hidden: int = 128,
-        layers: int = 3,
+        hidden: int = 64,
+        layers: int = 1,
+        channel_hidden: int = 32,
+        channel_conditioning: bool = True,
         bias_correction: bool = True,
+        kernel: int = 7,
     ) -> None:
         super().__init__()
         self.mask = mask
         self.mixtures = mixtures
-        self.context = MaskedContext(mask, context_channels)
-        in_ch = feature_channels + context_channels
-        self.head = MixtureHead(in_ch, hidden, mixtures, layers)
-        self.bias_correction = bias_correction
-        self.tau_head = (
-            MixtureHead(in_ch, hidden, mixtures, layers, num_taus=MAX_CONDITIONED_TAU)
-            if bias_correction
-            else None
-        )
+        self.feature_channels = feature_channels
+        args = (feature_channels, mask, mixtures, context_channels, hidden, layers, channel_hidden,
+                channel_conditioning)
+        self.head = ContextHead(*args, num_taus=0, kernel=kernel)
+        self.tau_head = ContextHead(*args, num_taus=MAX_CONDITIONED_TAU, kernel=kernel) if bias_correction else None
 
-    def raw_params(self, features: Tensor, context: Tensor, tau: int | Tensor = 0) -> Tensor:
-        """Channel-last features/context -> raw mixture parameters, choosing the head by tau.
+    @property
+    def kernel(self) -> int:
+        return self.head.kernel
 
-        ``tau`` is an int (one head for all) or an int tensor per item (tau head only).
-        """
-        h = torch.cat([features, context], dim=-1)
-        if isinstance(tau, int):
-            if tau == 0 or self.tau_head is None:
-                return self.head(h)
-            tau = torch.tensor(tau)
-        if self.tau_head is None:
-            raise ValueError("bias correction is off: no tau-conditioned head")
-        return self.tau_head(h, tau)
+    def head_for(self, tau: int) -> tuple[ContextHead, int | None]:
+        """The head that codes ``tau`` and its 0-based tau index (``None`` for the plain head)."""
+        if tau == 0 or self.tau_head is None:
+            return self.head, None
+        return self.tau_head, min(int(tau), MAX_CONDITIONED_TAU) - 1
+
+
+@torch.no_grad()
+def fit_linear_predictor(head: ContextHead, residuals: Tensor, ridge: float = 1e-3) -> None:
+    """Set the linear mean prediction of ``head`` to the least-squares predictor of ``residuals``.
+
+    ``residuals`` ``[B, 3, S, S]`` are training patches (raw residuals).  Each channel is predicted
+    from the context taps and, with channel conditioning, the pixel's earlier channels; training
+    then starts from a predictor at least as good as a classic LS one and refines it.
+    """
+    if not head.taps:
+        return
+    B, _, S, _ = residuals.shape
+    h = head.kernel // 2
+    x = F.pad(residuals.double() / CONTEXT_SCALE, (h, h, h, h))
+    taps = torch.stack([x[:, :, h + di : h + di + S, h + dj : h + dj + S] for di, dj in head.taps], 1)
+    taps = taps.permute(0, 3, 4, 1, 2).reshape(-1, len(head.taps) * CHANNELS)  # (tap, rgb) order
+    target = residuals.double().permute(0, 2, 3, 1).reshape(-1, CHANNELS) / CONTEXT_SCALE
+    weight = head.context_weight
+    ii = torch.tensor([h + di for di, _ in head.taps])
+    jj = torch.tensor([h + dj for _, dj in head.taps])
+    C = head.context_channels
+    for c in range(CHANNELS):
+        n_cur = c if head.channel_conditioning else 0
+        a = torch.cat([taps, target[:, :n_cur], torch.ones(len(taps), 1, dtype=taps.dtype)], 1)
+        gram = a.T @ a + ridge * len(a) * torch.eye(a.shape[1], dtype=a.dtype)
+        sol = torch.linalg.solve(gram, a.T @ target[:, c])
+        tap_w = sol[: len(head.taps) * CHANNELS].view(len(head.taps), CHANNELS).T  # [3, T]
+        weight[C + c] = 0.0
+        weight[C + c][:, ii, jj] = tap_w.to(weight.dtype)
+        head.context_bias[C + c] = float(sol[-1])
+        if n_cur:
+            head.current_skip[c].copy_(sol[len(head.taps) * CHANNELS : -1].to(weight.dtype))

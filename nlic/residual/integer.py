@@ -1,0 +1,327 @@
+"""The residual network in integer arithmetic: what decides every probability in a file.
+
+Float results depend on summation order, so they change with the thread count, the SIMD kernels
+(``ATEN_CPU_CAPABILITY``) and the device; a decoder that computes a probability one ulp away from
+the encoder's loses the file.  Here every weight, bias and activation is an integer, and each
+layer's accumulator is proven (per output channel, from the weights and the activation limits) to
+stay below 2**24: float32 then represents every partial sum exactly, so a matrix product gives
+the same integers in any order, on any CPU or GPU (Ballé et al., "Integer networks for data
+compression", ICLR 2019, do the same with int32).  Rescaling between layers only multiplies by
+powers of two, which is exact too.
+
+The integer network is derived from the float one deterministically: weights are rounded per
+output channel at a power-of-two scale, activation scales come from calibration and are stored in
+the model file (:func:`calibrate`).  The outputs are integer mixture parameters (means in 1/16
+pixel, log-scales on a 1/16 grid, logits in 1/8) that :mod:`nlic.entropy.pmf` turns into
+integer probability tables.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from nlic.residual.mixture import LOG_SCALE_MAX, LOG_SCALE_MIN, MEAN_SCALE
+from nlic.residual.network import CHANNELS, CONTEXT_SCALE, MAX_CONDITIONED_TAU, ContextHead, ResidualNetwork
+
+#: every accumulator stays at or below this magnitude: float32 holds all integers up to 2**24
+EXACT_LIMIT = 2**24
+#: largest weight magnitude (12 bits); a channel whose accumulator bound fails gets a coarser scale
+WEIGHT_MAX = 4095
+#: activations are integers in [0, ACT_MAX] (10 bits), the linear mean predictions in +-ACT_MAX
+ACT_MAX = 1023
+#: mean unit: 1/MEAN_STEPS pixel
+MEAN_STEPS = 16
+#: log-scale unit 1/LOG_SCALE_STEPS (natural log); index 0 is LOG_SCALE_MIN
+LOG_SCALE_STEPS = 16
+LOG_SCALE_LEVELS = int((LOG_SCALE_MAX - LOG_SCALE_MIN) * LOG_SCALE_STEPS) + 1
+#: logit unit 1/LOGIT_STEPS
+LOGIT_STEPS = 8
+MEAN_LIMIT = 2**14
+LOGIT_LIMIT = 2**10
+
+
+def shift_round(x: Tensor, shift: Tensor | int) -> Tensor:
+    """Round ``x * 2**shift`` to an integer, halves up (exact for integer ``x`` below 2**24).
+
+    ``shift`` may be per channel (last axis).  Where it is >= 0 the product is already an integer;
+    adding 0.5 there could round in float32, so it is skipped.
+    """
+    shift_t = torch.as_tensor(shift, dtype=x.dtype, device=x.device)
+    scaled = x * torch.exp2(shift_t)
+    return torch.where(shift_t >= 0, scaled, torch.floor(scaled + 0.5))
+
+
+@contextlib.contextmanager
+def exact_float32() -> Iterator[None]:
+    """IEEE float32 in matrix products and convolutions: no TF32 (10-bit mantissa) on GPUs."""
+    cuda = torch.backends.cuda.matmul
+    cudnn = torch.backends.cudnn
+    saved = (cuda.allow_tf32, cudnn.allow_tf32)
+    cuda.allow_tf32 = False
+    cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        cuda.allow_tf32, cudnn.allow_tf32 = saved
+
+
+@dataclass
+class IntLinear:
+    """``acc = W x + b`` over integer inputs, with ``acc * 2**exponent`` ~ the float layer's output.
+
+    Built by :meth:`of`: inputs come in groups, each with its own unit (``value = int * 2**unit``)
+    and magnitude limit; the weight of each output row is scaled by a power of two chosen so that
+    ``sum |w| * limit + |b| <= EXACT_LIMIT`` (the proof that float32 sums are exact).
+    """
+
+    weight: Tensor  # [out, in], integer-valued float32
+    bias: Tensor  # [out]
+    exponent: Tensor  # [out], int: acc * 2**exponent is the float output
+
+    @classmethod
+    def of(cls, weight: Tensor, bias: Tensor | None, units: Sequence[int], limits: Sequence[int]) -> IntLinear:
+        """``weight`` ``[out, in]``; ``units``/``limits`` per input column."""
+        w = weight.detach().double().cpu().numpy()
+        b = np.zeros(w.shape[0]) if bias is None else bias.detach().double().cpu().numpy()
+        units_a = np.asarray(units, dtype=np.float64)
+        limits_a = np.asarray(limits, dtype=np.float64)
+        scaled = w * np.exp2(units_a)[None, :]  # weight per integer input unit
+        biggest = np.abs(scaled).max(axis=1)
+        # finest power-of-two step that keeps every weight within WEIGHT_MAX
+        exponent = np.where(biggest > 0, np.ceil(np.log2(np.maximum(biggest, 1e-300) / WEIGHT_MAX)), -30.0)
+        exponent = np.maximum(exponent, -30.0)
+        for _ in range(64):
+            w_int = np.round(scaled * np.exp2(-exponent)[:, None])
+            b_int = np.round(b * np.exp2(-exponent))
+            bound = np.abs(w_int) @ limits_a + np.abs(b_int)
+            over = (bound > EXACT_LIMIT) | (np.abs(w_int).max(axis=1) > WEIGHT_MAX)
+            if not over.any():
+                break
+            exponent = exponent + over
+        else:  # pragma: no cover - a bias alone beyond 2**24 * 2**64
+            raise ValueError("layer cannot be represented exactly")
+        return cls(torch.from_numpy(w_int).float(), torch.from_numpy(b_int).float(),
+                   torch.from_numpy(exponent).long())
+
+    def bound(self, limits: Sequence[int]) -> np.ndarray:
+        """Largest possible accumulator magnitude per output (<= EXACT_LIMIT by construction)."""
+        return self.weight.abs().double().numpy() @ np.asarray(limits, dtype=np.float64) + self.bias.abs().numpy()
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return F.linear(x, self.weight, self.bias)
+
+
+def relu_act(acc: Tensor, exponent: Tensor, unit: int) -> Tensor:
+    """Accumulator -> integer activation in [0, ACT_MAX] of unit ``2**unit``."""
+    return shift_round(acc, exponent - unit).clamp(0, ACT_MAX)
+
+
+def signed_act(acc: Tensor, exponent: Tensor, unit: int) -> Tensor:
+    return shift_round(acc, exponent - unit).clamp(-ACT_MAX, ACT_MAX)
+
+
+@dataclass
+class ChannelParams:
+    """Integer mixture parameters of one channel, each ``[N, K]`` (int64)."""
+
+    logits: Tensor  # unit 1/LOGIT_STEPS
+    means: Tensor  # unit 1/MEAN_STEPS pixel
+    log_scales: Tensor  # index on the LOG_SCALE_STEPS grid, 0 = LOG_SCALE_MIN
+
+
+def _film_folded(head: ContextHead, layer: int, tau_index: int | None, weight: Tensor, bias: Tensor,
+                 rows: slice | None = None) -> tuple[Tensor, Tensor]:
+    """Fold the tau head's per-tau modulation ``h * (1 + s) + b`` into a layer's weight and bias."""
+    if tau_index is None or not head.num_taus:
+        return weight, bias
+    film = head.film[layer]
+    scale = 1.0 + film.scale[tau_index].detach()
+    shift = film.bias[tau_index].detach()
+    if rows is not None:
+        weight, bias = weight.clone(), bias.clone()
+        weight[rows] = weight[rows] * scale[:, None]
+        bias[rows] = bias[rows] * scale + shift
+        return weight, bias
+    return weight * scale[:, None], bias * scale + shift
+
+
+class IntegerHead:
+    """One :class:`~nlic.residual.network.ContextHead` (at one tau) in integer arithmetic.
+
+    ``units`` are the calibrated activation exponents (see :func:`calibrate`); ``residual_limit``
+    bounds the residual magnitudes the network reads (255, or 128 without a lossy layer).
+    """
+
+    def __init__(self, head: ContextHead, units: dict[str, int], tau_index: int | None,
+                 residual_limit: int = 255) -> None:
+        if head.features_in is not None:
+            raise ValueError("the integer network codes models without lossy features only")
+        self.context_channels = C = head.context_channels
+        self.mixtures = head.mixtures
+        self.offsets = list(head.taps)
+        self.taps = len(head.taps)
+        self.channel_conditioning = head.channel_conditioning
+        self.units = dict(units)
+        R = residual_limit
+        n_in = 3 * self.taps
+        with torch.no_grad():
+            w0, b0 = _film_folded(head, 0, tau_index, head.tap_weight().detach() / CONTEXT_SCALE,
+                                  head.context_bias.detach(), rows=slice(0, C))
+            self.context = IntLinear.of(w0, b0, [0] * n_in, [R] * n_in)
+            u_ctx, u_skip = units["context"], units["skip"]
+            self.trunk: list[IntLinear] = []
+            u_prev = u_ctx
+            for i, lin in enumerate(head.trunk):
+                w, b = _film_folded(head, i + 1, tau_index, lin.weight, lin.bias)
+                self.trunk.append(IntLinear.of(w, b, [u_prev] * w.shape[1], [ACT_MAX] * w.shape[1]))
+                u_prev = units[f"trunk{i}"]
+            self.trunk_unit = u_prev
+            self.channel_in: list[IntLinear] = []
+            self.channel_out: list[IntLinear] = []
+            for c in range(CHANNELS):
+                n_cur = c if self.channel_conditioning else 0
+                w, b = _film_folded(head, 1 + len(head.trunk) + c, tau_index, head.channel_in[c].weight,
+                                    head.channel_in[c].bias)
+                # cur inputs are raw residuals; the float layer reads them divided by CONTEXT_SCALE
+                w = torch.cat([w[:, : w.shape[1] - n_cur], w[:, w.shape[1] - n_cur :] / CONTEXT_SCALE], 1)
+                hidden = w.shape[1] - n_cur
+                self.channel_in.append(IntLinear.of(w, b, [u_prev] * hidden + [0] * n_cur,
+                                                    [ACT_MAX] * hidden + [R] * n_cur))
+                self.channel_out.append(self._output_layer(head, c, n_cur, units[f"channel{c}"], u_skip, R))
+        self._kernel = self._conv_kernel(head.kernel)
+
+    def _output_layer(self, head: ContextHead, c: int, n_cur: int, u_z: int, u_skip: int, R: int) -> IntLinear:
+        """Mixture outputs from ``[z, current channels, linear mean prediction]``.
+
+        The float head computes ``means = MEAN_SCALE * (raw_mean + skip)`` with
+        ``skip = pre_skip + current_skip . cur / CONTEXT_SCALE``; here ``skip``'s two parts are
+        extra inputs of the mean rows, so one exact product gives every output.
+        """
+        K = self.mixtures
+        lin = head.channel_out[c]
+        w = lin.weight.detach()
+        extra = torch.zeros(3 * K, n_cur + 1)
+        extra[K : 2 * K, :n_cur] = head.current_skip[c].detach()[None, :] / CONTEXT_SCALE
+        extra[K : 2 * K, n_cur] = 1.0
+        weight = torch.cat([w, extra], 1)
+        units = [u_z] * w.shape[1] + [0] * n_cur + [u_skip]
+        limits = [ACT_MAX] * w.shape[1] + [R] * n_cur + [ACT_MAX]
+        return IntLinear.of(weight, lin.bias.detach(), units, limits)
+
+    # ------------------------------------------------------------------ evaluation
+    def context_gathered(self, taps: Tensor) -> tuple[Tensor, Tensor]:
+        """Gathered raw residuals ``[N, taps*3]`` -> (context activations, linear mean predictions)."""
+        if self.taps == 0:
+            acc = self.context.bias.expand(taps.shape[0], -1)
+        else:
+            acc = self.context(taps)
+        return self._split_context(acc)
+
+    def context_full(self, r: Tensor) -> tuple[Tensor, Tensor]:
+        """Whole patches ``[P, 3, S, S]`` (raw residuals) -> ``[P, S, S, *]`` activations, predictions.
+
+        The masked convolution is the same integer product as :meth:`context_gathered`, summed in
+        another order: exact either way.
+        """
+        P, _, S, _ = r.shape
+        if self.taps == 0:
+            acc = self.context.bias.expand(P, S, S, -1)
+        else:
+            acc = F.conv2d(r, self._kernel, self.context.bias, padding=self._kernel.shape[-1] // 2)
+            acc = acc.permute(0, 2, 3, 1)
+        return self._split_context(acc)
+
+    def _conv_kernel(self, size: int) -> Tensor:
+        """The context weight as a masked ``size x size`` convolution kernel."""
+        h = size // 2
+        out = self.context.weight.shape[0]
+        kernel = torch.zeros(out, CHANNELS, size, size)
+        if self.taps:
+            ii = torch.tensor([h + di for di, _ in self.offsets])
+            jj = torch.tensor([h + dj for _, dj in self.offsets])
+            kernel[:, :, ii, jj] = self.context.weight.view(out, self.taps, CHANNELS).permute(0, 2, 1)
+        return kernel
+
+    def _split_context(self, acc: Tensor) -> tuple[Tensor, Tensor]:
+        C = self.context_channels
+        e = self.context.exponent
+        act = relu_act(acc[..., :C], e[:C], self.units["context"])
+        skip = signed_act(acc[..., C:], e[C:], self.units["skip"])
+        return act, skip
+
+    def trunk_features(self, act: Tensor) -> Tensor:
+        h = act
+        for i, lin in enumerate(self.trunk):
+            h = relu_act(lin(h), lin.exponent, self.units[f"trunk{i}"])
+        return h
+
+    def channel_params(self, c: int, trunk: Tensor, skip: Tensor, current: Tensor) -> ChannelParams:
+        """Integer mixture of channel ``c``; ``current`` ``[..., 3]`` raw residuals of this pixel."""
+        cur = current[..., :c] if self.channel_conditioning else current[..., :0]
+        lin_in = self.channel_in[c]
+        z = relu_act(lin_in(torch.cat([trunk, cur], -1)), lin_in.exponent, self.units[f"channel{c}"])
+        lin_out = self.channel_out[c]
+        acc = lin_out(torch.cat([z, cur, skip[..., c : c + 1]], -1))
+        K, e = self.mixtures, lin_out.exponent
+        logits = shift_round(acc[..., :K], e[:K] + int(math.log2(LOGIT_STEPS))).clamp(-LOGIT_LIMIT, LOGIT_LIMIT)
+        means = shift_round(acc[..., K : 2 * K], e[K : 2 * K] + int(math.log2(MEAN_SCALE * MEAN_STEPS)))
+        log_scales = shift_round(acc[..., 2 * K :], e[2 * K :] + int(math.log2(LOG_SCALE_STEPS)))
+        log_scales = (log_scales - LOG_SCALE_MIN * LOG_SCALE_STEPS).clamp(0, LOG_SCALE_LEVELS - 1)
+        return ChannelParams(logits.long(), means.clamp(-MEAN_LIMIT, MEAN_LIMIT).long(), log_scales.long())
+
+
+def head_key(tau: int, network: ResidualNetwork) -> str:
+    """Name of the integer head (and of its calibration entry) that codes ``tau``."""
+    _, index = network.head_for(tau)
+    return "plain" if index is None else f"tau{index + 1}"
+
+
+def integer_head(network: ResidualNetwork, units: dict[str, dict[str, int]], tau: int,
+                 residual_limit: int) -> IntegerHead:
+    """The integer network that codes ``tau``."""
+    head, index = network.head_for(tau)
+    return IntegerHead(head, units[head_key(tau, network)], index, residual_limit)
+
+
+def activation_unit(largest: float) -> int:
+    """Power-of-two step that fits activations up to ``largest`` into [0, ACT_MAX]."""
+    return int(math.ceil(math.log2(largest / ACT_MAX))) if largest > 0 else 0
+
+
+@torch.no_grad()
+def calibrate(network: ResidualNetwork, residuals: Sequence[Tensor], taus: Sequence[int] = (0, 1, 2, 3, 4, 5)
+              ) -> dict[str, dict[str, int]]:
+    """Activation units of every head, from the float network's largest activations on
+    ``residuals`` (each ``[1, 3, H, W]``, H and W multiples of 64, raw residuals).
+
+    The result goes into the model file: the integer network is a function of the weights and
+    these units only, so every machine derives the same one.
+    """
+    from nlic.residual.patches import patchify
+    from nlic.residual.quantizer import quantize_residual
+
+    heads = {head_key(t, network): t for t in taus}
+    if network.tau_head is not None:  # every conditioned head, whatever taus were asked for
+        heads.update({f"tau{i}": i for i in range(1, MAX_CONDITIONED_TAU + 1)})
+    out = {}
+    for key, tau in heads.items():
+        head, index = network.head_for(tau)
+        tau_index = None if index is None else torch.tensor([index])
+        record: dict[str, float] = {}
+        for r in residuals:
+            patches = patchify(quantize_residual(r.float(), tau))
+            pre = head.context_full(patches)
+            trunk = head.trunk_features(pre, None, tau_index, record)
+            current = patches.permute(0, 2, 3, 1)
+            for c in range(CHANNELS):
+                head.channel_params(c, trunk, pre, current, tau_index, record)
+        out[key] = {name: activation_unit(value) for name, value in record.items()}
+    return out
