@@ -64,7 +64,7 @@ def phase(args: argparse.Namespace) -> dict:
     elif args.phase == "encode":
         img = large_photo(args.width, args.height)
         t0 = time.perf_counter()
-        blob = codec.compress(img, args.tau)
+        blob = codec.compress(img, args.tau).data
         out["encode_s"] = time.perf_counter() - t0
         out["bytes"] = len(blob)
         out["bpp"] = 8 * len(blob) / (args.width * args.height)
@@ -72,7 +72,7 @@ def phase(args: argparse.Namespace) -> dict:
     else:
         blob = (work / "large.nlic").read_bytes()
         t0 = time.perf_counter()
-        pixels = codec.decompress(blob)
+        pixels = codec.decompress(blob).pixels
         out["decode_s"] = time.perf_counter() - t0
         img = large_photo(args.width, args.height)
         out["max_abs_error"] = int(np.abs(pixels.astype(np.int16) - img.astype(np.int16)).max())

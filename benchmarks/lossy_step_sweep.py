@@ -41,13 +41,11 @@ def main(argv: list[str] | None = None) -> int:
     table: dict[tuple[float | None, int], float] = {}
     t0 = time.perf_counter()
     for step in steps:
-        if step is not None:
-            lossy.delta = step
         for tau in taus:
             bits = pixels = 0
             for name, img in images:
-                data = codec.compress(img, tau)
-                err = int(np.abs(codec.decompress(data).astype(np.int16) - img.astype(np.int16)).max())
+                data = codec.compress(img, tau, lossy_step=step).data
+                err = int(np.abs(codec.decompress(data).pixels.astype(np.int16) - img.astype(np.int16)).max())
                 if err > tau:
                     raise SystemExit(f"bound violated: {name} step {step} tau {tau}: max error {err}")
                 bits += 8 * len(data)

@@ -1,9 +1,12 @@
 """Python API: load a model, compress uint8 arrays to bytes and back.
 
+>>> import numpy as np
+>>> from PIL import Image
 >>> from nlic.api import load_codec
->>> codec = load_codec("model.pt")          # or None for the shipped default model
->>> data = codec.compress(pixels, tau=2)    # pixels: H x W x 3 uint8
->>> restored = codec.decompress(data)       # every sample within 2 of ``pixels``
+>>> pixels = np.asarray(Image.open("photo.png").convert("RGB"))   # H x W x 3 uint8
+>>> codec = load_codec()                        # the shipped default model, or load_codec("model.pt")
+>>> result = codec.compress(pixels, tau=2)      # result.data: the .nlic bytes; result.bpp, .parts
+>>> restored = codec.decompress(result.data)    # restored.pixels: every sample within 2 of pixels
 """
 
 from __future__ import annotations
@@ -12,41 +15,55 @@ from pathlib import Path
 
 import numpy as np
 
-from nlic.coding.image import DEFAULT_TILE, ImageCodec
+from nlic.coding.image import DEFAULT_TILE, Compressed, Decompressed, ImageCodec
 from nlic.errors import ModelError
 from nlic.model_io import load_model
 
 #: the trained model shipped inside the package (see README "Default model")
 DEFAULT_MODEL = Path(__file__).parent / "assets" / "default_model.pt"
 
+__all__ = ["DEFAULT_MODEL", "Codec", "Compressed", "Decompressed", "load_codec"]
 
-class NearLosslessFileCodec:
-    """A loaded model ready to code images; wraps :class:`~nlic.coding.image.ImageCodec`."""
 
-    def __init__(self, image_codec: ImageCodec, config: dict, source: Path) -> None:
+class Codec:
+    """A loaded model ready to code images."""
+
+    def __init__(self, image_codec: ImageCodec) -> None:
         self.image_codec = image_codec
-        self.config = config
-        self.source = source
 
     @property
     def model_id(self) -> str:
         return self.image_codec.model_id.hex()
 
-    def compress(self, image: np.ndarray, tau: int) -> bytes:
-        return self.image_codec.compress(image, tau)
+    @property
+    def source(self) -> Path:
+        return self.image_codec.loaded.path
 
-    def decompress(self, data: bytes) -> np.ndarray:
+    @property
+    def config(self) -> dict:
+        return self.image_codec.loaded.config
+
+    def compress(self, image: np.ndarray, tau: int = 0, alpha: np.ndarray | None = None,
+                 lossy_step: float | None = None, adapt: bool = True) -> Compressed:
+        """Compress ``image`` (``H x W x 3`` RGB or ``H x W`` / ``H x W x 1`` grey, uint8) so that every
+        decoded sample is within ``tau`` of it; ``alpha`` (``H x W`` uint8) is kept losslessly;
+        ``lossy_step``: the quantization step of a step-quantized lossy layer (lossy=flow);
+        ``adapt``: fit per-image scale offsets (smaller files, a little slower)."""
+        return self.image_codec.compress(image, tau, alpha=alpha, adapt=adapt, lossy_step=lossy_step)
+
+    def decompress(self, data: bytes) -> Decompressed:
+        """Decode .nlic bytes: ``.pixels`` (``H x W x 3`` or ``H x W x 1``), ``.alpha``, ``.mode``."""
         return self.image_codec.decompress(data)
 
 
 def default_model_path() -> Path:
     if not DEFAULT_MODEL.exists():
-        raise ModelError("no default model is shipped with this installation; pass --model CKPT")
+        raise ModelError("no default model is shipped with this installation; pass --model MODEL")
     return DEFAULT_MODEL
 
 
-def load_codec(model: str | Path | None = None, tile: int = DEFAULT_TILE) -> NearLosslessFileCodec:
-    """Load a model file or ``nlic-train`` checkpoint (``None``: the shipped default model)."""
+def load_codec(model: str | Path | None = None, tile: int = DEFAULT_TILE, stored_fallback: bool = True) -> Codec:
+    """Load a model file or ``nlic-train`` checkpoint (``None``: the shipped default model);
+    ``stored_fallback=False`` always keeps the learned code (studies of the model itself)."""
     path = Path(model) if model is not None else default_model_path()
-    codec, config, mid = load_model(path)
-    return NearLosslessFileCodec(ImageCodec(codec, mid, tile=tile), config, path)
+    return Codec(ImageCodec(load_model(path), tile=tile, stored_fallback=stored_fallback))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,8 @@ from nlic.errors import ModelError
 from nlic.system import NearLosslessCodec
 
 MODEL_FORMAT = "nlic-model"
-MODEL_FORMAT_VERSION = 1
+#: 2: integer-network calibration ("quantization") stored beside the weights
+MODEL_FORMAT_VERSION = 2
 #: buffers of CompressAI entropy models whose size is only known after ``update()``
 CDF_BUFFERS = ("_quantized_cdf", "_offset", "_cdf_length", "scale_table")
 
@@ -43,22 +45,67 @@ def load_codec_state(model: torch.nn.Module, state_dict: dict[str, torch.Tensor]
     model.load_state_dict(state_dict, strict=True)
 
 
-def model_id(config: dict, state_dict: dict[str, torch.Tensor]) -> bytes:
-    """8-byte fingerprint of a model's architecture and weights (stored in every .nlic file)."""
+@dataclass
+class LoadedModel:
+    """A model ready to code: the float codec, its config, the integer-network calibration
+    (``quantization``, see :mod:`nlic.residual.integer`) and the fingerprint files name it by."""
+
+    codec: NearLosslessCodec
+    config: dict
+    quantization: dict
+    model_id: bytes
+    path: Path
+
+
+def model_id(config: dict, state_dict: dict[str, torch.Tensor], quantization: dict | None = None) -> bytes:
+    """8-byte fingerprint of what decides a model's probabilities: architecture, weights and the
+    integer-network calibration (stored in every .nlic file)."""
     h = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
+    h.update(json.dumps(quantization or {}, sort_keys=True).encode())
     for key in sorted(state_dict):
         h.update(key.encode())
         h.update(state_dict[key].detach().cpu().contiguous().numpy().tobytes())
     return h.digest()[:8]
 
 
+@torch.no_grad()
+def calibrate_codec(codec: NearLosslessCodec) -> dict:
+    """Integer-network calibration of ``codec`` on the photos shipped in the package, in colour
+    and in grey (see :func:`nlic.residual.integer.calibrate`)."""
+    from nlic.data.datamodule import to_gray
+    from nlic.data.images import load_folder
+    from nlic.residual.integer import calibrate
+    from nlic.system import lossy_to_uint8, pad_to_multiple
+
+    residuals, features = [], []
+    for _, rgb in load_folder(None):
+        for img in (rgb, to_gray(rgb)[..., None].repeat(3, axis=2)):
+            x = pad_to_multiple(torch.from_numpy(img).permute(2, 0, 1)[None].float(), codec.pad_multiple)
+            out = codec.lossy(x / 255.0)
+            residuals.append(x - lossy_to_uint8(out["x_hat"].float()))
+            feats = out.get("features")
+            features.append(feats if feats is not None and feats.shape[1] else None)
+    return calibrate(codec.residual, residuals, features)
+
+
 def save_model(codec: NearLosslessCodec, config: dict, path: str | Path, meta: dict | None = None,
                half: bool = False) -> None:
-    """Export ``codec`` (CDF tables updated) with its config; ``half`` stores fp16 weights."""
+    """Export ``codec`` (CDF tables updated, integer network calibrated) with its config;
+    ``half`` stores fp16 weights (calibrated as stored)."""
     codec.lossy.update(force=True)
     state = {k: v.detach().cpu() for k, v in codec.state_dict().items()}
     if half:
         state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+        stored = build_codec(config)
+        load_codec_state(stored, {k: v.float() if v.dtype == torch.float16 else v for k, v in state.items()})
+        stored.eval()
+        stored.lossy.update(force=True)
+    else:
+        stored = codec
+    was_training = codec.training
+    codec.eval()
+    quantization = calibrate_codec(stored)
+    codec.train(was_training)
     torch.save(
         {
             "format": MODEL_FORMAT,
@@ -66,6 +113,7 @@ def save_model(codec: NearLosslessCodec, config: dict, path: str | Path, meta: d
             "nlic_version": nlic.__version__,
             "config": config,
             "meta": meta or {},
+            "quantization": quantization,
             "state_dict": state,
         },
         str(path),
@@ -137,8 +185,9 @@ def check_targets(config: Any, path: Path) -> None:
             check_targets(value, path)
 
 
-def load_model(path: str | Path) -> tuple[NearLosslessCodec, dict, bytes]:
-    """Load a model or Lightning checkpoint; returns ``(codec in eval mode, config, model_id)``."""
+def load_model(path: str | Path) -> LoadedModel:
+    """Load a model or Lightning checkpoint (a checkpoint is calibrated here; exported models
+    carry their calibration, so every machine builds the same integer network)."""
     path = Path(path)
     blob = read_model_file(path)
     if not isinstance(blob, dict):
@@ -150,9 +199,14 @@ def load_model(path: str | Path) -> tuple[NearLosslessCodec, dict, bytes]:
             raise ModelError(f"{path} was written by a newer nlic (model format {version!r}, this nlic reads "
                              f"up to {MODEL_FORMAT_VERSION}); upgrade nlic")
         config, state = blob.get("config"), blob.get("state_dict")
+        quantization = blob.get("quantization")
+        if version < 2:
+            raise ModelError(f"{path} is a model of nlic 0.1 (model format {version}), whose float probabilities "
+                             "are not portable; export it again from its checkpoint with this nlic (nlic export)")
     elif isinstance(blob.get("state_dict"), dict) and isinstance(hparams, dict) and "model_config" in hparams:
         config = hparams["model_config"]
         state = checkpoint_codec_state(blob["state_dict"])
+        quantization = None
     else:
         raise ModelError(f"{path} is neither an nlic model nor an nlic-train checkpoint")
     if not isinstance(config, dict) or not isinstance(state, dict):
@@ -168,5 +222,7 @@ def load_model(path: str | Path) -> tuple[NearLosslessCodec, dict, bytes]:
         raise ModelError(f"{path} does not match this nlic's architecture ({type(err).__name__}: {detail})") from None
     codec.eval()
     codec.lossy.update(force=True)
-    # the id covers what the decoder computes with: the loaded (and updated) weights
-    return codec, config, model_id(config, codec.state_dict())
+    if not isinstance(quantization, dict):
+        quantization = calibrate_codec(codec)
+    # the id covers what the decoder computes with: the loaded (and updated) weights, calibration
+    return LoadedModel(codec, config, quantization, model_id(config, codec.state_dict(), quantization), path)

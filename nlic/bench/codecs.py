@@ -254,7 +254,7 @@ class NlicCodec(Codec):
 
     def encode(self, image: np.ndarray) -> bytes:
         # a writable copy: torch.from_numpy warns on the runner's read-only arrays
-        return bytes(_load_nlic(self.options.model).compress(np.array(image), self.tau))
+        return _load_nlic(self.options.model).compress(np.array(image), self.tau).data
 
     def decode(self, data: bytes) -> np.ndarray:
-        return _rgb(_load_nlic(self.options.model).decompress(data))
+        return _rgb(_load_nlic(self.options.model).decompress(data).pixels)

@@ -6,14 +6,19 @@
     | model_id 8 bytes | recon_crc u32 | n_tiles u32 | extras_len u32
     | n_tiles x tile chunk | extras | payload_crc u32 (crc32 of every byte before it)
 
-tile chunk::
+tile chunk (format 2)::
 
-    n_strings u8 | n_shape u8 | shape i32 x n_shape | kmin i16 x 3 | kmax i16 x 3
-    | lengths u32 x (n_strings + 1) | latent strings | residual stream
+    kind u8 | length u32 | body
+
+    kind 0, learned:  latents_len u32 | latents (the lossy codec's own payload bytes)
+                      | n_adapt u8 | adapt i8 x n_adapt | residual stream
+    kind 1, stored:   the tau-quantized samples, uniform code (see nlic.coding.fallback)
+    kind 2, stored:   the tau-quantized samples as a PNG
 
 ``extras`` holds an optional losslessly coded alpha plane.  ``recon_crc`` is the crc32 of the
-reconstruction the encoder computed, so a decoder that desynchronises (other hardware, other
-library versions) is caught instead of writing a wrong image.
+reconstruction the encoder computed: a decoder that diverged would be caught instead of writing a
+wrong image.  Format 1 (nlic 0.1, float probabilities) is refused with a message naming the
+release that reads it.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from dataclasses import dataclass, field
 from nlic.errors import BitstreamError
 
 MAGIC = b"NLIC"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 #: largest tau a file may carry (same as the encoder's limit)
 MAX_TAU = 255
 #: largest image a file may describe, in pixels (same as the input limit of nlic.io.read_image),
@@ -33,50 +38,62 @@ MAX_TAU = 255
 MAX_PIXELS = 100_000_000
 MODES = {0: "RGB", 1: "L", 2: "RGBA", 3: "LA"}
 MODE_CODES = {v: k for k, v in MODES.items()}
+#: tile kinds
+LEARNED, STORED_UNIFORM, STORED_PNG = 0, 1, 2
+TILE_KINDS = {LEARNED: "learned", STORED_UNIFORM: "stored-uniform", STORED_PNG: "stored-png"}
 
 _HEADER = struct.Struct("<4sBBHIIH8sIII")
 _CRC = struct.Struct("<I")
+_CHUNK = struct.Struct("<BI")
 
 
 @dataclass
 class TileChunk:
-    latent_strings: list[bytes]
-    latent_shape: list[int]
-    kmin: list[int]
-    kmax: list[int]
-    residual: bytes
+    """One tile: ``kind`` and its parts (learned tiles: latents, adaptation, residual; stored: data)."""
+
+    kind: int
+    latents: bytes = b""
+    adapt: list[int] = field(default_factory=list)
+    residual: bytes = b""
+    stored: bytes = b""
 
     def pack(self) -> bytes:
-        head = struct.pack("<BB", len(self.latent_strings), len(self.latent_shape))
-        head += struct.pack(f"<{len(self.latent_shape)}i", *self.latent_shape)
-        head += struct.pack("<3h3h", *self.kmin, *self.kmax)
-        lengths = [len(s) for s in self.latent_strings] + [len(self.residual)]
-        head += struct.pack(f"<{len(lengths)}I", *lengths)
-        return head + b"".join(self.latent_strings) + self.residual
+        if self.kind == LEARNED:
+            body = struct.pack("<I", len(self.latents)) + self.latents
+            body += struct.pack(f"<B{len(self.adapt)}b", len(self.adapt), *self.adapt) + self.residual
+        else:
+            body = self.stored
+        return _CHUNK.pack(self.kind, len(body)) + body
 
     @classmethod
     def unpack(cls, buf: memoryview, pos: int) -> tuple[TileChunk, int]:
         try:
-            n_str, n_shape = struct.unpack_from("<BB", buf, pos)
-            pos += 2
-            shape = list(struct.unpack_from(f"<{n_shape}i", buf, pos))
-            pos += 4 * n_shape
-            ks = struct.unpack_from("<3h3h", buf, pos)
-            pos += 12
-            lengths = struct.unpack_from(f"<{n_str + 1}I", buf, pos)
-            pos += 4 * (n_str + 1)
-        except struct.error as err:
-            raise BitstreamError("file is truncated (tile header)") from err
-        parts = []
-        for n in lengths:
-            if pos + n > len(buf):
-                raise BitstreamError("file is truncated (tile data)")
-            parts.append(bytes(buf[pos : pos + n]))
-            pos += n
-        return cls(parts[:-1], shape, list(ks[:3]), list(ks[3:]), parts[-1]), pos
+            kind, length = _CHUNK.unpack_from(buf, pos)
+        except struct.error:
+            raise BitstreamError("file is truncated (tile header)") from None
+        pos += _CHUNK.size
+        if kind not in TILE_KINDS:
+            raise BitstreamError(f"unknown tile kind {kind}")
+        if pos + length > len(buf):
+            raise BitstreamError("file is truncated (tile data)")
+        body = bytes(buf[pos : pos + length])
+        pos += length
+        if kind != LEARNED:
+            return cls(kind, stored=body), pos
+        try:
+            (n_lat,) = struct.unpack_from("<I", body, 0)
+            latents = body[4 : 4 + n_lat]
+            if len(latents) != n_lat:
+                raise struct.error
+            (n_adapt,) = struct.unpack_from("<B", body, 4 + n_lat)
+            adapt = list(struct.unpack_from(f"<{n_adapt}b", body, 5 + n_lat))
+        except struct.error:
+            raise BitstreamError("file is corrupt (tile layout)") from None
+        return cls(kind, latents, adapt, body[5 + n_lat + n_adapt :]), pos
 
     def sizes(self) -> dict[str, int]:
-        return {"latents": sum(len(s) for s in self.latent_strings), "residual": len(self.residual)}
+        return {"latents": len(self.latents), "residual": len(self.residual) + len(self.adapt),
+                "stored": len(self.stored)}
 
 
 @dataclass
@@ -115,8 +132,12 @@ class Container:
         )
         if version > FORMAT_VERSION:
             raise BitstreamError(
-                f"file format version {version} is newer than this nlic supports ({FORMAT_VERSION}); "
-                "upgrade nlic"
+                f"file format version {version} is newer than this nlic supports ({FORMAT_VERSION}); upgrade nlic"
+            )
+        if version == 1:
+            raise BitstreamError(
+                "file format 1 was written by nlic 0.1 (float probabilities); this nlic reads format 2. "
+                "Decode it with nlic 0.1 (pip install 'nlic<0.2') and compress the image again"
             )
         if version < 1:
             raise BitstreamError(f"unknown file format version {version}")
@@ -145,3 +166,18 @@ class Container:
             raise BitstreamError("file length does not match its header")
         extras = bytes(buf[pos : pos + n_extras])
         return cls(height, width, tau, tile, bytes(model_id), recon_crc, MODES[mode], tiles, extras, version)
+
+    def part_sizes(self, total: int) -> dict[str, int]:
+        """Bytes per part of a file of ``total`` bytes (no re-serialisation)."""
+        parts = {k: sum(t.sizes()[k] for t in self.tiles) for k in ("latents", "residual", "stored")}
+        parts["alpha"] = len(self.extras)
+        parts["header"] = total - sum(parts.values())
+        parts["total"] = total
+        return parts
+
+    def tile_kinds(self) -> dict[str, int]:
+        """How many tiles took each path."""
+        counts = dict.fromkeys(TILE_KINDS.values(), 0)
+        for t in self.tiles:
+            counts[TILE_KINDS[t.kind]] += 1
+        return counts

@@ -8,11 +8,14 @@ subclassing :class:`LossyCodec` and one YAML file in ``conf/lossy``.
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass, field
 
 import torch
 from compressai.models import CompressionModel
 from torch import Tensor
+
+from nlic.errors import BitstreamError
 
 
 @dataclass
@@ -33,6 +36,8 @@ class LossyCodec(CompressionModel):
 
     #: spatial size the input must be a multiple of (stride of the deepest latent)
     pad_multiple: int = 64
+    #: largest |x - x_hat| the residual network reads (the integer network's input bound)
+    residual_limit: int = 255
 
     def __init__(self, feature_channels: int, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -59,6 +64,51 @@ class LossyCodec(CompressionModel):
     def split_synthesis(out: Tensor) -> tuple[Tensor, Tensor]:
         """Split a synthesis output into (3-channel image, features)."""
         return out[:, :3], out[:, 3:]
+
+    # -- the payload in a file: each codec owns its bytes and checks them ---------------------------
+    def payload_to_bytes(self, payload: LatentPayload) -> bytes:
+        """``n_strings u8 | n_shape u8 | shape i32... | lengths u32... | strings``."""
+        head = struct.pack("<BB", len(payload.strings), len(payload.shape))
+        head += struct.pack(f"<{len(payload.shape)}i", *payload.shape)
+        head += struct.pack(f"<{len(payload.strings)}I", *(len(s) for s in payload.strings))
+        return head + b"".join(payload.strings)
+
+    def payload_from_bytes(self, data: bytes, height: int, width: int) -> LatentPayload:
+        """Inverse of :meth:`payload_to_bytes` for a tile padded to ``height x width``, checked
+        (:meth:`check_payload`) before any decoder allocates from it."""
+        try:
+            n_str, n_shape = struct.unpack_from("<BB", data, 0)
+            shape = list(struct.unpack_from(f"<{n_shape}i", data, 2))
+            pos = 2 + 4 * n_shape
+            lengths = struct.unpack_from(f"<{n_str}I", data, pos)
+        except struct.error:
+            raise BitstreamError("latent payload is truncated") from None
+        pos += 4 * n_str
+        strings = []
+        for n in lengths:
+            if pos + n > len(data):
+                raise BitstreamError("latent payload is truncated")
+            strings.append(bytes(data[pos : pos + n]))
+            pos += n
+        if pos != len(data):
+            raise BitstreamError("latent payload has trailing bytes")
+        payload = LatentPayload(strings, shape)
+        self.check_payload(payload, height, width)
+        return payload
+
+    def check_payload(self, payload: LatentPayload, height: int, width: int) -> None:
+        """Refuse side information that would make the latent decoders allocate or loop without bound.
+
+        The shape's spatial entries (the first two; the next two too for four-entry shapes: ``y``
+        then hyper-latent size) are at most the padded tile over stride 16 (or over
+        ``pad_multiple`` when smaller): every lossy codec here codes its latents at stride >= 16.
+        """
+        stride = min(16, int(self.pad_multiple))
+        shape = payload.shape
+        spatial = shape[:4] if len(shape) == 4 else shape[:2]
+        limits = [height // stride, width // stride] * 2
+        if len(shape) < 2 or any(not 1 <= s <= lim for s, lim in zip(spatial, limits)):
+            raise BitstreamError(f"invalid latent shape {shape} for a {width}x{height} (padded) tile")
 
     @torch.no_grad()
     def compress(self, x: Tensor) -> LatentPayload:

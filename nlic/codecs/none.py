@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from nlic.codecs.base import LatentPayload, LossyCodec
+from nlic.errors import BitstreamError
 
 #: the constant lossy image, on the [0, 1] scale: round(255 * MID_GREY) = 128
 MID_GREY = 128.0 / 255.0
@@ -19,6 +20,7 @@ class NoLossyLayer(LossyCodec):
     """The identity of lossy codecs: no latents, no features, ``x_hat`` = 128 everywhere."""
 
     pad_multiple = 1
+    residual_limit = 128  # x - 128 for x in 0..255
 
     def __init__(self) -> None:
         super().__init__(feature_channels=0)
@@ -41,6 +43,14 @@ class NoLossyLayer(LossyCodec):
 
     def compress_latents(self, x: Tensor) -> LatentPayload:
         return LatentPayload([], [int(x.shape[-2]), int(x.shape[-1])])
+
+    def payload_to_bytes(self, payload: LatentPayload) -> bytes:
+        return b""  # the tile size is in the file header already
+
+    def payload_from_bytes(self, data: bytes, height: int, width: int) -> LatentPayload:
+        if data:
+            raise BitstreamError("a model without a lossy layer stores no latents, but the tile has some")
+        return LatentPayload([], [height, width])
 
     def decompress_latents(self, payload: LatentPayload) -> dict:
         height, width = payload.shape

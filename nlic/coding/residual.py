@@ -1,31 +1,73 @@
 """Wavefront coding of the quantized residual of a batch of 64x64 patches.
 
-The encoder knows every residual, so it evaluates the integer network on whole patches at once;
-the decoder evaluates it wavefront by wavefront (all pixels of one wavefront, in every patch,
-together) as the residuals appear.  Both reach the same integers (see
-:mod:`nlic.residual.integer`), then code each (wavefront, channel) group with the same steps:
+The encoder knows every residual, so it evaluates the integer network on whole patches at once
+(:meth:`ResidualCoder.analyse`); the decoder evaluates it wavefront by wavefront (all pixels of
+one wavefront, in every patch, together) as the residuals appear.  Both reach the same integers
+(see :mod:`nlic.residual.integer`), then code each (wavefront, channel) group with the same steps:
 
-1. :meth:`ResidualCoder._code_group` turns the integer mixture into windows of bins
-   (:mod:`nlic.entropy.pmf`), grouped by width;
-2. each width group is one call into the range coder (window index, or the escape entry);
-3. escaped symbols follow, uniform over their feasible bins.
+1. window step: the integer mixture becomes a window of bins per symbol
+   (:mod:`nlic.entropy.pmf`); one range-coder call per window width (bin or escape entry);
+2. escape step: symbols outside their window, coded with the same mixture over the feasible
+   bins outside the window (escaping costs time, not rate).
+
+Per-image adaptation: one log-scale offset per channel (stored in the file) shifts every scale the
+network predicts; the encoder picks it to minimise the code length (:func:`fit_scale_offsets`).
+A grey image is coded as channel 0 with its context replicated to the three channels the
+network reads.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from nlic.entropy.pmf import BinParams, window_bounds, window_pmf, window_width
 from nlic.entropy.range_coder import SymbolDecoder, SymbolEncoder
 from nlic.errors import BitstreamError
-from nlic.residual.integer import ChannelParams, IntegerHead, exact_float32
+from nlic.residual.integer import (
+    LOG_SCALE_LEVELS,
+    LOG_SCALE_MIN,
+    LOG_SCALE_STEPS,
+    LOGIT_STEPS,
+    MEAN_STEPS,
+    ChannelParams,
+    IntegerHead,
+    exact_float32,
+)
 from nlic.residual.masks import schedule
 from nlic.residual.patches import PATCH
 from nlic.residual.quantizer import bin_width
 
 CHANNELS = 3
+#: per-image log-scale offsets range over +-MAX_SCALE_OFFSET grid steps (1/16 in natural log)
+MAX_SCALE_OFFSET = 24
+
+
+@dataclass
+class Patches:
+    """What both sides know of a batch of patches before the residual: ``[P, c, S, S]`` feasible
+    bins ``lo``/``hi`` (c = 1 grey or 3), ``valid`` pixels ``[P, S, S]`` and the integer lossy
+    features ``[P, S, S, F]`` (None without a lossy layer)."""
+
+    lo: Tensor
+    hi: Tensor
+    valid: Tensor
+    features: Tensor | None = None
+
+    @property
+    def channels(self) -> int:
+        return self.lo.shape[1]
+
+
+def _shift_scales(params: ChannelParams, offset: int) -> ChannelParams:
+    if offset == 0:
+        return params
+    return ChannelParams(params.logits, params.means, (params.log_scales + offset).clamp(0, LOG_SCALE_LEVELS - 1))
 
 
 class ResidualCoder:
@@ -45,71 +87,95 @@ class ResidualCoder:
 
     # ------------------------------------------------------------------ encode
     @torch.no_grad()
-    def encode(self, bins: Tensor, lo: Tensor, hi: Tensor, valid: Tensor, tau: int) -> bytes:
-        """Encode ``bins`` ``[P, 3, 64, 64]`` (int64) with feasible bins ``lo``/``hi`` (same shape)
-        at the ``valid`` pixels ``[P, 64, 64]``."""
+    def analyse(self, bins: Tensor, patches: Patches, tau: int) -> list[ChannelParams]:
+        """The integer mixture of every symbol of ``bins`` ``[P, c, S, S]``, one entry per channel,
+        each field ``[P, S, S, K]``: the whole-patch evaluation only the encoder can do."""
         w = bin_width(tau)
         with exact_float32():
-            r = (bins * w).float()
-            act, skip = self.head.context_full(r)
+            r = (bins * w).float().expand(-1, CHANNELS, -1, -1)  # grey: context replicated
+            act, skip = self.head.context_full(r, patches.features)
             trunk = self.head.trunk_features(act)
             current = r.permute(0, 2, 3, 1)
-            params = [self.head.channel_params(c, trunk, skip, current) for c in range(CHANNELS)]
-        enc = SymbolEncoder()
+            return [self.head.channel_params(c, trunk, skip, current) for c in range(patches.channels)]
+
+    def _decode_order(self, valid: Tensor) -> tuple[Tensor, list[int]]:
+        """Flat indices (into ``[P*S*S]``) of the valid pixels in decoding order, and where each
+        wavefront's run ends: what the decoder meets step by step, as one permutation."""
+        P = valid.shape[0]
+        flat = valid.reshape(P, -1)
+        order, ends = [], []
+        count = 0
         for rows, cols in self.steps:
-            v = valid[:, rows, cols]
-            if not bool(v.any()):
+            pix = torch.as_tensor(rows * PATCH + cols)
+            v = flat[:, pix]  # [P, n], patch-major like the decoder's gather
+            idx = (torch.arange(P)[:, None] * PATCH * PATCH + pix[None, :])[v]
+            order.append(idx)
+            count += len(idx)
+            ends.append(count)
+        return torch.cat(order), ends
+
+    @torch.no_grad()
+    def encode(self, params: list[ChannelParams], bins: Tensor, patches: Patches, tau: int,
+               scale_offsets: Sequence[int]) -> bytes:
+        """Encode ``bins`` given their :meth:`analyse` output and per-channel scale offsets."""
+        enc = SymbolEncoder()
+        order, ends = self._decode_order(patches.valid)
+        channels = []
+        for c, p in enumerate(params):
+            p = _shift_scales(p, int(scale_offsets[c]))
+            fields = [t.reshape(-1, t.shape[-1])[order] for t in (p.logits, p.means, p.log_scales)]
+            channels.append((fields, *(t[:, c].reshape(-1)[order] for t in (patches.lo, patches.hi, bins))))
+        start = 0
+        for end in ends:
+            if end == start:
                 continue
-            for c in range(CHANNELS):
-                group = ChannelParams(*(t[:, rows, cols][v] for t in (params[c].logits, params[c].means,
-                                                                       params[c].log_scales)))
-                self._code_group(enc, group, tau, lo[:, c, rows, cols][v], hi[:, c, rows, cols][v],
-                                 bins[:, c, rows, cols][v])
+            for fields, lo, hi, sym in channels:
+                group = ChannelParams(*(f[start:end] for f in fields))
+                self._code_group(enc, group, tau, lo[start:end], hi[start:end], sym[start:end])
+            start = end
         return enc.finish()
 
     # ------------------------------------------------------------------ decode
     @torch.no_grad()
-    def decode(self, data: bytes, lo: Tensor, hi: Tensor, valid: Tensor, tau: int) -> Tensor:
-        """Decode the bins ``[P, 3, 64, 64]`` (zero outside ``valid``)."""
+    def decode(self, data: bytes, patches: Patches, tau: int, scale_offsets: Sequence[int]) -> Tensor:
+        """Decode the bins ``[P, c, 64, 64]`` (zero outside ``valid``)."""
         w = bin_width(tau)
         h = self.halo
-        P = valid.shape[0]
+        P, n_ch = patches.valid.shape[0], patches.channels
         r_pad = torch.zeros(P, CHANNELS, PATCH + 2 * h, PATCH + 2 * h)
-        bins = torch.zeros(P, CHANNELS, PATCH, PATCH, dtype=torch.long)
+        bins = torch.zeros(P, n_ch, PATCH, PATCH, dtype=torch.long)
         dec = SymbolDecoder(data)
-        di = np.array([o[0] for o in self.offsets])[:, None]
-        dj = np.array([o[1] for o in self.offsets])[:, None]
+        di = np.array([o[0] for o in self.offsets], dtype=np.int64)[:, None]
+        dj = np.array([o[1] for o in self.offsets], dtype=np.int64)[:, None]
         for rows, cols in self.steps:
-            v = valid[:, rows, cols]
+            v = patches.valid[:, rows, cols]
             if not bool(v.any()):
                 continue
             with exact_float32():
                 taps = r_pad[:, :, torch.as_tensor(rows[None] + h + di), torch.as_tensor(cols[None] + h + dj)]
                 taps = taps.permute(0, 3, 2, 1).reshape(P, len(rows), -1)[v]  # [N, taps*3], (tap, rgb)
-                act, skip = self.head.context_gathered(taps)
+                feats = None if patches.features is None else patches.features[:, rows, cols][v]
+                act, skip = self.head.context_gathered(taps, feats)
                 trunk = self.head.trunk_features(act)
             current = torch.zeros(trunk.shape[0], CHANNELS)
-            for c in range(CHANNELS):
+            for c in range(n_ch):
                 with exact_float32():
-                    group = self.head.channel_params(c, trunk, skip, current)
-                k = self._code_group(dec, group, tau, lo[:, c, rows, cols][v], hi[:, c, rows, cols][v])
+                    group = _shift_scales(self.head.channel_params(c, trunk, skip, current), int(scale_offsets[c]))
+                k = self._code_group(dec, group, tau, patches.lo[:, c, rows, cols][v], patches.hi[:, c, rows, cols][v])
                 current[:, c] = (k * w).float()
-            step_bins = torch.zeros(P, len(rows), CHANNELS, dtype=torch.long)
-            step_bins[v] = torch.div(current.long(), w, rounding_mode="floor")
-            bins[:, :, rows, cols] = step_bins.permute(0, 2, 1)
-            r_pad[:, :, rows + h, cols + h] = (step_bins * w).float().permute(0, 2, 1)
+            if n_ch == 1:
+                current[:, 1:] = current[:, :1]
+            step = torch.zeros(P, len(rows), CHANNELS)
+            step[v] = current
+            bins[:, :, rows, cols] = torch.div(step[..., :n_ch].long(), w, rounding_mode="floor").permute(0, 2, 1)
+            r_pad[:, :, rows + h, cols + h] = step.permute(0, 2, 1)
         return bins
 
     # ------------------------------------------------------------------ one group of symbols
     @staticmethod
     def _code_group(coder: SymbolEncoder | SymbolDecoder, params: ChannelParams, tau: int, lo: Tensor,
                     hi: Tensor, symbols: Tensor | None = None) -> Tensor:
-        """Code one channel of one wavefront: encode ``symbols`` (bins) or decode and return them.
-
-        Window step: each symbol's window of bins (or the escape entry), one coder call per width.
-        Escape step: escaped symbols, coded with the same mixture over their feasible bins outside
-        the window, so escaping costs no rate, only time.
-        """
+        """Code one channel of one wavefront: encode ``symbols`` (bins) or decode and return them."""
         p = BinParams.of(params.logits.numpy(), params.means.numpy(), params.log_scales.numpy(), tau)
         lo_n, hi_n = lo.numpy(), hi.numpy()
         sym = None if symbols is None else symbols.numpy()
@@ -154,3 +220,42 @@ class ResidualCoder:
             else:
                 out[idx] = lo[idx] + coder.decode(pmf)
         return out
+
+
+def _estimated_bits(k: Tensor, lo: Tensor, hi: Tensor, params: ChannelParams, w: int, offsets: Tensor) -> Tensor:
+    """Float estimate of the bits of bins ``k`` ``[N]`` for each candidate scale offset ``[M]``."""
+    logits, means, log_scales = (t.double()[:, None, :] for t in (params.logits, params.means, params.log_scales))
+    k, lo, hi = (t.double()[:, None, None] for t in (k, lo, hi))
+    weights = F.softmax(logits / LOGIT_STEPS, -1)
+    mu = means / MEAN_STEPS
+    log_s = (log_scales + offsets[None, :, None]).clamp(0, LOG_SCALE_LEVELS - 1) / LOG_SCALE_STEPS
+    inv_s = torch.exp(-(log_s + LOG_SCALE_MIN))
+    # bin k holds residuals k*w - tau .. k*w + tau: edges (k -+ 1/2) * w; tails at lo and hi
+    upper = torch.where(k >= hi, 1.0, torch.sigmoid(((k + 0.5) * w - mu) * inv_s))
+    lower = torch.where(k <= lo, 0.0, torch.sigmoid(((k - 0.5) * w - mu) * inv_s))
+    return -torch.log2(((upper - lower) * weights).sum(-1).clamp_min(1e-12)).sum(0)
+
+
+@torch.no_grad()
+def fit_scale_offsets(params: list[ChannelParams], bins: Tensor, patches: Patches, tau: int,
+                      samples: int = 8192) -> list[int]:
+    """Per-channel log-scale offset (grid steps) that minimises the estimated code length.
+
+    The network is trained on crops of many photos; one image is often sharper or noisier than
+    their average.  Evaluated in float on a fixed subsample, coarse then fine (the encoder's
+    choice only: the decoder reads the offsets from the file).
+    """
+    index = torch.nonzero(patches.valid.flatten())[:, 0]
+    if len(index) > samples:
+        index = index[torch.randperm(len(index), generator=torch.Generator().manual_seed(0))[:samples]]
+    w = bin_width(tau)
+    out = []
+    for c, p in enumerate(params):
+        sub = ChannelParams(*(t.reshape(-1, t.shape[-1])[index] for t in (p.logits, p.means, p.log_scales)))
+        k, lo, hi = (t[:, c].flatten()[index] for t in (bins, patches.lo, patches.hi))
+        coarse = torch.arange(-MAX_SCALE_OFFSET, MAX_SCALE_OFFSET + 1, 4, dtype=torch.float64)
+        best = int(coarse[_estimated_bits(k, lo, hi, sub, w, coarse).argmin()])
+        fine = torch.arange(max(-MAX_SCALE_OFFSET, best - 3), min(MAX_SCALE_OFFSET, best + 3) + 1,
+                            dtype=torch.float64)
+        out.append(int(fine[_estimated_bits(k, lo, hi, sub, w, fine).argmin()]))
+    return out

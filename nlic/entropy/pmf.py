@@ -51,7 +51,7 @@ MAX_BIN_WIDTH = 511
 #: smallest window width (bins)
 MIN_WINDOW = 4
 #: windows up to this width take the fast path (zero padding of the mass rows)
-FAST_WIDTH = 64
+FAST_WIDTH = 256
 
 
 def _round(x: decimal.Decimal, mode: str = decimal.ROUND_HALF_EVEN) -> int:
@@ -77,11 +77,12 @@ class Tables:
     index_offset: int  # scale index in bin units + index_offset = row of the tables above
 
     @property
-    def mass_rows_f64(self) -> np.ndarray:
-        return self._mass_rows_f64
+    def mass_rows_f32(self) -> np.ndarray:
+        """The masses as float32 (exact: at most 2**CDF_BITS); half the memory traffic of float64."""
+        return self._mass_rows_f32
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "_mass_rows_f64", self.mass_rows.astype(np.float64))
+        object.__setattr__(self, "_mass_rows_f32", self.mass_rows.astype(np.float32))
 
     @classmethod
     def build(cls) -> Tables:
@@ -181,36 +182,49 @@ def window_pmf(p: BinParams, start: np.ndarray, width: int, lo: np.ndarray, hi: 
     The first feasible bin takes the lower tail, the last the upper tail; bins outside
     ``[lo, hi]`` get zero mass.  Every row sums to ``2**CDF_BITS * sum(weights)``.  Float64
     holding integers below 2**53 (exact in any summation order), as the range coder takes them.
+    Windows start at or above ``lo`` (see :func:`window_bounds`).
     """
-    inside = (start > lo) & (start + width <= hi) if width <= FAST_WIDTH else np.zeros(len(start), bool)
-    if inside.all():
-        return _interior_pmf(p, start, width)
-    out = np.empty((len(start), width + 1))
-    if inside.any():
-        out[inside] = _interior_pmf(p.take(inside), start[inside], width)
-    edge = ~inside
-    out[edge] = _edge_pmf(p.take(edge), start[edge], width, lo[edge], hi[edge])
-    return out
-
-
-def _interior_pmf(p: BinParams, start: np.ndarray, width: int) -> np.ndarray:
-    """Windows clear of the feasible range's ends: slices of the precomputed mass rows."""
+    if width > FAST_WIDTH:
+        return _edge_pmf(p, start, width, lo, hi)
     t = tables()
     b, f = _mean_bin(p)
     reach = t.reach[p.rows]
-    # a slice entirely past a row's reach reads its zero padding (width <= FAST_WIDTH)
+    # bin masses: a slice of each component's precomputed row; a slice past a row's reach reads
+    # its zero padding (width <= FAST_WIDTH)
     offset = np.clip(start[:, None] - b, -reach - 1 - FAST_WIDTH, reach + 1 + FAST_WIDTH - width)
     index = (t.mass_base[p.rows, f] + reach + 1 + offset).astype(np.int32)  # [N, K]
     out = np.empty((len(start), width + 1))
     window = out[:, :width]
+    weights = p.weights.astype(np.float64)
     if index.shape[1] == 1:
-        np.take(t.mass_rows_f64, index + np.arange(width, dtype=np.int32), out=window)
-        window *= p.weights
+        window[:] = np.take(t.mass_rows_f32, index + np.arange(width, dtype=np.int32))
+        window *= weights
     else:
-        mass = np.take(t.mass_rows_f64, index[:, :, None] + np.arange(width, dtype=np.int32))  # [N, K, W]
-        np.einsum("nkw,nk->nw", mass, p.weights.astype(np.float64), out=window)
+        mass = np.take(t.mass_rows_f32, index[:, :, None] + np.arange(width, dtype=np.int32))  # [N, K, W]
+        np.einsum("nkw,nk->nw", mass, weights, out=window)  # float64: products below 2**28, exact
+    # the feasible range's end bins take the tails; bins beyond the last one have no mass
+    at_lo = np.flatnonzero(start == lo)
+    if len(at_lo):
+        window[at_lo, 0] += _mixture_cdf(p.take(at_lo), lo[at_lo], b[at_lo], f[at_lo])
+    past = np.flatnonzero(hi < start + width)
+    if len(past):
+        col = hi[past] - start[past]
+        above = (weights[past].sum(-1) * (1 << CDF_BITS)) - _mixture_cdf(p.take(past), hi[past] + 1, b[past], f[past])
+        window[past, col] += above
+        window[past] = np.where(np.arange(width)[None, :] > col[:, None], 0.0, window[past])
     out[:, width] = (p.weights.sum(-1) << CDF_BITS) - window.sum(-1)
     return out
+
+
+def _mixture_cdf(p: BinParams, edge: np.ndarray, b: np.ndarray, f: np.ndarray) -> np.ndarray:
+    """``sum_k weight_k * CDF_k(lower edge of bin edge)`` per symbol (float64 integers)."""
+    t = tables()
+    reach = t.reach[p.rows]
+    m = np.clip(edge[:, None] - b, -reach - 1, reach + 1)
+    cdf = np.take(t.cdf_rows, (t.cdf_base[p.rows, f] + reach + 1 + m).astype(np.int32))
+    return (cdf.astype(np.float64) * p.weights).sum(-1)
+
+
 def _edge_pmf(p: BinParams, start: np.ndarray, width: int, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     """Any window: the CDF of every component at every edge, the tails folded into the end bins."""
     t = tables()

@@ -20,8 +20,8 @@ def run_demo(model_path: Path, out_dir: Path, taus: tuple[int, ...] = (0, 2)) ->
     out = {}
     for tau in taus:
         path = out_dir / f"demo_tau{tau}.nlic"
-        path.write_bytes(codec.compress(img, tau))
-        rec = load_codec(model_path).decompress(path.read_bytes())
+        path.write_bytes(codec.compress(img, tau).data)
+        rec = load_codec(model_path).decompress(path.read_bytes()).pixels
         err = int(np.abs(rec.astype(int) - img.astype(int)).max())
         bpp = 8 * path.stat().st_size / (H * W)
         log.info("demo: %s (%dx%d) tau=%d -> %s, %.3f bpp, max error %d", DEMO_IMAGE.name, W, H, tau, path, bpp, err)

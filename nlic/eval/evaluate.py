@@ -42,11 +42,11 @@ def evaluate_model(model_path: str | Path, images: list[tuple[str, np.ndarray]],
         x = torch.from_numpy(img).permute(2, 0, 1)[None].float()
         for tau in taus:
             t0 = time.perf_counter()
-            data = codec.compress(img, tau)
+            result = codec.compress(img, tau)
             enc = time.perf_counter() - t0
-            parts = codec.image_codec.last.parts
+            data, parts = result.data, result.parts
             t0 = time.perf_counter()
-            rec = codec.decompress(data)
+            rec = codec.decompress(data).pixels
             dec = time.perf_counter() - t0
             with torch.no_grad():  # the model's own rate estimate on the padded image
                 est = model.estimate(pad_to_multiple(x, model.pad_multiple), tau)
@@ -59,6 +59,7 @@ def evaluate_model(model_path: str | Path, images: list[tuple[str, np.ndarray]],
                 "max_err": max_err, "bound_ok": max_err <= tau,
                 "enc_s_per_mp": enc / mp, "dec_s_per_mp": dec / mp,
                 "latent_bytes": parts.get("latents", 0), "residual_bytes": parts.get("residual", 0),
+                "stored_tiles": result.tile_kinds.get("stored-uniform", 0) + result.tile_kinds.get("stored-png", 0),
             })
     return rows, summarize(rows)
 

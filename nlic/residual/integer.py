@@ -48,15 +48,15 @@ MEAN_LIMIT = 2**14
 LOGIT_LIMIT = 2**10
 
 
-def shift_round(x: Tensor, shift: Tensor | int) -> Tensor:
-    """Round ``x * 2**shift`` to an integer, halves up (exact for integer ``x`` below 2**24).
+def shift_round(x: Tensor, shift: Tensor | int, low: float, high: float) -> Tensor:
+    """``clamp(round(x * 2**shift), low, high)``, halves up; ``shift`` may be per channel (last axis).
 
-    ``shift`` may be per channel (last axis).  Where it is >= 0 the product is already an integer;
-    adding 0.5 there could round in float32, so it is skipped.
+    Exact for integer ``x`` below 2**24 whatever the order of operations: ``x * 2**shift`` is exact
+    (a power of two), and where adding 0.5 rounds (beyond 2**23) the result lies far outside
+    ``[low, high]`` (|low|, |high| < 2**23) and is clamped to the same value either way.
     """
-    shift_t = torch.as_tensor(shift, dtype=x.dtype, device=x.device)
-    scaled = x * torch.exp2(shift_t)
-    return torch.where(shift_t >= 0, scaled, torch.floor(scaled + 0.5))
+    scale = torch.exp2(torch.as_tensor(shift, dtype=x.dtype, device=x.device))
+    return torch.floor(torch.addcmul(torch.full((), 0.5, dtype=x.dtype, device=x.device), x, scale)).clamp_(low, high)
 
 
 @contextlib.contextmanager
@@ -121,11 +121,11 @@ class IntLinear:
 
 def relu_act(acc: Tensor, exponent: Tensor, unit: int) -> Tensor:
     """Accumulator -> integer activation in [0, ACT_MAX] of unit ``2**unit``."""
-    return shift_round(acc, exponent - unit).clamp(0, ACT_MAX)
+    return shift_round(acc, exponent - unit, 0, ACT_MAX)
 
 
 def signed_act(acc: Tensor, exponent: Tensor, unit: int) -> Tensor:
-    return shift_round(acc, exponent - unit).clamp(-ACT_MAX, ACT_MAX)
+    return shift_round(acc, exponent - unit, -ACT_MAX, ACT_MAX)
 
 
 @dataclass
@@ -162,8 +162,6 @@ class IntegerHead:
 
     def __init__(self, head: ContextHead, units: dict[str, int], tau_index: int | None,
                  residual_limit: int = 255) -> None:
-        if head.features_in is not None:
-            raise ValueError("the integer network codes models without lossy features only")
         self.context_channels = C = head.context_channels
         self.mixtures = head.mixtures
         self.offsets = list(head.taps)
@@ -173,9 +171,17 @@ class IntegerHead:
         R = residual_limit
         n_in = 3 * self.taps
         with torch.no_grad():
-            w0, b0 = _film_folded(head, 0, tau_index, head.tap_weight().detach() / CONTEXT_SCALE,
-                                  head.context_bias.detach(), rows=slice(0, C))
-            self.context = IntLinear.of(w0, b0, [0] * n_in, [R] * n_in)
+            w0 = head.tap_weight().detach() / CONTEXT_SCALE
+            self.feature_channels = 0
+            units_in, limits_in = [0] * n_in, [R] * n_in
+            if head.features_in is not None:  # lossy features: integers of unit 2**units["features"]
+                wf = head.features_in.weight.detach()
+                self.feature_channels = wf.shape[1]
+                w0 = torch.cat([w0, torch.cat([wf, torch.zeros(CHANNELS, wf.shape[1])])], 1)
+                units_in += [units["features"]] * wf.shape[1]
+                limits_in += [ACT_MAX] * wf.shape[1]
+            w0, b0 = _film_folded(head, 0, tau_index, w0, head.context_bias.detach(), rows=slice(0, C))
+            self.context = IntLinear.of(w0, b0, units_in, limits_in)
             u_ctx, u_skip = units["context"], units["skip"]
             self.trunk: list[IntLinear] = []
             u_prev = u_ctx
@@ -217,26 +223,37 @@ class IntegerHead:
         return IntLinear.of(weight, lin.bias.detach(), units, limits)
 
     # ------------------------------------------------------------------ evaluation
-    def context_gathered(self, taps: Tensor) -> tuple[Tensor, Tensor]:
-        """Gathered raw residuals ``[N, taps*3]`` -> (context activations, linear mean predictions)."""
-        if self.taps == 0:
-            acc = self.context.bias.expand(taps.shape[0], -1)
-        else:
-            acc = self.context(taps)
+    def quantize_features(self, features: Tensor) -> Tensor:
+        """Lossy features (float) -> the integers the context layer reads (unit 2**units["features"]).
+
+        They come from the lossy decoder's float arithmetic: exact across machines only where
+        that decoder is (see docs/robustness.md); the residual network itself always is.
+        """
+        return shift_round(features.float(), -self.units["features"], -ACT_MAX, ACT_MAX)
+
+    def context_gathered(self, taps: Tensor, features: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Gathered raw residuals ``[N, taps*3]`` (and integer features ``[N, F]``) -> (context
+        activations, linear mean predictions)."""
+        inputs = taps if features is None else torch.cat([taps, features], -1)
+        acc = self.context(inputs) if inputs.shape[-1] else self.context.bias.expand(taps.shape[0], -1)
         return self._split_context(acc)
 
-    def context_full(self, r: Tensor) -> tuple[Tensor, Tensor]:
-        """Whole patches ``[P, 3, S, S]`` (raw residuals) -> ``[P, S, S, *]`` activations, predictions.
+    def context_full(self, r: Tensor, features: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Whole patches ``[P, 3, S, S]`` (raw residuals; integer features ``[P, S, S, F]``) ->
+        ``[P, S, S, *]`` activations and linear mean predictions.
 
         The masked convolution is the same integer product as :meth:`context_gathered`, summed in
-        another order: exact either way.
+        another order: exact either way (the bound covers both parts together).
         """
         P, _, S, _ = r.shape
+        n_taps = 3 * self.taps
         if self.taps == 0:
             acc = self.context.bias.expand(P, S, S, -1)
         else:
             acc = F.conv2d(r, self._kernel, self.context.bias, padding=self._kernel.shape[-1] // 2)
             acc = acc.permute(0, 2, 3, 1)
+        if features is not None and self.feature_channels:
+            acc = acc + F.linear(features, self.context.weight[:, n_taps:])
         return self._split_context(acc)
 
     def _conv_kernel(self, size: int) -> Tensor:
@@ -247,7 +264,8 @@ class IntegerHead:
         if self.taps:
             ii = torch.tensor([h + di for di, _ in self.offsets])
             jj = torch.tensor([h + dj for _, dj in self.offsets])
-            kernel[:, :, ii, jj] = self.context.weight.view(out, self.taps, CHANNELS).permute(0, 2, 1)
+            taps = self.context.weight[:, : 3 * self.taps]
+            kernel[:, :, ii, jj] = taps.reshape(out, self.taps, CHANNELS).permute(0, 2, 1)
         return kernel
 
     def _split_context(self, acc: Tensor) -> tuple[Tensor, Tensor]:
@@ -271,11 +289,13 @@ class IntegerHead:
         lin_out = self.channel_out[c]
         acc = lin_out(torch.cat([z, cur, skip[..., c : c + 1]], -1))
         K, e = self.mixtures, lin_out.exponent
-        logits = shift_round(acc[..., :K], e[:K] + int(math.log2(LOGIT_STEPS))).clamp(-LOGIT_LIMIT, LOGIT_LIMIT)
-        means = shift_round(acc[..., K : 2 * K], e[K : 2 * K] + int(math.log2(MEAN_SCALE * MEAN_STEPS)))
-        log_scales = shift_round(acc[..., 2 * K :], e[2 * K :] + int(math.log2(LOG_SCALE_STEPS)))
-        log_scales = (log_scales - LOG_SCALE_MIN * LOG_SCALE_STEPS).clamp(0, LOG_SCALE_LEVELS - 1)
-        return ChannelParams(logits.long(), means.clamp(-MEAN_LIMIT, MEAN_LIMIT).long(), log_scales.long())
+        logits = shift_round(acc[..., :K], e[:K] + int(math.log2(LOGIT_STEPS)), -LOGIT_LIMIT, LOGIT_LIMIT)
+        means = shift_round(acc[..., K : 2 * K], e[K : 2 * K] + int(math.log2(MEAN_SCALE * MEAN_STEPS)),
+                            -MEAN_LIMIT, MEAN_LIMIT)
+        first = LOG_SCALE_MIN * LOG_SCALE_STEPS  # index 0 of the log-scale grid
+        log_scales = shift_round(acc[..., 2 * K :], e[2 * K :] + int(math.log2(LOG_SCALE_STEPS)),
+                                 first, first + LOG_SCALE_LEVELS - 1) - first
+        return ChannelParams(logits.long(), means.long(), log_scales.long())
 
 
 def head_key(tau: int, network: ResidualNetwork) -> str:
@@ -296,11 +316,16 @@ def activation_unit(largest: float) -> int:
     return int(math.ceil(math.log2(largest / ACT_MAX))) if largest > 0 else 0
 
 
+#: calibrated activation maxima are multiplied by this: headroom for images unlike the calibration set
+CALIBRATION_MARGIN = 1.5
+
+
 @torch.no_grad()
-def calibrate(network: ResidualNetwork, residuals: Sequence[Tensor], taus: Sequence[int] = (0, 1, 2, 3, 4, 5)
-              ) -> dict[str, dict[str, int]]:
+def calibrate(network: ResidualNetwork, residuals: Sequence[Tensor], features: Sequence[Tensor | None] | None = None,
+              taus: Sequence[int] = (0, 1, 2, 3, 4, 5)) -> dict[str, dict[str, int]]:
     """Activation units of every head, from the float network's largest activations on
-    ``residuals`` (each ``[1, 3, H, W]``, H and W multiples of 64, raw residuals).
+    ``residuals`` (each ``[1, 3, H, W]``, H and W multiples of 64, raw residuals) and the lossy
+    features that go with them (``[1, F, H, W]``, or None).
 
     The result goes into the model file: the integer network is a function of the weights and
     these units only, so every machine derives the same one.
@@ -316,12 +341,16 @@ def calibrate(network: ResidualNetwork, residuals: Sequence[Tensor], taus: Seque
         head, index = network.head_for(tau)
         tau_index = None if index is None else torch.tensor([index])
         record: dict[str, float] = {}
-        for r in residuals:
+        for i, r in enumerate(residuals):
             patches = patchify(quantize_residual(r.float(), tau))
             pre = head.context_full(patches)
-            trunk = head.trunk_features(pre, None, tau_index, record)
+            feats = None if not features or features[i] is None else patchify(features[i].float())
+            if feats is not None:
+                feats = feats.permute(0, 2, 3, 1)
+                record["features"] = max(record.get("features", 0.0), float(feats.abs().amax()))
+            trunk = head.trunk_features(pre, feats, tau_index, record)
             current = patches.permute(0, 2, 3, 1)
             for c in range(CHANNELS):
                 head.channel_params(c, trunk, pre, current, tau_index, record)
-        out[key] = {name: activation_unit(value) for name, value in record.items()}
+        out[key] = {name: activation_unit(CALIBRATION_MARGIN * value) for name, value in record.items()}
     return out

@@ -64,16 +64,8 @@ def run(args: argparse.Namespace) -> int:
 
     check_tau(args.tau)
     codec = load_codec(args.model, tile=args.tile)
-    if args.lossy_step is not None:
-        lossy = codec.image_codec.model.lossy
-        if not hasattr(lossy, "delta"):
-            raise NlicError(f"--lossy-step: this model's lossy codec ({type(lossy).__name__}) has no "
-                            "quantization step (only step-quantized codecs such as lossy=flow do)")
-        lossy.delta = float(args.lossy_step)
-    data = codec.image_codec.compress(image.pixels, args.tau, alpha=image.alpha)
-    atomic_write_bytes(args.output, data, force=args.force)
-    h, w = image.pixels.shape[:2]
-    stats = codec.image_codec.last
-    print(f"{args.input} -> {args.output}: {w}x{h} {image.mode}, tau={args.tau}, {len(data)} bytes, "
-          f"{8 * len(data) / (h * w):.3f} bpp, {stats.encode_s:.2f} s")
+    result = codec.compress(image.pixels, args.tau, alpha=image.alpha, lossy_step=args.lossy_step)
+    atomic_write_bytes(args.output, result.data, force=args.force)
+    print(f"{args.input} -> {args.output}: {result.width}x{result.height} {image.mode}, tau={args.tau}, "
+          f"{len(result.data)} bytes, {result.bpp:.3f} bpp, {result.encode_s:.2f} s")
     return 0

@@ -36,8 +36,8 @@ def run(args: argparse.Namespace) -> int:
     from nlic.api import load_codec
 
     codec = load_codec(args.model)
-    pixels, alpha, mode = codec.image_codec.decompress_full(data)
-    write_image(args.output, DecodedImage(pixels, alpha, mode), force=args.force)
-    h, w = pixels.shape[:2]
-    print(f"{args.input} -> {args.output}: {w}x{h} {mode}, {codec.image_codec.last.decode_s:.2f} s")
+    out = codec.decompress(data)
+    write_image(args.output, DecodedImage(out.pixels, out.alpha, out.mode), force=args.force)
+    h, w = out.pixels.shape[:2]
+    print(f"{args.input} -> {args.output}: {w}x{h} {out.mode}, {out.decode_s:.2f} s")
     return 0

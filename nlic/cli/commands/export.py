@@ -23,12 +23,12 @@ def run(args: argparse.Namespace) -> int:
 
     check_not_same_file(args.checkpoint, args.output)
     check_output_path(args.output, force=args.force)
-    codec, config, _ = load_model(args.checkpoint)
+    loaded = load_model(args.checkpoint)
     source = hashlib.sha256(args.checkpoint.read_bytes()).hexdigest()[:16]
     with atomic_output(args.output, force=args.force) as tmp:
-        save_model(codec, config, tmp, meta={"exported_from": args.checkpoint.name, "source_sha256": source},
-                   half=args.half)
-    _, _, mid = load_model(args.output)
+        save_model(loaded.codec, loaded.config, tmp,
+                   meta={"exported_from": args.checkpoint.name, "source_sha256": source}, half=args.half)
+    mid = load_model(args.output).model_id
     size = args.output.stat().st_size
     print(f"{args.checkpoint} -> {args.output}: {size / 1e6:.2f} MB, model id {mid.hex()}")
     return 0

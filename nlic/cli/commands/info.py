@@ -17,7 +17,6 @@ def run(args: argparse.Namespace) -> int:
     import json
 
     from nlic.bitstream.container import Container
-    from nlic.coding.image import ImageCodec
     from nlic.errors import NlicError
 
     if not args.input.is_file():
@@ -27,17 +26,19 @@ def run(args: argparse.Namespace) -> int:
     except OSError as err:
         raise NlicError(f"cannot read {args.input}: {err.strerror or err}") from None
     c = Container.from_bytes(data)
-    parts = ImageCodec.part_sizes(c)
+    parts = c.part_sizes(len(data))
     info = {
         "file": str(args.input), "format_version": c.version, "width": c.width, "height": c.height,
         "mode": c.mode, "tau": c.tau, "model_id": c.model_id.hex(), "tile": c.tile, "tiles": len(c.tiles),
-        "bytes": parts, "bpp": 8 * parts["total"] / (c.width * c.height),
+        "tile_kinds": c.tile_kinds(), "bytes": parts, "bpp": 8 * parts["total"] / (c.width * c.height),
     }
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
     for key in ("file", "format_version", "width", "height", "mode", "tau", "model_id", "tile", "tiles"):
         print(f"{key:15s} {info[key]}")
+    for key, val in info["tile_kinds"].items():
+        print(f"{'tiles.' + key:15s} {val}")
     for key, val in parts.items():
         print(f"{'bytes.' + key:15s} {val}")
     print(f"{'bpp':15s} {info['bpp']:.4f}")
