@@ -15,14 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
+from nlic.bitstream.container import Container
 from nlic.coding.image import DEFAULT_TILE, Compressed, Decompressed, ImageCodec
 from nlic.errors import ModelError
 from nlic.model_io import load_model
+from nlic.model_store import DEFAULT_MODEL, find_model, store_dir
 
-#: the trained model shipped inside the package (see README "Default model")
-DEFAULT_MODEL = Path(__file__).parent / "assets" / "default_model.pt"
-
-__all__ = ["DEFAULT_MODEL", "Codec", "Compressed", "Decompressed", "load_codec"]
+__all__ = ["DEFAULT_MODEL", "Codec", "Compressed", "Decompressed", "load_codec", "load_codec_for"]
 
 
 class Codec:
@@ -60,6 +59,22 @@ def default_model_path() -> Path:
     if not DEFAULT_MODEL.exists():
         raise ModelError("no default model is shipped with this installation; pass --model MODEL")
     return DEFAULT_MODEL
+
+
+def load_codec_for(data: bytes, model: str | Path | None = None) -> Codec:
+    """The codec that decodes the .nlic bytes ``data``: ``model`` if given, else the model the file
+    names by id, from the model store or the shipped default (see :mod:`nlic.model_store`)."""
+    if model is not None:
+        return load_codec(model)
+    wanted = Container.from_bytes(data).model_id
+    stored = store_dir() / f"{wanted.hex()}.pt"
+    if stored.is_file():
+        return load_codec(stored)
+    default = load_codec(None) if DEFAULT_MODEL.exists() else None
+    default_id = None if default is None else default.image_codec.model_id
+    if default is not None and default_id == wanted:
+        return default
+    return load_codec(find_model(wanted, default_id))  # raises, naming where it looked
 
 
 def load_codec(model: str | Path | None = None, tile: int = DEFAULT_TILE, stored_fallback: bool = True) -> Codec:

@@ -29,11 +29,12 @@ CDF_BUFFERS = ("_quantized_cdf", "_offset", "_cdf_length", "scale_table")
 
 
 def build_codec(config: dict) -> NearLosslessCodec:
-    """Instantiate a codec from ``{"lossy": {...}, "residual": {...}}`` (``_target_`` configs)."""
+    """Instantiate a codec from ``{"lossy": {...}, "residual": {...}, "relax_lossy": bool}``
+    (``_target_`` configs; ``relax_lossy`` only changes training, see NearLosslessCodec)."""
     cfg = OmegaConf.create(config)
     lossy = instantiate(cfg.lossy)
     residual = instantiate(cfg.residual)
-    return NearLosslessCodec(lossy, residual)
+    return NearLosslessCodec(lossy, residual, relax_lossy=bool(cfg.get("relax_lossy", False)))
 
 
 def load_codec_state(model: torch.nn.Module, state_dict: dict[str, torch.Tensor]) -> None:
@@ -69,6 +70,20 @@ def model_id(config: dict, state_dict: dict[str, torch.Tensor], quantization: di
 
 
 @torch.no_grad()
+def without_bias_correction(model: LoadedModel) -> LoadedModel:
+    """The same model with its tau-conditioned head removed: every tau coded by the plain head from
+    quantized context (DLPR's "bias correction off" ablation, on the very same trained weights)."""
+    config = json.loads(json.dumps(model.config))
+    config["residual"]["bias_correction"] = False
+    codec = build_codec(config)
+    state = {k: v for k, v in model.codec.state_dict().items() if not k.startswith("residual.tau_head.")}
+    load_codec_state(codec, state)
+    codec.eval()
+    quantization = {k: v for k, v in model.quantization.items() if not k.startswith("tau")}
+    return LoadedModel(codec, config, quantization, model_id(config, codec.state_dict(), quantization), model.path)
+
+
+@torch.no_grad()
 def calibrate_codec(codec: NearLosslessCodec) -> dict:
     """Integer-network calibration of ``codec`` on the photos shipped in the package, in colour
     and in grey (see :func:`nlic.residual.integer.calibrate`)."""
@@ -88,22 +103,28 @@ def calibrate_codec(codec: NearLosslessCodec) -> dict:
     return calibrate(codec.residual, residuals, features)
 
 
+def _is_weight(key: str, value: torch.Tensor) -> bool:
+    """A float tensor that may be stored in float16 (CompressAI's tables stay exact)."""
+    return value.is_floating_point() and not key.endswith(CDF_BUFFERS)
+
+
 def save_model(codec: NearLosslessCodec, config: dict, path: str | Path, meta: dict | None = None,
                half: bool = False) -> None:
     """Export ``codec`` (CDF tables updated, integer network calibrated) with its config;
     ``half`` stores fp16 weights (calibrated as stored)."""
-    codec.lossy.update(force=True)
-    state = {k: v.detach().cpu() for k, v in codec.state_dict().items()}
-    if half:
-        state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
-        stored = build_codec(config)
-        load_codec_state(stored, {k: v.float() if v.dtype == torch.float16 else v for k, v in state.items()})
-        stored.eval()
-        stored.lossy.update(force=True)
-    else:
-        stored = codec
     was_training = codec.training
-    codec.eval()
+    stored = codec
+    if half:  # the weights as they will be loaded: rounded to float16
+        state = {k: v.detach().cpu() for k, v in codec.state_dict().items()}
+        stored = build_codec(config)
+        load_codec_state(stored, {k: v.half().float() if _is_weight(k, v) else v for k, v in state.items()})
+    stored.eval()
+    # the CDF tables are computed once, here, in float, and stored: a loader never recomputes them
+    # (they would differ with the CPU's kernels, and so would the model id)
+    stored.lossy.update(force=True)
+    state = {k: v.detach().cpu() for k, v in stored.state_dict().items()}
+    if half:
+        state = {k: v.half() if _is_weight(k, v) else v for k, v in state.items()}
     quantization = calibrate_codec(stored)
     codec.train(was_training)
     torch.save(
@@ -221,7 +242,7 @@ def load_model(path: str | Path) -> LoadedModel:
         detail = detail if len(detail) <= 300 else detail[:297] + "..."
         raise ModelError(f"{path} does not match this nlic's architecture ({type(err).__name__}: {detail})") from None
     codec.eval()
-    codec.lossy.update(force=True)
+    codec.lossy.update(force=False)  # only where no tables were stored (checkpoints); see save_model
     if not isinstance(quantization, dict):
         quantization = calibrate_codec(codec)
     # the id covers what the decoder computes with: the loaded (and updated) weights, calibration

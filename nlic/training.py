@@ -9,7 +9,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from nlic.cli._hydra import instantiate_dict
 from nlic.scaleout import attach_wandb_run_id, compile_lossy_transforms, is_rank_zero_env, resolve_ckpt_path
@@ -31,7 +31,15 @@ def train(cfg: DictConfig) -> dict:
     if cfg.get("init_weights"):
         from nlic.lightning.warm_start import load_init_weights
 
-        load_init_weights(module.codec, cfg.init_weights)
+        # one file, or a list of "FILE", "FILE:PREFIX" or "FILE:SRC->DST" (later entries win; PREFIX
+        # keeps only those tensors, e.g. residual.tau_head. to join heads trained in separate runs;
+        # SRC->DST copies tensors under another prefix, e.g. residual.head.->residual.tau_head.)
+        entries = cfg.init_weights if isinstance(cfg.init_weights, (list, ListConfig)) else [cfg.init_weights]
+        for entry in entries:
+            path, _, prefix = str(entry).partition(":")
+            src, arrow, dst = prefix.partition("->")
+            load_init_weights(module.codec, path, only=None if arrow else prefix or None,
+                              rename=(src, dst) if arrow else None)
         module._warm_started = True
     if cfg.get("compile", False):
         compile_lossy_transforms(getattr(module, "codec", module))
@@ -69,13 +77,22 @@ def _after_training(cfg: DictConfig, module, output_dir: Path, loggers: list) ->
     model_path = output_dir / "model.pt"
     save_model(codec, module.hparams.model_config, model_path, meta={"task": cfg.task_name})
     log.info("exported model to %s", model_path)
+    if cfg.get("register_model", True):
+        from nlic.model_io import load_model
+        from nlic.model_store import register
+
+        log.info("registered as %s (nlic decompress finds it by id)", register(model_path, load_model(model_path).model_id))
     if cfg.evaluate.enabled:
         from nlic.data.images import load_folder
         from nlic.eval.evaluate import crop_images, evaluate_model, log_results, write_results
 
-        images = load_folder(cfg.evaluate.root)[: cfg.evaluate.max_images]
-        images = crop_images(images, cfg.evaluate.get("crop"))
-        rows, summary = evaluate_model(model_path, images, list(cfg.evaluate.taus))
+        images = load_folder(cfg.evaluate.root)
+        if cfg.evaluate.get("include"):  # e.g. the held-out validation photos of data.root
+            names = set(cfg.evaluate.include)
+            images = [(n, a) for n, a in images if n in names]
+        images = crop_images(images[: cfg.evaluate.max_images], cfg.evaluate.get("crop"))
+        rows, summary = evaluate_model(model_path, images, list(cfg.evaluate.taus),
+                                       without_bias_correction=bool(cfg.evaluate.get("without_bias_correction")))
         write_results(rows, summary, output_dir)
         log_results(rows, summary, loggers)
         out.update({f"eval/{k}": v for k, v in summary.items() if isinstance(v, (int, float))})

@@ -89,8 +89,8 @@ def roundtrip_through_file(model_path: Path, image: np.ndarray, tau: int, work: 
     """Compress with one loaded codec, write the bytes to a file, decode the file with another."""
     from nlic.api import load_codec
 
-    data = load_codec(model_path).compress(image, tau)
+    data = load_codec(model_path, stored_fallback=False).compress(image, tau).data
     path = work / f"{model_path.parent.name}_tau{tau}.nlic"
     path.write_bytes(data)
-    restored = load_codec(model_path).decompress(path.read_bytes())
+    restored = load_codec(model_path).decompress(path.read_bytes()).pixels
     return restored, len(data)

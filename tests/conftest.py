@@ -14,6 +14,11 @@ os.environ.setdefault("WANDB_SILENT", "true")
 # small tensors: one thread each is fastest and keeps subprocesses (which inherit this) from
 # oversubscribing the cores; override with OMP_NUM_THREADS
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# exported models are registered in a model store: the tests' own, never the user's
+if "NLIC_MODEL_DIR" not in os.environ:
+    import tempfile
+
+    os.environ["NLIC_MODEL_DIR"] = tempfile.mkdtemp(prefix="nlic-test-models-")
 torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 REPO = Path(__file__).resolve().parents[1]

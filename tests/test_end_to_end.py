@@ -22,10 +22,10 @@ def max_err(a: np.ndarray, b: np.ndarray) -> int:
 
 @pytest.mark.parametrize("tile", [512, 64])
 def test_api_round_trip_every_tau(tiny_model: Path, photo: np.ndarray, tile: int) -> None:
-    codec = load_codec(tiny_model, tile=tile)
+    codec = load_codec(tiny_model, tile=tile, stored_fallback=False)  # the learned path, untrained model
     for tau in range(6):
-        data = codec.compress(photo, tau)
-        rec = codec.decompress(data)
+        data = codec.compress(photo, tau).data
+        rec = codec.decompress(data).pixels
         assert rec.shape == photo.shape and rec.dtype == np.uint8
         if tau == 0:
             assert np.array_equal(rec, photo)
@@ -64,7 +64,8 @@ def test_console_scripts_and_info(tiny_model: Path, photo: np.ndarray, tmp_path:
     Image.fromarray(photo).save(src)
     nl = tmp_path / "x.nlic"
     out = tmp_path / "x.png"
-    subprocess.run(["nlic", "compress", str(src), str(nl), "--tau", "2", "--model", str(tiny_model)], check=True)
+    subprocess.run(["nlic", "compress", str(src), str(nl), "--tau", "2", "--model", str(tiny_model), "--learned-only"],
+                   check=True)
     res = subprocess.run(["nlic", "info", str(nl), "--json"], check=True, capture_output=True, text=True)
     info = json.loads(res.stdout)
     assert (info["width"], info["height"], info["tau"], info["mode"]) == (131, 67, 2, "RGB")
@@ -77,7 +78,7 @@ def test_console_scripts_and_info(tiny_model: Path, photo: np.ndarray, tmp_path:
 def test_other_model_and_corruption_are_refused(tiny_model: Path, photo: np.ndarray, tmp_path: Path) -> None:
     from tests.conftest import make_tiny_model
 
-    data = load_codec(tiny_model).compress(photo, 1)
+    data = load_codec(tiny_model).compress(photo, 1).data
     other = load_codec(make_tiny_model(tmp_path / "other.pt", seed=1))
     with pytest.raises(BitstreamError, match="encoded with model"):
         other.decompress(data)
@@ -115,7 +116,7 @@ def test_quickstart_trains_evaluates_and_logs(tmp_path: Path) -> None:
     # the Lightning checkpoint loads and codes like the exported model
     codec = load_codec(run / "checkpoints" / "last.ckpt")
     img = np.asarray(Image.open(Path(__import__("nlic").__file__).parent / "assets" / "demo.png").convert("RGB"))
-    assert np.array_equal(codec.decompress(codec.compress(img, 0)), img)
+    assert np.array_equal(codec.decompress(codec.compress(img, 0).data).pixels, img)
     (wandb_file,) = find_runs(run)
     history = read_history(wandb_file)
     for key in ("train/bpp", "val/bpp_tau0", "val/psnr_tau1", "val/max_err_tau1", "eval/bpp_tau0", "eval/max_err_tau1"):
@@ -127,6 +128,6 @@ def test_export_half_precision_codes_exactly(tiny_model: Path, photo: np.ndarray
     out = tmp_path / "half.pt"
     assert nlic_main(["export", str(tiny_model), str(out), "--half"]) == 0
     assert out.stat().st_size < tiny_model.stat().st_size
-    data = load_codec(out).compress(photo, 0)
-    assert np.array_equal(load_codec(out).decompress(data), photo)
+    data = load_codec(out, stored_fallback=False).compress(photo, 0).data
+    assert np.array_equal(load_codec(out).decompress(data).pixels, photo)
     assert nlic_main(["export", str(tiny_model), str(out)]) == 2  # no silent overwrite

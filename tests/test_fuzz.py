@@ -8,7 +8,9 @@ crc, as a hostile or buggy writer would.  The property is always: the decoder ra
 :class:`~nlic.errors.NlicError` (a BitstreamError) or returns exactly the original decode; it never
 hangs, crashes the interpreter or returns a different image.
 
-The files are real photographs (scikit-image) coded with an untrained tiny model.
+The files are real photographs (scikit-image) coded with an untrained tiny model: learned tiles
+(the stored fallback disabled, so the latent and residual decoders are reached) and, in one file,
+stored tiles.
 """
 
 from __future__ import annotations
@@ -28,8 +30,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from skimage import data as skdata
 
-from nlic.bitstream.container import FORMAT_VERSION, Container, TileChunk
+from nlic.bitstream.container import FORMAT_VERSION, LEARNED, STORED_PNG, STORED_UNIFORM, Container, TileChunk
 from nlic.cli.main import main
+from nlic.codecs.base import LossyCodec, unpack_payload
 from nlic.errors import BitstreamError, NlicError
 
 CRC = 4  # bytes of the trailing crc32
@@ -56,21 +59,40 @@ def _one_torch_thread():
 def codec(tiny_model):
     from nlic.api import load_codec
 
-    return load_codec(tiny_model, tile=64).image_codec
+    return load_codec(tiny_model, tile=64, stored_fallback=False).image_codec
+
+
+class Decoder:
+    """``decompress_full``: the decode as a (pixels, alpha, mode) tuple."""
+
+    def __init__(self, codec) -> None:
+        self.codec = codec
+
+    def __call__(self, blob: bytes) -> tuple:
+        out = self.codec.decompress(blob)
+        return out.pixels, out.alpha, out.mode
 
 
 @pytest.fixture(scope="module")
 def files(codec) -> dict[str, tuple[bytes, tuple]]:
     """name -> (file bytes, its original decode (pixels, alpha, mode))."""
+    from nlic.coding.image import ImageCodec
+
     astro, camera = skdata.astronaut(), skdata.camera()
     rgba = np.ascontiguousarray(astro[120:128, 200:211])  # 8 x 11, one tile, alpha plane from camera
     alpha = np.ascontiguousarray(camera[300:308, 300:311])
     tiled = np.ascontiguousarray(skdata.coffee()[200:206, 300:370])  # 6 x 70: two tiles of 64
     out = {}
     for name, (px, a, tau) in {"rgba": (rgba, alpha, 1), "tiled": (tiled, None, 2)}.items():
-        blob = codec.compress(px, tau, alpha=a)
-        out[name] = (blob, codec.decompress_full(blob))
+        blob = codec.compress(px, tau, alpha=a).data
+        out[name] = (blob, Decoder(codec)(blob))
+    stored = ImageCodec(codec.loaded, tile=64)  # the fallback on: the untrained model loses to it
+    noise = np.random.default_rng(0).integers(0, 256, (9, 70, 3), dtype=np.uint8)
+    blob = stored.compress(noise, 3).data
+    out["stored"] = (blob, Decoder(stored)(blob))
     assert len(Container.from_bytes(out["tiled"][0]).tiles) == 2
+    assert all(t.kind == LEARNED for t in Container.from_bytes(out["tiled"][0]).tiles)
+    assert {t.kind for t in Container.from_bytes(out["stored"][0]).tiles} <= {STORED_UNIFORM, STORED_PNG}
     return out
 
 
@@ -88,7 +110,7 @@ def check_refused_or_same(codec, blob: bytes, original: tuple) -> str:
     """Decode ``blob``: it must raise NlicError or equal ``original``; return 'refused' or 'same'."""
     t0 = time.perf_counter()
     try:
-        result = codec.decompress_full(blob)
+        result = Decoder(codec)(blob)
     except NlicError as err:
         assert isinstance(err, BitstreamError), repr(err)
         msg = str(err)
@@ -118,7 +140,7 @@ def check_refused_or_same(codec, blob: bytes, original: tuple) -> str:
 )
 def test_empty_foreign_and_tiny_files(codec, blob, fragment):
     with pytest.raises(BitstreamError, match=fragment):
-        codec.decompress_full(blob)
+        Decoder(codec)(blob)
 
 
 def test_truncated_at_every_cut_point(codec, files):
@@ -141,11 +163,14 @@ def test_newer_version_refused_before_anything_else(codec, files):
     body = bytearray(blob[:-CRC])
     body[4] = FORMAT_VERSION + 1
     for bad in (with_crc(bytes(body)), bytes(body) + blob[-CRC:]):  # crc recomputed, and not
-        with pytest.raises(BitstreamError, match=r"version 2 is newer .* upgrade nlic"):
-            codec.decompress_full(bad)
+        with pytest.raises(BitstreamError, match=rf"version {FORMAT_VERSION + 1} is newer .* upgrade nlic"):
+            Decoder(codec)(bad)
     body[4] = 0
     with pytest.raises(BitstreamError, match="unknown file format version 0"):
-        codec.decompress_full(with_crc(bytes(body)))
+        Decoder(codec)(with_crc(bytes(body)))
+    body[4] = 1  # nlic 0.1's float format: refused, naming the release that reads it
+    with pytest.raises(BitstreamError, match=r"format 1 was written by nlic 0\.1.*pip install"):
+        Decoder(codec)(with_crc(bytes(body)))
 
 
 def test_wrong_magic_and_other_model(codec, files, tiny_model, tmp_path):
@@ -153,12 +178,12 @@ def test_wrong_magic_and_other_model(codec, files, tiny_model, tmp_path):
 
     blob, _ = files["tiled"]
     with pytest.raises(BitstreamError, match="magic"):
-        codec.decompress_full(b"NLIX" + blob[4:])
+        Decoder(codec)(b"NLIX" + blob[4:])
     from nlic.api import load_codec
 
     other = load_codec(make_tiny_model(tmp_path / "other.pt", seed=3)).image_codec
     with pytest.raises(BitstreamError) as exc:
-        other.decompress_full(blob)
+        Decoder(other)(blob)
     assert codec.model_id.hex() in str(exc.value) and other.model_id.hex() in str(exc.value)
 
 
@@ -226,36 +251,55 @@ def test_payload_mutated_with_valid_crc(codec, files, data):
     check_refused_or_same(codec, with_crc(bytes(body)), original)
 
 
+def _set_payload(t: TileChunk, strings: list[bytes] | None = None, shape: list[int] | None = None) -> None:
+    """Replace a learned tile's latent strings or shape (the codec-owned payload, re-serialised)."""
+    payload = unpack_payload(t.latents)
+    t.latents = LossyCodec.payload_to_bytes(None, type(payload)(strings if strings is not None else payload.strings,
+                                                                shape if shape is not None else payload.shape))
+
+
 def _edit_field(data, c: Container) -> str:
     """Change one structured field of a parsed container; return what was changed."""
     t = c.tiles[data.draw(st.integers(0, len(c.tiles) - 1), label="tile")]
     field = data.draw(
-        st.sampled_from(["latent_bytes", "latent_len", "latent_ff", "latent_count", "shape", "interval",
+        st.sampled_from(["latent_bytes", "latent_len", "latent_ff", "latent_count", "shape", "adapt", "kind",
                          "residual_bytes", "residual_len", "extras", "header"]),
         label="field",
     )  # fmt: skip
-    i = data.draw(st.integers(0, len(t.latent_strings) - 1), label="string")
-    if field == "latent_bytes" and t.latent_strings[i]:
-        s = bytearray(t.latent_strings[i])
+    if t.kind != LEARNED and field not in ("kind", "extras", "header"):
+        field = "stored"
+        body = bytearray(t.stored)
+        if body:
+            body[data.draw(st.integers(0, len(body) - 1), label="pos")] ^= data.draw(st.integers(1, 255), label="xor")
+        t.stored = bytes(body[: data.draw(st.integers(0, len(body) + 8), label="len")])
+        return field
+    strings = unpack_payload(t.latents).strings if t.kind == LEARNED else []
+    i = data.draw(st.integers(0, max(0, len(strings) - 1)), label="string")
+    if field == "latent_bytes" and strings and strings[i]:
+        s = bytearray(strings[i])
         s[data.draw(st.integers(0, len(s) - 1), label="pos")] ^= data.draw(st.integers(1, 255), label="xor")
-        t.latent_strings[i] = bytes(s)
-    elif field == "latent_len":
-        n = data.draw(st.integers(0, 2 * len(t.latent_strings[i]) + 16), label="len")
-        t.latent_strings[i] = (t.latent_strings[i] + data.draw(st.binary(min_size=16, max_size=16)) * 8)[:n]
-    elif field == "latent_ff":
-        t.latent_strings[i] = b"\xff" * data.draw(st.integers(0, 100_000), label="n_ff")
+        strings[i] = bytes(s)
+        _set_payload(t, strings)
+    elif field == "latent_len" and strings:
+        n = data.draw(st.integers(0, 2 * len(strings[i]) + 16), label="len")
+        strings[i] = (strings[i] + data.draw(st.binary(min_size=16, max_size=16)) * 8)[:n]
+        _set_payload(t, strings)
+    elif field == "latent_ff" and strings:
+        strings[i] = b"\xff" * data.draw(st.integers(0, 100_000), label="n_ff")
+        _set_payload(t, strings)
     elif field == "latent_count":
-        t.latent_strings = t.latent_strings[:i] if data.draw(st.booleans()) else [*t.latent_strings, b"\x00" * 8]
+        _set_payload(t, strings[:i] if data.draw(st.booleans()) else [*strings, b"\x00" * 8])
     elif field == "shape":
-        j = data.draw(st.integers(0, max(0, len(t.latent_shape) - 1)), label="dim")
+        shape = unpack_payload(t.latents).shape
+        j = data.draw(st.integers(0, max(0, len(shape) - 1)), label="dim")
         value = data.draw(st.integers(-(2**31), 2**31 - 1) | st.integers(-2, 40), label="value")
-        t.latent_shape = [*t.latent_shape[:j], value, *t.latent_shape[j + 1 :]]
-    elif field == "interval":
-        j = data.draw(st.integers(0, 5), label="k")
-        value = data.draw(st.integers(-(2**15), 2**15 - 1) | st.integers(-300, 300), label="value")
-        ks = [*t.kmin, *t.kmax]
-        ks[j] = value
-        t.kmin, t.kmax = ks[:3], ks[3:]
+        _set_payload(t, shape=[*shape[:j], value, *shape[j + 1 :]])
+    elif field == "adapt":
+        t.adapt = data.draw(st.lists(st.integers(-128, 127), max_size=4), label="adapt")
+    elif field == "kind":
+        t.kind = data.draw(st.sampled_from([LEARNED, STORED_UNIFORM, STORED_PNG]), label="kind")
+        if t.kind != LEARNED and not t.stored:
+            t.stored = t.residual
     elif field == "residual_bytes" and t.residual:
         r = bytearray(t.residual)
         r[data.draw(st.integers(0, len(r) - 1), label="pos")] ^= data.draw(st.integers(1, 255), label="xor")
@@ -283,8 +327,8 @@ def _edit_field(data, c: Container) -> str:
 @given(data=st.data())
 @FUZZ_DEEP
 def test_structured_fields_mutated_with_valid_crc(codec, files, data):
-    """Tile fields (latent strings, shapes, residual interval and stream, alpha, header) set to
-    hostile values and re-serialized with a correct crc."""
+    """Tile fields (kind, latent strings and shapes, scale offsets, residual stream, stored data, alpha,
+    header) set to hostile values and re-serialized with a correct crc."""
     name = data.draw(st.sampled_from(sorted(files)), label="file")
     blob, original = files[name]
     c = Container.from_bytes(blob)
@@ -319,6 +363,10 @@ def _retile(blob: bytes, **changes) -> bytes:
     for key, value in changes.items():
         if key in ("extras", "tau", "height", "width", "tile"):
             setattr(c, key, value)
+        elif key == "latent_strings":
+            _set_payload(t, strings=value)
+        elif key == "latent_shape":
+            _set_payload(t, shape=value)
         else:
             setattr(t, key, value)
     if "tile" in changes:
@@ -341,8 +389,11 @@ def _retile(blob: bytes, **changes) -> bytes:
         ({"latent_shape": [-1, 1]}, "invalid latent shape"),
         ({"latent_shape": [1]}, "invalid latent shape"),
         ({"latent_shape": [2, 2]}, "latent shape does not match"),
-        ({"kmin": [-32768] * 3, "kmax": [32767] * 3}, "invalid residual interval"),
-        ({"kmin": [5, 0, 0], "kmax": [4, 0, 0]}, "invalid residual interval"),
+        ({"adapt": [127, 127, 127]}, "invalid tile adaptation"),
+        ({"adapt": [0, 0]}, "invalid tile adaptation"),
+        ({"latents": b"\x02\x02"}, "latent payload is truncated"),
+        ({"kind": STORED_UNIFORM, "stored": b"\x01\x02\x03"}, "multiple of 4"),
+        ({"kind": STORED_PNG, "stored": b"\x89PNG\r\n\x1a\n" + bytes(40)}, "stored tile"),
         ({"residual": b"\x01\x02\x03"}, "multiple of 4"),
         ({"residual": b""}, ""),
         ({"residual": b"\xff" * 100_000}, ""),
@@ -355,7 +406,7 @@ def test_hostile_fields_refused_quickly(codec, files, changes, fragment):
     blob, original = files["rgba"]
     t0 = time.perf_counter()
     with pytest.raises(BitstreamError, match=fragment):
-        codec.decompress_full(_retile(blob, **changes))
+        Decoder(codec)(_retile(blob, **changes))
     assert time.perf_counter() - t0 < TIME_LIMIT_S
 
 
@@ -368,7 +419,7 @@ def test_alpha_png_bomb_not_decoded(codec, files, monkeypatch):
     calls = []
     monkeypatch.setattr(imagecodecs, "png_decode", lambda *a, **k: calls.append(1))
     with pytest.raises(BitstreamError, match="alpha plane does not match"):
-        codec.decompress_full(_retile(blob, extras=bomb))
+        Decoder(codec)(_retile(blob, extras=bomb))
     assert not calls
 
 

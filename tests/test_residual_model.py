@@ -6,8 +6,20 @@ import numpy as np
 import pytest
 import torch
 
+from nlic.entropy.pmf import CDF_BITS, BinParams, _edge_pmf, tables, window_pmf
+from nlic.residual.integer import (
+    EXACT_LIMIT,
+    LOG_SCALE_MIN,
+    LOG_SCALE_STEPS,
+    MEAN_STEPS,
+    WEIGHT_MAX,
+    calibrate,
+    integer_head,
+)
 from nlic.residual.masks import MASK_SLOPES, context_taps, schedule
-from nlic.residual.mixture import MixtureParams, bin_edges, component_log_mass, joint_log_likelihood
+from nlic.residual.mixture import MixtureParams, bin_edges, component_log_mass, log_likelihood
+from nlic.residual.network import ResidualNetwork
+from nlic.residual.patches import patchify
 from nlic.residual.quantizer import quantize_residual
 
 
@@ -28,47 +40,29 @@ def test_quantizer_per_item_tau() -> None:
         assert torch.equal(q[i], quantize_residual(r[i], t))
 
 
-def _pmf_over_bins(tau: int, x_hat: float, params: MixtureParams, channel: int) -> torch.Tensor:
-    """Mass of every reachable bin for one sample (R channel, no coupling)."""
+def _bin_masses(tau: int, x_hat: float, params: MixtureParams) -> torch.Tensor:
+    """Mass of every reachable bin for one sample, per component ``[bins, K]``."""
     lo_b = quantize_residual(torch.tensor(-x_hat), tau)
     hi_b = quantize_residual(torch.tensor(255.0 - x_hat), tau)
     w = 2 * tau + 1
     centres = torch.arange(int(lo_b), int(hi_b) + 1, w).double()
     lo, hi = bin_edges(centres, tau, lo_b.double(), hi_b.double())
-    return component_log_mass(
-        lo[:, None], hi[:, None], params.means[0, channel][None], params.log_scales[0, channel][None]
-    ).exp()
+    return component_log_mass(lo[:, None], hi[:, None], params.means, params.log_scales).exp()
 
 
 @pytest.mark.parametrize("tau", [0, 1, 2, 5, 17])
 @pytest.mark.parametrize("x_hat", [0.0, 3.0, 128.0, 250.0, 255.0])
 def test_bin_pmf_sums_to_one(tau: int, x_hat: float) -> None:
     torch.manual_seed(tau)
-    params = MixtureParams.from_raw(torch.randn(1, 50).double(), 5)
-    mass = _pmf_over_bins(tau, x_hat, params, 0)  # [bins, K]
+    params = MixtureParams.from_raw(torch.randn(1, 15).double(), torch.randn(1).double() * 10)
+    mass = _bin_masses(tau, x_hat, params)  # [bins, K]
     assert torch.allclose(mass.sum(0), torch.ones(5, dtype=torch.float64), atol=1e-9)
     assert torch.all(mass >= 0)
-
-
-@pytest.mark.parametrize("tau", [30, 40, 60])
-def test_joint_likelihood_normalised_over_rgb(tau: int) -> None:
-    """Summed over every (r, g, b) bin triple, the coupled mixture has total mass 1.
-
-    Wide bins keep the enumeration of the joint alphabet small; tau = 0 uses the same code path.
-    """
-    torch.manual_seed(tau)
-    params = MixtureParams.from_raw(torch.randn(1, 30).double() * 0.3, 3)
-    x_hat = torch.tensor([252.0, 2.0, 128.0]).double()
-    lo_b = quantize_residual(-x_hat, tau)
-    hi_b = quantize_residual(255 - x_hat, tau)
-    w = 2 * tau + 1
-    axes = [torch.arange(int(lo_b[c]), int(hi_b[c]) + 1, w).double() for c in range(3)]
-    grids = torch.meshgrid(*axes, indexing="ij")
-    r = torch.stack([g.flatten() for g in grids], -1)
-    lo, hi = bin_edges(r, tau, lo_b.expand_as(r), hi_b.expand_as(r))
-    p = MixtureParams(*(t.expand(len(r), *t.shape[1:]) for t in (params.logits, params.means,
-                                                                  params.log_scales, params.coeffs)))
-    total = joint_log_likelihood(p, r, r, lo, hi).exp().sum()
+    total = log_likelihood(params, *bin_edges(
+        torch.arange(int(quantize_residual(torch.tensor(-x_hat), tau)),
+                     int(quantize_residual(torch.tensor(255.0 - x_hat), tau)) + 1, 2 * tau + 1).double(),
+        tau, quantize_residual(torch.tensor(-x_hat), tau).double(),
+        quantize_residual(torch.tensor(255.0 - x_hat), tau).double())).exp().sum()
     assert abs(total.item() - 1.0) < 1e-9
 
 
@@ -79,6 +73,123 @@ def test_gradients_finite_at_tails() -> None:
     log_s = torch.zeros(3, requires_grad=True)
     component_log_mass(lo, hi, mean, log_s).sum().backward()
     assert torch.isfinite(mean.grad).all() and torch.isfinite(log_s.grad).all()
+
+
+def _network(seed: int = 0, features: int = 0) -> ResidualNetwork:
+    torch.manual_seed(seed)
+    net = ResidualNetwork(feature_channels=features, mixtures=3, context_channels=16, hidden=16, layers=1,
+                          channel_hidden=8)
+    with torch.no_grad():  # non-trivial outputs (the output layers start at zero)
+        for p in net.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    return net.eval()
+
+
+def test_channel_heads_see_only_earlier_channels_of_the_pixel() -> None:
+    """R's mixture ignores the pixel's own values, G's depends on R only, B's on R and G."""
+    head = _network().head
+    r = torch.randint(-128, 128, (1, 3, 64, 64)).float()
+    pre = head.context_full(r)
+    trunk = head.trunk_features(pre, None, None)
+    current = r.permute(0, 2, 3, 1)
+    for c in range(3):
+        base = head.channel_params(c, trunk, pre, current, None).means
+        for other in range(3):
+            changed = current.clone()
+            changed[..., other] += 17
+            moved = not torch.equal(head.channel_params(c, trunk, pre, changed, None).means, base)
+            assert moved == (other < c), (c, other)
+
+
+def _calibrated(net: ResidualNetwork, features: int = 0) -> tuple[torch.Tensor, dict, torch.Tensor | None]:
+    from skimage import data
+
+    x = torch.from_numpy(data.astronaut()[:128, :128]).permute(2, 0, 1)[None].float()
+    r = x - 128
+    feats = torch.randn(1, features, 128, 128) if features else None
+    return r, calibrate(net, [r], [feats]), feats
+
+
+@pytest.mark.parametrize("features", [0, 4])
+def test_integer_network_whole_patch_equals_gathered(features: int) -> None:
+    """The encoder's convolution and the decoder's gathered taps give the same integers."""
+    net = _network(features=features)
+    r, units, feats = _calibrated(net, features)
+    for tau in (0, 2):
+        head = integer_head(net, units, tau, 255)
+        patches = patchify(quantize_residual(r, tau))
+        f_int = None if feats is None else head.quantize_features(patchify(feats).permute(0, 2, 3, 1))
+        act, skip = head.context_full(patches, f_int)
+        ii, jj = torch.meshgrid(torch.arange(64), torch.arange(64), indexing="ij")
+        padded = torch.nn.functional.pad(patches, (3, 3, 3, 3))
+        taps = torch.stack([padded[:, :, 3 + ii + di, 3 + jj + dj] for di, dj in head.offsets], -1)  # [P,3,S,S,T]
+        taps = taps.permute(0, 2, 3, 4, 1).reshape(patches.shape[0], 64, 64, -1)
+        act_g, skip_g = head.context_gathered(taps.reshape(-1, taps.shape[-1]),
+                                              None if f_int is None else f_int.reshape(-1, f_int.shape[-1]))
+        assert torch.equal(act.reshape(-1, act.shape[-1]), act_g)
+        assert torch.equal(skip.reshape(-1, 3), skip_g)
+
+
+def test_integer_layers_are_provably_exact_in_float32() -> None:
+    net = _network()
+    _, units, _ = _calibrated(net)
+    for tau in (0, 1, 5):
+        head = integer_head(net, units, tau, 128)
+        layers = [head.context, *head.trunk, *head.channel_in, *head.channel_out]
+        for lin in layers:
+            assert torch.equal(lin.weight, lin.weight.round()) and torch.equal(lin.bias, lin.bias.round())
+            assert lin.weight.abs().max() <= WEIGHT_MAX
+        assert head.context.bound([128] * head.context.weight.shape[1]).max() <= EXACT_LIMIT
+
+
+def test_integer_params_follow_the_float_network() -> None:
+    """Means within a few 1/16 pixel and scales within a few grid steps of the float mixture."""
+    net = _network()
+    r, units, _ = _calibrated(net)
+    float_head = net.head
+    head = integer_head(net, units, 0, 128)
+    patches = patchify(r)
+    pre = float_head.context_full(patches)
+    trunk = float_head.trunk_features(pre, None, None)
+    act, skip = head.context_full(patches)
+    trunk_i = head.trunk_features(act)
+    current = patches.permute(0, 2, 3, 1)
+    for c in range(3):
+        fp = float_head.channel_params(c, trunk, pre, current, None)
+        ip = head.channel_params(c, trunk_i, skip, current)
+        mean_err = (ip.means.float() / MEAN_STEPS - fp.means).abs()
+        scale_err = (ip.log_scales.float() / LOG_SCALE_STEPS + LOG_SCALE_MIN - fp.log_scales).abs()
+        assert mean_err.median() < 0.25 and scale_err.median() < 0.1, (c, mean_err.median(), scale_err.median())
+
+
+@pytest.mark.parametrize("K", [1, 3])
+def test_window_pmf_fast_path_equals_direct_evaluation(K: int) -> None:
+    """Precomputed mass-row slices (tails folded at the feasible ends) == CDF at every edge."""
+    rng = np.random.default_rng(K)
+    n = 2000
+    weights = rng.integers(1, 4096, (n, K)) if K > 1 else np.ones((n, 1), dtype=np.int64)
+    p = BinParams(weights, rng.integers(-600, 600, (n, K)), rng.integers(0, len(tables().reach), (n, K)))
+    lo = rng.integers(-130, -20, n)
+    hi = lo + rng.integers(0, 260, n)
+    start = np.minimum(np.maximum(rng.integers(-60, 20, n), lo), hi)
+    start = np.where(np.arange(n) % 7 == 0, lo, start)
+    for width in (4, 32, 128):
+        fast = window_pmf(p, start, width, lo, hi)
+        assert np.array_equal(fast, _edge_pmf(p, start, width, lo, hi))
+        assert np.array_equal(fast.sum(1), (weights.sum(1) << CDF_BITS).astype(np.float64))
+        assert (fast >= 0).all()
+
+
+def test_tables_are_cdfs_saturating_within_their_reach() -> None:
+    """Every (scale, mean fraction) row is a CDF from exactly 0 to exactly 2**CDF_BITS; mixture
+    weights fall with the logit gap."""
+    t = tables()
+    for row in range(len(t.reach)):
+        for frac in (0, 7, 15):
+            base, n = t.cdf_base[row, frac], 2 * t.reach[row] + 3
+            cdf = t.cdf_rows[base : base + n]
+            assert cdf[0] == 0 and cdf[-1] == 1 << CDF_BITS and (np.diff(cdf) >= 0).all(), (row, frac)
+    assert t.weight[0] == 1 << 12 and (np.diff(t.weight) <= 0).all()
 
 
 EXPECTED_STEPS = {"5p": 316, "4p": 253, "3p": 190, "2p": 127, "p": 64, "serial": 4096, "none": 1}

@@ -26,6 +26,27 @@ class LatentPayload:
     shape: list[int] = field(default_factory=list)
 
 
+def unpack_payload(data: bytes) -> LatentPayload:
+    """Parse the generic layout of :meth:`LossyCodec.payload_to_bytes` (no semantic checks)."""
+    try:
+        n_str, n_shape = struct.unpack_from("<BB", data, 0)
+        shape = list(struct.unpack_from(f"<{n_shape}i", data, 2))
+        pos = 2 + 4 * n_shape
+        lengths = struct.unpack_from(f"<{n_str}I", data, pos)
+    except struct.error:
+        raise BitstreamError("latent payload is truncated") from None
+    pos += 4 * n_str
+    strings = []
+    for n in lengths:
+        if pos + n > len(data):
+            raise BitstreamError("latent payload is truncated")
+        strings.append(bytes(data[pos : pos + n]))
+        pos += n
+    if pos != len(data):
+        raise BitstreamError("latent payload has trailing bytes")
+    return LatentPayload(strings, shape)
+
+
 class LossyCodec(CompressionModel):
     """Base class: ``forward`` for training, ``compress``/``decompress`` for real coding.
 
@@ -76,23 +97,7 @@ class LossyCodec(CompressionModel):
     def payload_from_bytes(self, data: bytes, height: int, width: int) -> LatentPayload:
         """Inverse of :meth:`payload_to_bytes` for a tile padded to ``height x width``, checked
         (:meth:`check_payload`) before any decoder allocates from it."""
-        try:
-            n_str, n_shape = struct.unpack_from("<BB", data, 0)
-            shape = list(struct.unpack_from(f"<{n_shape}i", data, 2))
-            pos = 2 + 4 * n_shape
-            lengths = struct.unpack_from(f"<{n_str}I", data, pos)
-        except struct.error:
-            raise BitstreamError("latent payload is truncated") from None
-        pos += 4 * n_str
-        strings = []
-        for n in lengths:
-            if pos + n > len(data):
-                raise BitstreamError("latent payload is truncated")
-            strings.append(bytes(data[pos : pos + n]))
-            pos += n
-        if pos != len(data):
-            raise BitstreamError("latent payload has trailing bytes")
-        payload = LatentPayload(strings, shape)
+        payload = unpack_payload(data)
         self.check_payload(payload, height, width)
         return payload
 

@@ -21,7 +21,7 @@ import torch
 
 from nlic.bitstream.container import LEARNED, Container, TileChunk
 from nlic.coding import fallback
-from nlic.coding.residual import Patches, ResidualCoder, fit_scale_offsets
+from nlic.coding.residual import MAX_SCALE_OFFSET, Patches, ResidualCoder, fit_scale_offsets
 from nlic.entropy.range_coder import guard_latent_decoders
 from nlic.errors import BitstreamError, NlicError
 from nlic.model_io import LoadedModel
@@ -68,6 +68,7 @@ class Compressed:
     parts: dict[str, int] = field(default_factory=dict)
     tile_kinds: dict[str, int] = field(default_factory=dict)
     encode_s: float = 0.0
+    max_error: int = 0  # of the reconstruction the decoder will produce (<= tau)
 
     @property
     def bpp(self) -> float:
@@ -184,8 +185,11 @@ class ImageCodec:
                 recon[y : y + h, x : x + w] = rec
         container = Container(H, W, tau, self.tile, self.model_id, zlib.crc32(recon.tobytes()), mode, chunks, extras)
         data = container.to_bytes()
+        max_error = int(np.abs(recon.astype(np.int16) - pixels.astype(np.int16)).max())
+        if max_error > tau:  # the quantizer guarantees it; never write a file that breaks the bound
+            raise RuntimeError(f"reconstruction error {max_error} exceeds tau {tau}")
         return Compressed(data, H, W, mode, tau, container.part_sizes(len(data)), container.tile_kinds(),
-                          time.perf_counter() - t0)
+                          time.perf_counter() - t0, max_error)
 
     def _encode_tile(self, pixels: np.ndarray, tau: int, adapt: bool) -> tuple[TileChunk, np.ndarray]:
         h, w, channels = pixels.shape
@@ -254,8 +258,8 @@ class ImageCodec:
             return fallback.decode(chunk.kind, chunk.stored, (h, w, channels), tau)
         m = self.model.pad_multiple
         hp, wp = -(-h // m) * m, -(-w // m) * m
-        if len(chunk.adapt) != channels:
-            raise BitstreamError("tile adaptation does not match the image's channels")
+        if len(chunk.adapt) != channels or any(abs(a) > MAX_SCALE_OFFSET for a in chunk.adapt):
+            raise BitstreamError("invalid tile adaptation (scale offsets)")
         payload = self.model.lossy.payload_from_bytes(chunk.latents, hp, wp)
         try:
             x_hat, features = self._lossy_decode(payload)

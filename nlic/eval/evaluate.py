@@ -11,7 +11,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nlic.api import load_codec
+from nlic import model_io
+from nlic.api import Codec, load_codec
+from nlic.coding.image import ImageCodec
 from nlic.eval.metrics import psnr_uint8
 from nlic.system import pad_to_multiple
 
@@ -30,10 +32,27 @@ def crop_images(images: list[tuple[str, np.ndarray]], crop: int | None) -> list[
 
 
 def evaluate_model(model_path: str | Path, images: list[tuple[str, np.ndarray]], taus: list[int],
-                   tile: int = 512) -> tuple[list[dict], dict]:
-    """Rows ``{image, tau, width, height, bytes, bpp, bpp_est, bpsp, psnr, max_err, enc_s_per_mp,
-    dec_s_per_mp, latent_bytes, residual_bytes}`` and a summary of means per tau."""
+                   tile: int = 512, without_bias_correction: bool = False) -> tuple[list[dict], dict]:
+    """Rows ``{image, tau, head, width, height, bytes, bpp, bpp_est, bpsp, psnr, max_err, enc_s_per_mp,
+    dec_s_per_mp, latent_bytes, residual_bytes, stored_tiles}`` and a summary of means per tau.
+
+    ``without_bias_correction``: also code every tau > 0 with the plain head of the same model
+    (rows with ``head`` ``"plain"``; summary keys ``bpp_nobias_tau{t}`` ...): the bias-correction
+    ablation on one set of trained weights.
+    """
     codec = load_codec(model_path, tile=tile)
+    rows = _code_images(codec, images, taus)
+    summary = summarize(rows)
+    if without_bias_correction and codec.image_codec.model.residual.tau_head is not None:
+        plain = Codec(ImageCodec(model_io.without_bias_correction(codec.image_codec.loaded), tile=tile))
+        extra = _code_images(plain, images, [t for t in taus if t > 0], variant=NO_BIAS)
+        summary.update({k.replace("_tau", "_nobias_tau"): v for k, v in summarize(extra, NO_BIAS).items()})
+        rows += extra
+    return rows, summary
+
+
+def _code_images(codec: Codec, images: list[tuple[str, np.ndarray]], taus: list[int],
+                 variant: str | None = None) -> list[dict]:
     model = codec.image_codec.model
     rows = []
     for name, img in images:
@@ -53,7 +72,9 @@ def evaluate_model(model_path: str | Path, images: list[tuple[str, np.ndarray]],
             bits_est = float(est["latent_bits"].sum() + est["residual_bits"].sum())
             max_err = int(np.abs(rec.astype(np.int16) - img.astype(np.int16)).max())
             rows.append({
-                "image": name, "tau": tau, "width": W, "height": H, "bytes": len(data),
+                "image": name, "tau": tau, "variant": variant or "",
+                "head": "tau" if tau and model.residual.tau_head is not None else "plain",
+                "width": W, "height": H, "bytes": len(data),
                 "bpp": 8 * len(data) / (H * W), "bpp_est": bits_est / (H * W),
                 "bpsp": 8 * len(data) / (3 * H * W), "psnr": psnr_uint8(rec, img),
                 "max_err": max_err, "bound_ok": max_err <= tau,
@@ -61,14 +82,19 @@ def evaluate_model(model_path: str | Path, images: list[tuple[str, np.ndarray]],
                 "latent_bytes": parts.get("latents", 0), "residual_bytes": parts.get("residual", 0),
                 "stored_tiles": result.tile_kinds.get("stored-uniform", 0) + result.tile_kinds.get("stored-png", 0),
             })
-    return rows, summarize(rows)
+    return rows
 
 
-def summarize(rows: list[dict]) -> dict:
-    """Means per tau (PSNR over finite values), flattened as ``bpp_tau0`` etc."""
+#: the ``variant`` of rows coded without the bias-correction head
+NO_BIAS = "bias_correction_off"
+
+
+def summarize(rows: list[dict], variant: str = "") -> dict:
+    """Means per tau (PSNR over finite values) of the rows of one ``variant``, as ``bpp_tau0`` etc."""
     by_tau: dict[int, list[dict]] = defaultdict(list)
     for r in rows:
-        by_tau[r["tau"]].append(r)
+        if r.get("variant", "") == variant:
+            by_tau[r["tau"]].append(r)
     out: dict = {}
     for tau, rs in sorted(by_tau.items()):
         for key in ("bpp", "bpp_est", "bpsp", "enc_s_per_mp", "dec_s_per_mp"):
@@ -91,18 +117,18 @@ def write_results(rows: list[dict], summary: dict, out_dir: Path) -> None:
 
 
 def markdown_table(rows: list[dict]) -> str:
-    """Means per tau as a markdown table."""
-    s = summarize(rows)
-    taus = sorted({r["tau"] for r in rows})
-    lines = ["| tau | bpp | bpp (estimated) | bpsp | PSNR (dB) | max err | enc s/MP | dec s/MP |",
-             "|---|---|---|---|---|---|---|---|"]
-    for t in taus:
-        p = s[f"psnr_tau{t}"]
-        lines.append(
-            f"| {t} | {s[f'bpp_tau{t}']:.3f} | {s[f'bpp_est_tau{t}']:.3f} | {s[f'bpsp_tau{t}']:.3f} | "
-            f"{'inf' if p is None else f'{p:.2f}'} | {s[f'max_err_tau{t}']} | {s[f'enc_s_per_mp_tau{t}']:.2f} | "
-            f"{s[f'dec_s_per_mp_tau{t}']:.2f} |"
-        )
+    """Means per tau (and per variant) as a markdown table."""
+    lines = ["| variant | tau | bpp | bpp (estimated) | bpsp | PSNR (dB) | max err | enc s/MP | dec s/MP |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for variant in dict.fromkeys(r.get("variant", "") for r in rows):
+        s = summarize(rows, variant)
+        for t in sorted({r["tau"] for r in rows if r.get("variant", "") == variant}):
+            p = s[f"psnr_tau{t}"]
+            lines.append(
+                f"| {variant or 'model'} | {t} | {s[f'bpp_tau{t}']:.3f} | {s[f'bpp_est_tau{t}']:.3f} | "
+                f"{s[f'bpsp_tau{t}']:.3f} | {'inf' if p is None else f'{p:.2f}'} | {s[f'max_err_tau{t}']} | "
+                f"{s[f'enc_s_per_mp_tau{t}']:.2f} | {s[f'dec_s_per_mp_tau{t}']:.2f} |"
+            )
     return "\n".join(lines) + "\n"
 
 

@@ -42,8 +42,13 @@ def _read_state(path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def load_init_weights(codec: torch.nn.Module, path: str | Path) -> dict[str, int]:
+def load_init_weights(codec: torch.nn.Module, path: str | Path, only: str | None = None,
+                      rename: tuple[str, str] | None = None) -> dict[str, int]:
     """Copy matching weights of the model file ``path`` into ``codec``; returns counts.
+
+    ``only``: a key prefix (e.g. ``residual.tau_head.``): copy just those tensors.  ``rename``:
+    ``(source prefix, target prefix)``, e.g. start the tau head from a trained plain head
+    (``("residual.head.", "residual.tau_head.")``; its per-tau modulation starts as the identity).
 
     A lossy-only state (keys without the ``lossy.``/``residual.`` prefixes) is mapped into
     ``codec.lossy`` when ``codec`` is a near-lossless system.  CompressAI's CDF tables are skipped:
@@ -51,13 +56,17 @@ def load_init_weights(codec: torch.nn.Module, path: str | Path) -> dict[str, int
     """
     path = Path(path)
     state = _read_state(path)
+    if rename is not None:
+        src, dst = rename
+        state = {dst + k[len(src):]: v for k, v in state.items() if k.startswith(src)}
+        only = only or dst
     own = codec.state_dict()
     has_lossy_layer = any(k.startswith("lossy.") for k in own)
     if has_lossy_layer and not any(k.startswith(("lossy.", "residual.")) for k in state):
         state = {f"lossy.{k}": v for k, v in state.items()}
     loaded, mismatched = {}, []
     for key, value in state.items():
-        if key.rsplit(".", 1)[-1] in CDF_BUFFERS or key not in own:
+        if key.rsplit(".", 1)[-1] in CDF_BUFFERS or key not in own or (only and not key.startswith(only)):
             continue
         if own[key].shape != value.shape:
             mismatched.append(key)
@@ -74,7 +83,8 @@ def load_init_weights(codec: torch.nn.Module, path: str | Path) -> dict[str, int
     if not loaded:
         raise ModelError(f"init_weights: no tensor of {path} matches this model's architecture")
     codec.load_state_dict(loaded, strict=False)
-    fresh = [k for k in own if k not in loaded and k.rsplit(".", 1)[-1] not in CDF_BUFFERS]
+    fresh = [k for k in own if k not in loaded and k.rsplit(".", 1)[-1] not in CDF_BUFFERS
+             and (not only or k.startswith(only))]
     log.info("init_weights %s: %d tensors loaded, %d kept fresh, %d partly (shape changed)%s", path, len(loaded),
              len(fresh), len(mismatched), f" ({', '.join(mismatched[:6])})" if mismatched else "")
     return {"loaded": len(loaded), "fresh": len(fresh), "mismatched": len(mismatched)}

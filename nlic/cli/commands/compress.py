@@ -32,40 +32,101 @@ def check_model_arg(model: Path | None) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("compress", help="compress an image to a .nlic file (every sample within tau)")
-    p.add_argument("input", type=Path, help="8-bit image (PNG, JPEG, BMP, TIFF, ...)")
-    p.add_argument("output", type=Path, help="output .nlic file")
+    p = sub.add_parser(
+        "compress", help="compress images to .nlic files (every sample within tau)",
+        formatter_class=_Formatter,
+        description="Compress one image (IN OUT) or many (files, folders, globs with -o DIR).",
+        epilog="examples:\n  nlic compress photo.png photo.nlic --tau 2\n"
+               "  nlic compress photos/ 'scans/*.png' -o packed/ --tau 0 --jobs 2",
+    )
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="image files (PNG, JPEG, BMP, TIFF, ...), folders or globs; without -o: IN OUT")
+    p.add_argument("-o", "--output-dir", type=Path, default=None, metavar="DIR",
+                   help="write DIR/<name>.nlic for every input (keeps sub-folders of folder inputs)")
     p.add_argument("--tau", type=tau_arg, default=0, help="maximum absolute error per sample (0 = lossless)")
-    p.add_argument("--model", type=Path, default=None, help="model file or nlic-train checkpoint")
+    p.add_argument("--model", type=Path, default=None,
+                   help="model file or nlic-train checkpoint (default: the model shipped with nlic)")
+    p.add_argument("--jobs", type=int, default=1, help="worker processes (each loads the model once)")
     p.add_argument("--tile", type=int, default=512, help="tile size (multiple of 64); bounds memory")
     p.add_argument("--lossy-step", type=float, default=None, metavar="DELTA",
                    help="quantization step of the lossy layer, for models that have one (lossy=flow): "
                         "larger = fewer lossy bits, more residual bits; stored in the file (default: the model's)")
-    p.add_argument("--force", action="store_true", help="overwrite an existing output")
+    p.add_argument("--learned-only", action="store_true",
+                   help="keep the learned code of every tile, even where the stored fallback is smaller (studies)")
+    p.add_argument("--force", action="store_true", help="overwrite existing outputs")
     p.set_defaults(func=run)
+
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults in --help, examples kept as written."""
+
+
+def _load(model: Path | None, tile: int, learned_only: bool):
+    from nlic.api import load_codec
+
+    return load_codec(model, tile=tile, stored_fallback=not learned_only)
+
+
+def _compress_one(tau: int, lossy_step: float | None, force: bool, codec, source: Path, target: Path):
+    from nlic.cli.batch import Outcome
+    from nlic.io import atomic_write_bytes, check_not_same_file, read_image
+
+    check_not_same_file(source, target)
+    image = read_image(source)
+    result = codec.compress(image.pixels, tau, alpha=image.alpha, lossy_step=lossy_step)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(target, result.data, force=force)
+    return Outcome(str(source), str(target), True, in_bytes=source.stat().st_size, out_bytes=len(result.data),
+                   pixels=result.width * result.height, max_error=result.max_error,
+                   extra={"tau": tau, "coded": True, "mode": image.mode, "width": result.width,
+                          "height": result.height, "encode_s": result.encode_s})
 
 
 def run(args: argparse.Namespace) -> int:
     from nlic.errors import NlicError
-    from nlic.io import atomic_write_bytes, check_not_same_file, check_output_path, read_image
 
     # cheap checks first: a bad argument is reported before torch and the model are loaded
     if args.tile <= 0 or args.tile % 64:
         raise NlicError(f"--tile must be a positive multiple of 64, got {args.tile}")
     if args.lossy_step is not None and not (math.isfinite(args.lossy_step) and args.lossy_step > 0):
         raise NlicError(f"--lossy-step must be a positive number, got {args.lossy_step}")
-    check_not_same_file(args.input, args.output)
-    check_output_path(args.output, force=args.force)
+    if args.jobs < 1:
+        raise NlicError(f"--jobs must be at least 1, got {args.jobs}")
     check_model_arg(args.model)
-    image = read_image(args.input)
+    if args.output_dir is None:
+        return _run_single(args)
+    return _run_batch(args)
 
-    from nlic.api import load_codec
-    from nlic.coding.image import check_tau
 
-    check_tau(args.tau)
-    codec = load_codec(args.model, tile=args.tile)
-    result = codec.compress(image.pixels, args.tau, alpha=image.alpha, lossy_step=args.lossy_step)
-    atomic_write_bytes(args.output, result.data, force=args.force)
-    print(f"{args.input} -> {args.output}: {result.width}x{result.height} {image.mode}, tau={args.tau}, "
-          f"{len(result.data)} bytes, {result.bpp:.3f} bpp, {result.encode_s:.2f} s")
+def _run_single(args: argparse.Namespace) -> int:
+    from nlic.errors import NlicError
+    from nlic.io import check_not_same_file, check_output_path
+
+    if len(args.inputs) != 2:
+        raise NlicError("give one input and one output (nlic compress IN OUT), or several inputs with -o DIR")
+    source, target = (Path(a) for a in args.inputs)
+    check_not_same_file(source, target)
+    check_output_path(target, force=args.force)
+    from nlic.io import read_image
+
+    read_image(source)  # a bad input is reported before torch and the model are loaded
+    codec = _load(args.model, args.tile, args.learned_only)
+    out = _compress_one(args.tau, args.lossy_step, args.force, codec, source, target)
+    e = out.extra
+    print(f"{source} -> {target}: {e['width']}x{e['height']} {e['mode']}, tau={args.tau}, {out.out_bytes} bytes, "
+          f"{8 * out.out_bytes / out.pixels:.3f} bpp, {e['encode_s']:.2f} s")
     return 0
+
+
+def _run_batch(args: argparse.Namespace) -> int:
+    import functools
+    import time
+
+    from nlic.cli.batch import IMAGE_SUFFIXES, expand_inputs, plan_outputs, report, run_batch
+
+    pairs = plan_outputs(expand_inputs(args.inputs, IMAGE_SUFFIXES), args.output_dir, ".nlic", args.force)
+    t0 = time.perf_counter()
+    outcomes = run_batch(pairs, functools.partial(_load, args.model, args.tile, args.learned_only),
+                         functools.partial(_compress_one, args.tau, args.lossy_step, args.force), args.jobs,
+                         "compress")
+    return report(outcomes, time.perf_counter() - t0, coded=True)

@@ -11,6 +11,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("checkpoint", type=Path, help="nlic-train checkpoint (.ckpt) or model file")
     p.add_argument("output", type=Path, help="output model file (.pt)")
     p.add_argument("--half", action="store_true", help="store weights in float16 (half the size)")
+    p.add_argument("--no-register", action="store_true",
+                   help="do not copy the model into the model store (where decompress finds models by id)")
     p.add_argument("--force", action="store_true", help="overwrite an existing output")
     p.set_defaults(func=run)
 
@@ -31,4 +33,8 @@ def run(args: argparse.Namespace) -> int:
     mid = load_model(args.output).model_id
     size = args.output.stat().st_size
     print(f"{args.checkpoint} -> {args.output}: {size / 1e6:.2f} MB, model id {mid.hex()}")
+    if not args.no_register:
+        from nlic.model_store import register
+
+        print(f"registered as {register(args.output, mid)} (nlic decompress finds it by id)")
     return 0
