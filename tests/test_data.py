@@ -129,6 +129,13 @@ def test_two_ranks_two_workers_shards(shard_dir, monkeypatch):
     assert dm.train_set.for_loader(0, 2, 2).stream_shards(0, 2) == dm.train_set.shards[0::4]
     streams = _streams_shards(dm, world=2, workers=2, monkeypatch=monkeypatch)
     _assert_distinct(streams, per_stream=8)
+    monkeypatch.undo()
+    dm.num_workers = 2  # real worker processes draw exactly these streams (batch k from worker k % 2)
+    real: dict[tuple[int, int], list[bytes]] = {}
+    for rank in range(2):
+        for k, batch in enumerate(dm.train_loader(rank=rank, world_size=2)):
+            real.setdefault((rank, k % 2), []).extend(c.numpy().tobytes() for c in batch)
+    assert real == streams
     assert _streams_shards(dm, world=2, workers=2, monkeypatch=monkeypatch) == streams  # same seed: same crops
     dm.seed = dm.train_set.seed = 8
     assert _streams_shards(dm, world=2, workers=2, monkeypatch=monkeypatch) != streams
