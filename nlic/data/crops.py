@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -151,7 +151,7 @@ class CropSampler(DistributedSampler):
         self.num_samples = self.epoch_size // num_replicas
         self.total_size = self.num_samples * num_replicas
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[int]:
         start = self.epoch * self.epoch_size + self.rank
         return iter(range(start, start + self.total_size, self.num_replicas))
 

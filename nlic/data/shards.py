@@ -13,7 +13,7 @@ import itertools
 import logging
 import shutil
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -59,7 +59,8 @@ def _is_image(name: str) -> bool:
     return Path(name).suffix.lower() in IMAGE_SUFFIXES
 
 
-def iter_shard_files(shards: Sequence[str], select=None) -> Iterator[tuple[str, str, bytes]]:
+def iter_shard_files(shards: Sequence[str],
+                     select: Callable[[str], bool] | None = None) -> Iterator[tuple[str, str, bytes]]:
     """``(label, key, bytes)`` of every image member of ``shards`` in order (``label`` =
     ``shard:member`` names it in warnings).  ``select(key)`` skips members without keeping their
     data.  A shard that cannot be read is skipped from the damaged point with a warning naming it."""
