@@ -33,7 +33,7 @@ def _debug() -> bool:
 
 
 #: sub-command modules, in the order they appear in --help
-COMMANDS = ["compress", "decompress", "info", "bench", "report", "rd", "reencode", "export"]
+COMMANDS = ["compress", "decompress", "info", "bench", "report", "rd", "reencode", "export", "pack-shards"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,10 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
+        module_name = f"nlic.cli.commands.{name.replace('-', '_')}"
         try:
-            module = importlib.import_module(f"nlic.cli.commands.{name}")
+            module = importlib.import_module(module_name)
         except ModuleNotFoundError as err:
-            if err.name == f"nlic.cli.commands.{name}":
+            if err.name == module_name:
                 continue  # optional command not installed in this build
             raise
         module.register(sub)

@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from nlic.errors import ImageError
 from nlic.io.images import read_image
@@ -29,14 +30,31 @@ def list_images(root: str | Path | None) -> list[Path]:
     return files
 
 
-def load_rgb(path: Path) -> np.ndarray | None:
+def load_rgb(path: str | Path, data: bytes | None = None) -> np.ndarray | None:
     """8-bit RGB array (EXIF-upright, grey replicated, alpha dropped), or ``None`` with a warning
-    naming the file if :func:`nlic.io.images.read_image` refuses it (corrupt, 16-bit, too large)."""
+    naming the file if :func:`nlic.io.images.read_image` refuses it (corrupt, 16-bit, too large).
+    ``data``: the file's bytes when already read (a tar shard member named ``path``)."""
     try:
-        return read_image(path).rgb()
+        return read_image(path, data).rgb()
     except ImageError as err:
         log.warning("skipping %s", err)
         return None
+
+
+def probe_image(path: Path, min_size: int = 0) -> bool:
+    """Whether ``path`` opens as an image at least ``min_size`` pixels on each side, reading only
+    its header (lazy mode lists a folder without decoding it); ``False`` comes with a warning
+    naming the file.  A file whose data is corrupt passes and is skipped when first decoded."""
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+    except Exception as err:  # noqa: BLE001 - Pillow raises many types for non-images
+        log.warning("skipping %s: not a readable image (%s)", path, " ".join(str(err).split()) or type(err).__name__)
+        return False
+    if min(h, w) < min_size:
+        log.warning("skipping %s: smaller than %d px", path, min_size)
+        return False
+    return True
 
 
 def load_folder(root: str | Path | None, min_size: int = 0) -> list[tuple[str, np.ndarray]]:

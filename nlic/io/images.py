@@ -130,10 +130,11 @@ def _check_path(path: Path) -> None:
         raise ImageError(f"empty file, not an image: {path}")
 
 
-def _png_bit_depth(path: Path) -> int | None:
-    """Bit depth from the IHDR chunk of a PNG file (None if not a PNG)."""
-    with open(path, "rb") as f:
-        head = f.read(33)
+def _png_bit_depth(path: Path, head: bytes | None = None) -> int | None:
+    """Bit depth from the IHDR chunk of a PNG file (None if not a PNG); ``head``: its first bytes."""
+    if head is None:
+        with open(path, "rb") as f:
+            head = f.read(33)
     if not head.startswith(_PNG_SIGNATURE):
         return None
     if len(head) < 25 or head[12:16] != b"IHDR":
@@ -213,22 +214,26 @@ def _to_arrays(im: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
     return arr, None
 
 
-def read_image(path: PathLike) -> DecodedImage:
+def read_image(path: PathLike, data: bytes | None = None) -> DecodedImage:
     """Read an 8-bit image file as an upright (EXIF-rotated) :class:`DecodedImage`.
 
     Palette images become RGB(A), bilevel becomes L, CMYK/YCbCr become RGB; a fully opaque
     alpha channel is dropped.  Raises :class:`ImageError` for missing, unreadable, corrupt,
-    non-image, 16-bit or larger-than-:data:`MAX_PIXELS` files.
+    non-image, 16-bit or larger-than-:data:`MAX_PIXELS` files.  ``data``: the file's bytes when
+    they are already in memory (a member of a tar shard); ``path`` then only names it in errors.
     """
     p = Path(path)
-    _check_path(p)
+    if data is None:
+        _check_path(p)
+    elif not data:
+        raise ImageError(f"empty file, not an image: {p}")
     try:
-        bits = _png_bit_depth(p)
+        bits = _png_bit_depth(p, None if data is None else data[:33])
         if bits is not None and bits > 8:
             raise ImageError(f"{bits}-bit images are not supported (only 8-bit): {p}")
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(p, formats=_open_formats()) as im:
+            with Image.open(p if data is None else io.BytesIO(data), formats=_open_formats()) as im:
                 w, h = im.size
                 if w * h > MAX_PIXELS:
                     raise ImageError(

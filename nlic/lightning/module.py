@@ -194,16 +194,30 @@ class NearLosslessModule(pl.LightningModule):
 
     # ------------------------------------------------------------------ validation
     def validation_step(self, batch: torch.Tensor, batch_idx: int) -> None:
+        """Estimated rate of whole images (any size) at every tau of ``val_taus``.
+
+        The image is replicate-padded to a multiple of ``codec.pad_multiple`` as the coder pads it,
+        and the estimated bits of the PADDED image are divided by the ORIGINAL pixel count: the
+        padded latents are a real cost, but the padded residuals (at most 63 rows and columns, which
+        the coder does not code) are charged too, so ``val/bpp`` slightly overestimates the coded
+        rate of images whose sides are not multiples of 64.  Reconstruction metrics (PSNR, max
+        error) cover the original pixels only.
+        """
+        from nlic.system import pad_to_multiple
+
         x = batch.float()
-        num_px = x.shape[-2] * x.shape[-1]
+        H, W = x.shape[-2:]
+        num_px = H * W
+        xp = pad_to_multiple(x, self.codec.pad_multiple)
         for tau in self.hparams.val_taus:
-            est = self.codec.estimate(x, int(tau))
+            est = self.codec.estimate(xp, int(tau))
             bpp = (est["latent_bits"] + est["residual_bits"]).sum() / (x.shape[0] * num_px)
-            max_err = (est["x_rec"] - x).abs().amax()
+            x_rec = est["x_rec"][..., :H, :W]
+            max_err = (x_rec - x).abs().amax()
             self.log_dict(
                 {
                     f"val/bpp_tau{tau}": bpp, f"val/bpsp_tau{tau}": bpp / 3,
-                    f"val/psnr_tau{tau}": psnr(est["x_rec"], x),
+                    f"val/psnr_tau{tau}": psnr(x_rec, x),
                 },
                 on_epoch=True, sync_dist=True, batch_size=x.shape[0],
             )
@@ -212,5 +226,5 @@ class NearLosslessModule(pl.LightningModule):
                      reduce_fx="max", batch_size=x.shape[0])
             if int(tau) == min(int(t) for t in self.hparams.val_taus):  # the selection metric
                 self.log("val/bpp", bpp, on_epoch=True, sync_dist=True, prog_bar=True, batch_size=x.shape[0])
-                self.log("val/psnr_lossy", psnr(est["x_hat"], x), on_epoch=True, sync_dist=True,
+                self.log("val/psnr_lossy", psnr(est["x_hat"][..., :H, :W], x), on_epoch=True, sync_dist=True,
                          batch_size=x.shape[0])
