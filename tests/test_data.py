@@ -219,7 +219,7 @@ def test_whole_image_validation_finite_bits_exact_at_tau0(photo_dir, tiny_model,
     from nlic.lightning.module import NearLosslessModule
     from nlic.model_io import load_model
 
-    _, config, _ = load_model(tiny_model)
+    config = load_model(tiny_model).config
     module = NearLosslessModule(config, val_taus=[0, 2])
     dm = _module(photo_dir, "lazy", max_val_images=2)
     sizes = [tuple(v.shape[1:]) for v in dm.val_set]

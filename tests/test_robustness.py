@@ -408,7 +408,7 @@ def test_reconstruction_checksum_catches_decoder_mismatch(tiny_model, tmp_path, 
                 "--learned-only")[0] == 0
     _perturbed_load_model(monkeypatch)
     rc, _, err = nlic(capsys, "decompress", tmp_path / "a.nlic", tmp_path / "a.png", "--model", tiny_model)
-    assert_one_line_error(rc, err, "checksum mismatch", "lossy layer", "no image was written")
+    assert_one_line_error(rc, err, "integrity check", "lossy layer", "no image was written")
     assert not (tmp_path / "a.png").exists()
 
 

@@ -138,38 +138,51 @@ class ResidualCoder:
     # ------------------------------------------------------------------ decode
     @torch.no_grad()
     def decode(self, data: bytes, patches: Patches, tau: int, scale_offsets: Sequence[int]) -> Tensor:
-        """Decode the bins ``[P, c, 64, 64]`` (zero outside ``valid``)."""
+        """Decode the bins ``[P, c, 64, 64]`` (zero outside ``valid``).
+
+        Residuals live in a zero-bordered float32 buffer per patch and channel; each wavefront's
+        context taps are one NumPy gather from it (flat indices: torch's advanced indexing is
+        several times slower at these sizes).
+        """
         w = bin_width(tau)
         h = self.halo
         P, n_ch = patches.valid.shape[0], patches.channels
-        r_pad = torch.zeros(P, CHANNELS, PATCH + 2 * h, PATCH + 2 * h)
-        bins = torch.zeros(P, n_ch, PATCH, PATCH, dtype=torch.long)
+        side = PATCH + 2 * h
+        plane = side * side
+        buffer = np.zeros(P * CHANNELS * plane, dtype=np.float32)
+        order, ends = self._decode_order(patches.valid)
+        order_n = order.numpy()
+        patch, pix = order_n // (PATCH * PATCH), order_n % (PATCH * PATCH)
+        where = (pix // PATCH + h) * side + pix % PATCH + h  # position in a bordered plane
+        planes = (patch * CHANNELS)[:, None] * plane + (np.arange(CHANNELS) * plane)[None, :]  # [N, 3]
+        taps_at = np.array([di * side + dj for di, dj in self.offsets], dtype=np.int64)
+        lo = [patches.lo[:, c].reshape(-1)[order] for c in range(n_ch)]
+        hi = [patches.hi[:, c].reshape(-1)[order] for c in range(n_ch)]
+        feats = None if patches.features is None else patches.features.reshape(-1, patches.features.shape[-1])[order]
+        out = np.zeros((n_ch, P * PATCH * PATCH), dtype=np.int64)
         dec = SymbolDecoder(data)
-        di = np.array([o[0] for o in self.offsets], dtype=np.int64)[:, None]
-        dj = np.array([o[1] for o in self.offsets], dtype=np.int64)[:, None]
-        for rows, cols in self.steps:
-            v = patches.valid[:, rows, cols]
-            if not bool(v.any()):
+        start = 0
+        for end in ends:
+            if end == start:
                 continue
+            run = slice(start, end)
+            # [N, taps, 3] flat indices in (tap, rgb) order
+            index = (where[run, None, None] + taps_at[None, :, None]) + planes[run, None, :]
+            taps = torch.from_numpy(buffer[index].reshape(end - start, -1))
             with exact_float32():
-                taps = r_pad[:, :, torch.as_tensor(rows[None] + h + di), torch.as_tensor(cols[None] + h + dj)]
-                taps = taps.permute(0, 3, 2, 1).reshape(P, len(rows), -1)[v]  # [N, taps*3], (tap, rgb)
-                feats = None if patches.features is None else patches.features[:, rows, cols][v]
-                act, skip = self.head.context_gathered(taps, feats)
+                act, skip = self.head.context_gathered(taps, None if feats is None else feats[run])
                 trunk = self.head.trunk_features(act)
-            current = torch.zeros(trunk.shape[0], CHANNELS)
+            current = torch.zeros(end - start, CHANNELS)
             for c in range(n_ch):
                 with exact_float32():
                     group = _shift_scales(self.head.channel_params(c, trunk, skip, current), int(scale_offsets[c]))
-                k = self._code_group(dec, group, tau, patches.lo[:, c, rows, cols][v], patches.hi[:, c, rows, cols][v])
+                k = self._code_group(dec, group, tau, lo[c][run], hi[c][run])
+                out[c, order_n[run]] = k.numpy()
                 current[:, c] = (k * w).float()
-            if n_ch == 1:
-                current[:, 1:] = current[:, :1]
-            step = torch.zeros(P, len(rows), CHANNELS)
-            step[v] = current
-            bins[:, :, rows, cols] = torch.div(step[..., :n_ch].long(), w, rounding_mode="floor").permute(0, 2, 1)
-            r_pad[:, :, rows + h, cols + h] = step.permute(0, 2, 1)
-        return bins
+            values = current.numpy() if n_ch == 3 else current[:, :1].expand(-1, CHANNELS).numpy()
+            buffer[planes[run] + where[run, None]] = values
+            start = end
+        return torch.from_numpy(out).reshape(n_ch, P, PATCH, PATCH).permute(1, 0, 2, 3)
 
     # ------------------------------------------------------------------ one group of symbols
     @staticmethod

@@ -11,9 +11,9 @@ Each symbol gets a window of bins around its major components (``SPREAD`` scales
 plus an escape entry holding the mass of the feasible bins outside the window; windows are
 grouped into power-of-two widths so the entropy coder sees a few dense tables per call.
 
-Speed: a component's masses over a window are a slice of a precomputed row (one per scale and
-mean fraction), so a window costs one gather per component; NumPy, whose gathers are ~10x faster
-than torch's on these sizes.
+Speed: a component's masses over a window are a contiguous slice of a precomputed row (one per
+scale and mean fraction), so a window costs one multiply-add of a slice per component, in a
+compiled loop (numba): no per-edge CDF evaluations, no temporaries.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import decimal
 from dataclasses import dataclass
 from functools import lru_cache
 
+import numba
 import numpy as np
 
 from nlic.residual.integer import (
@@ -50,8 +51,6 @@ MAJOR_GAP = 2 * LOGIT_STEPS
 MAX_BIN_WIDTH = 511
 #: smallest window width (bins)
 MIN_WINDOW = 4
-#: windows up to this width take the fast path (zero padding of the mass rows)
-FAST_WIDTH = 256
 
 
 def _round(x: decimal.Decimal, mode: str = decimal.ROUND_HALF_EVEN) -> int:
@@ -72,17 +71,9 @@ class Tables:
     reach: np.ndarray  # [rows]: bins from the mean beyond which the CDF is exactly 0 or 2**CDF_BITS
     cdf_rows: np.ndarray  # flat int32: CDF of each (row, mean fraction) at edge offsets -reach-1..reach+1
     cdf_base: np.ndarray  # [rows, MEAN_STEPS]: where each row starts in cdf_rows
-    mass_rows: np.ndarray  # flat int32: bin masses (CDF differences) of each row, FAST_WIDTH zeros each side
+    mass_rows: np.ndarray  # flat float64: bin masses (CDF differences) of each row, bins -reach-1..reach
     mass_base: np.ndarray  # [rows, MEAN_STEPS]: index of bin offset -reach-1 in mass_rows
     index_offset: int  # scale index in bin units + index_offset = row of the tables above
-
-    @property
-    def mass_rows_f32(self) -> np.ndarray:
-        """The masses as float32 (exact: at most 2**CDF_BITS); half the memory traffic of float64."""
-        return self._mass_rows_f32
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "_mass_rows_f32", self.mass_rows.astype(np.float32))
 
     @classmethod
     def build(cls) -> Tables:
@@ -114,16 +105,17 @@ class Tables:
             m = np.arange(-reach[r] - 1, reach[r] + 2)
             d = MEAN_STEPS * m[None, :] - frac  # [fractions, edges]: edge minus mean, 1/16 bins
             cdf = logistic[np.clip((d * inv_r + (1 << (INV_BITS - 1))) >> INV_BITS, -n, n) + n]
-            mass = np.pad(np.diff(cdf, axis=1), ((0, 0), (FAST_WIDTH, FAST_WIDTH)))
+            mass = np.diff(cdf, axis=1)
             cdf_rows.append(cdf.ravel())
             mass_rows.append(mass.ravel())
             cdf_base.append(cdf_at + np.arange(MEAN_STEPS) * cdf.shape[1])
-            mass_base.append(mass_at + np.arange(MEAN_STEPS) * mass.shape[1] + FAST_WIDTH)
+            mass_base.append(mass_at + np.arange(MEAN_STEPS) * mass.shape[1])
             cdf_at += cdf.size
             mass_at += mass.size
         i32 = lambda a: np.ascontiguousarray(a, dtype=np.int32)  # noqa: E731
         return cls(weight, log_width, np.array(half, dtype=np.int64), i32(reach), i32(np.concatenate(cdf_rows)),
-                   i32(np.stack(cdf_base)), i32(np.concatenate(mass_rows)), i32(np.stack(mass_base)), offset)
+                   i32(np.stack(cdf_base)), np.concatenate(mass_rows).astype(np.float64), i32(np.stack(mass_base)),
+                   offset)
 
 
 @dataclass
@@ -170,12 +162,6 @@ def window_width(first: np.ndarray, last: np.ndarray) -> np.ndarray:
     return (1 << np.ceil(np.log2(n)).astype(np.int64)).astype(np.int64)
 
 
-def _mean_bin(p: BinParams) -> tuple[np.ndarray, np.ndarray]:
-    """Bin of each component's mean and its fraction (in 1/MEAN_STEPS) within that bin."""
-    b = (p.means + MEAN_STEPS // 2) // MEAN_STEPS
-    return b, p.means + MEAN_STEPS // 2 - MEAN_STEPS * b
-
-
 def window_pmf(p: BinParams, start: np.ndarray, width: int, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     """Integer masses of bins ``start .. start+width-1`` plus the escape mass: ``[N, width+1]``.
 
@@ -184,59 +170,46 @@ def window_pmf(p: BinParams, start: np.ndarray, width: int, lo: np.ndarray, hi: 
     holding integers below 2**53 (exact in any summation order), as the range coder takes them.
     Windows start at or above ``lo`` (see :func:`window_bounds`).
     """
-    if width > FAST_WIDTH:
-        return _edge_pmf(p, start, width, lo, hi)
     t = tables()
-    b, f = _mean_bin(p)
-    reach = t.reach[p.rows]
-    # bin masses: a slice of each component's precomputed row; a slice past a row's reach reads
-    # its zero padding (width <= FAST_WIDTH)
-    offset = np.clip(start[:, None] - b, -reach - 1 - FAST_WIDTH, reach + 1 + FAST_WIDTH - width)
-    index = (t.mass_base[p.rows, f] + reach + 1 + offset).astype(np.int32)  # [N, K]
     out = np.empty((len(start), width + 1))
-    window = out[:, :width]
-    weights = p.weights.astype(np.float64)
-    if index.shape[1] == 1:
-        window[:] = np.take(t.mass_rows_f32, index + np.arange(width, dtype=np.int32))
-        window *= weights
-    else:
-        mass = np.take(t.mass_rows_f32, index[:, :, None] + np.arange(width, dtype=np.int32))  # [N, K, W]
-        np.einsum("nkw,nk->nw", mass, weights, out=window)  # float64: products below 2**28, exact
-    # the feasible range's end bins take the tails; bins beyond the last one have no mass
-    at_lo = np.flatnonzero(start == lo)
-    if len(at_lo):
-        window[at_lo, 0] += _mixture_cdf(p.take(at_lo), lo[at_lo], b[at_lo], f[at_lo])
-    past = np.flatnonzero(hi < start + width)
-    if len(past):
-        col = hi[past] - start[past]
-        above = (weights[past].sum(-1) * (1 << CDF_BITS)) - _mixture_cdf(p.take(past), hi[past] + 1, b[past], f[past])
-        window[past, col] += above
-        window[past] = np.where(np.arange(width)[None, :] > col[:, None], 0.0, window[past])
-    out[:, width] = (p.weights.sum(-1) << CDF_BITS) - window.sum(-1)
+    _window_masses(p.weights, p.means, p.rows, start.astype(np.int64), int(width), lo.astype(np.int64),
+                   hi.astype(np.int64), t.cdf_rows, t.cdf_base, t.mass_rows, t.mass_base, t.reach, out)
     return out
 
 
-def _mixture_cdf(p: BinParams, edge: np.ndarray, b: np.ndarray, f: np.ndarray) -> np.ndarray:
-    """``sum_k weight_k * CDF_k(lower edge of bin edge)`` per symbol (float64 integers)."""
-    t = tables()
-    reach = t.reach[p.rows]
-    m = np.clip(edge[:, None] - b, -reach - 1, reach + 1)
-    cdf = np.take(t.cdf_rows, (t.cdf_base[p.rows, f] + reach + 1 + m).astype(np.int32))
-    return (cdf.astype(np.float64) * p.weights).sum(-1)
+@numba.njit(cache=True, nogil=True)
+def _window_masses(weights, means, rows, start, width, lo, hi, cdf_rows, cdf_base, mass_rows, mass_base, reach,
+                   out):  # pragma: no cover - compiled
+    full = 1 << CDF_BITS
+    half_step = MEAN_STEPS // 2
+    for n in range(out.shape[0]):
+        s, low, high = start[n], lo[n], hi[n]
+        bins = min(width, high - s + 1)  # window bins beyond the last feasible one get no mass
+        for j in range(width + 1):
+            out[n, j] = 0.0
+        total = 0.0
+        for k in range(weights.shape[1]):
+            w = float(weights[n, k])
+            total += w
+            b = (means[n, k] + half_step) // MEAN_STEPS  # the bin of the mean
+            f = means[n, k] + half_step - MEAN_STEPS * b  # and its fraction
+            r = rows[n, k]
+            rr = reach[r]
+            # bins b-rr-1 .. b+rr carry this component's mass: a contiguous slice of its row
+            j0 = max(0, b - rr - 1 - s)
+            j1 = min(bins, b + rr + 1 - s)
+            at = mass_base[r, f] + rr + 1 + s - b
+            for j in range(j0, j1):
+                out[n, j] += w * mass_rows[at + j]
+            # the end bins of the feasible range take the tails beyond them
+            base = cdf_base[r, f] + rr + 1
+            if s == low:
+                out[n, 0] += w * cdf_rows[base + min(max(low - b, -rr - 1), rr + 1)]
+            if high < s + width:
+                out[n, high - s] += w * (full - cdf_rows[base + min(max(high + 1 - b, -rr - 1), rr + 1)])
+        acc = 0.0
+        for j in range(width):
+            acc += out[n, j]
+        out[n, width] = total * full - acc
 
 
-def _edge_pmf(p: BinParams, start: np.ndarray, width: int, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    """Any window: the CDF of every component at every edge, the tails folded into the end bins."""
-    t = tables()
-    edges = start[:, None] + np.arange(width + 1)[None, :]  # lower edge of each bin
-    # edges at or below the first feasible bin see CDF 0, above the last one 2**CDF_BITS: move them
-    # beyond every component's reach, where the tabulated CDF is exactly that
-    far = 1 << 20
-    edges = np.where(edges <= lo[:, None], -far, np.where(edges > hi[:, None], far, edges))
-    b, f = _mean_bin(p)
-    reach = t.reach[p.rows]  # [N, K]
-    m = np.clip(edges[:, :, None] - b[:, None, :], (-reach - 1)[:, None, :], (reach + 1)[:, None, :])
-    cdf = np.take(t.cdf_rows, (m + (t.cdf_base[p.rows, f] + reach + 1)[:, None, :]).astype(np.int32))
-    window = (np.diff(cdf, axis=1).astype(np.int64) * p.weights[:, None, :]).sum(-1)
-    total = p.weights.sum(-1, keepdims=True) << CDF_BITS
-    return np.concatenate([window, total - window.sum(-1, keepdims=True)], 1).astype(np.float64)

@@ -115,8 +115,19 @@ class IntLinear:
         """Largest possible accumulator magnitude per output (<= EXACT_LIMIT by construction)."""
         return self.weight.abs().double().numpy() @ np.asarray(limits, dtype=np.float64) + self.bias.abs().numpy()
 
-    def __call__(self, x: Tensor) -> Tensor:
-        return F.linear(x, self.weight, self.bias)
+    def __call__(self, *parts: Tensor) -> Tensor:
+        """``W [parts...] + b``: the inputs as consecutive column blocks, no concatenation (each
+        block's product is exact, and so is their sum: all are within the layer's bound)."""
+        if len(parts) == 1:
+            return F.linear(parts[0], self.weight, self.bias)
+        out, at = None, 0
+        for x in parts:
+            n = x.shape[-1]
+            if n:
+                y = F.linear(x, self.weight[:, at : at + n], self.bias if out is None else None)
+                out = y if out is None else out + y
+            at += n
+        return out
 
 
 def relu_act(acc: Tensor, exponent: Tensor, unit: int) -> Tensor:
@@ -234,8 +245,8 @@ class IntegerHead:
     def context_gathered(self, taps: Tensor, features: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Gathered raw residuals ``[N, taps*3]`` (and integer features ``[N, F]``) -> (context
         activations, linear mean predictions)."""
-        inputs = taps if features is None else torch.cat([taps, features], -1)
-        acc = self.context(inputs) if inputs.shape[-1] else self.context.bias.expand(taps.shape[0], -1)
+        parts = (taps,) if features is None else (taps, features)
+        acc = self.context(*parts) if sum(x.shape[-1] for x in parts) else self.context.bias.expand(taps.shape[0], -1)
         return self._split_context(acc)
 
     def context_full(self, r: Tensor, features: Tensor | None = None) -> tuple[Tensor, Tensor]:
@@ -251,7 +262,7 @@ class IntegerHead:
             acc = self.context.bias.expand(P, S, S, -1)
         else:
             acc = F.conv2d(r, self._kernel, self.context.bias, padding=self._kernel.shape[-1] // 2)
-            acc = acc.permute(0, 2, 3, 1)
+            acc = acc.permute(0, 2, 3, 1).contiguous()  # channel-last, contiguous for the products
         if features is not None and self.feature_channels:
             acc = acc + F.linear(features, self.context.weight[:, n_taps:])
         return self._split_context(acc)
@@ -285,9 +296,9 @@ class IntegerHead:
         """Integer mixture of channel ``c``; ``current`` ``[..., 3]`` raw residuals of this pixel."""
         cur = current[..., :c] if self.channel_conditioning else current[..., :0]
         lin_in = self.channel_in[c]
-        z = relu_act(lin_in(torch.cat([trunk, cur], -1)), lin_in.exponent, self.units[f"channel{c}"])
+        z = relu_act(lin_in(trunk, cur), lin_in.exponent, self.units[f"channel{c}"])
         lin_out = self.channel_out[c]
-        acc = lin_out(torch.cat([z, cur, skip[..., c : c + 1]], -1))
+        acc = lin_out(z, cur, skip[..., c : c + 1])
         K, e = self.mixtures, lin_out.exponent
         logits = shift_round(acc[..., :K], e[:K] + int(math.log2(LOGIT_STEPS)), -LOGIT_LIMIT, LOGIT_LIMIT)
         means = shift_round(acc[..., K : 2 * K], e[K : 2 * K] + int(math.log2(MEAN_SCALE * MEAN_STEPS)),
