@@ -48,6 +48,8 @@ class CodecOptions:
 
     jxl_effort: int = 7
     model: str | None = None
+    #: code the images' grey versions (one channel: ITU-R 601 luma, as Pillow's convert("L"))
+    gray: bool = False
 
 
 class Codec(ABC):

@@ -107,14 +107,24 @@ def check_bound(original: np.ndarray, decoded: np.ndarray, tau: int) -> tuple[in
 
 
 def psnr(original: np.ndarray, decoded: np.ndarray) -> float:
-    """PSNR in dB over all RGB samples (peak 255); ``inf`` if identical."""
+    """PSNR in dB over all samples (peak 255); ``inf`` if identical."""
     mse = float(np.mean((original.astype(np.float64) - decoded.astype(np.float64)) ** 2))
     return math.inf if mse == 0 else 10.0 * math.log10(255.0**2 / mse)
 
 
+@functools.lru_cache(maxsize=4)
+def load_gray(path: str) -> np.ndarray:
+    """The grey version of :func:`load_rgb` (``H x W`` uint8, read-only)."""
+    from nlic.data.datamodule import to_gray
+
+    pixels = to_gray(load_rgb(path))
+    pixels.flags.writeable = False
+    return pixels
+
+
 def run_task(task: Task, options: CodecOptions) -> BenchRow:
     """Encode, decode and verify one image; exceptions become a row with ``error`` set."""
-    image = load_rgb(task.image)
+    image = load_gray(task.image) if options.gray else load_rgb(task.image)
     h, w = image.shape[:2]
     cls = get_codec(task.codec)
     row = BenchRow(
@@ -133,6 +143,8 @@ def run_task(task: Task, options: CodecOptions) -> BenchRow:
         return row
     row.bytes, row.enc_s, row.dec_s = len(data), t1 - t0, t2 - t1
     row.bpp = 8.0 * len(data) / (h * w)
+    if image.ndim == 2 and decoded.ndim == 3 and decoded.shape[2] == 1:  # grey decoded as H x W x 1
+        decoded = decoded[..., 0]
     if decoded.shape != image.shape or decoded.dtype != np.uint8:
         row.error = f"decoded {decoded.dtype} {decoded.shape}, expected uint8 {image.shape}"
         row.bound_ok = False if cls.bounded else None

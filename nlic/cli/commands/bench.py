@@ -38,6 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--jxl-distances", default=DEFAULT_DISTANCES, help="distances for the unbounded jpegxl-lossy")
     p.add_argument("--out", default="bench_results", help="output directory")
     p.add_argument("--jobs", type=int, default=1, help="worker processes for the classic codecs")
+    p.add_argument("--gray", action="store_true", help="code the grey version of every image (one channel)")
     p.add_argument("--jxl-effort", type=int, default=7, help="JPEG XL effort (1-10)")
     add_wandb_arguments(p, project="nlic-bench")
     p.set_defaults(func=run)
@@ -110,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
         err.print(f"[yellow]warning:[/] {w}", highlight=False)
     if not readable:
         raise NlicError(f"no readable images in {args.folder}")
-    options = CodecOptions(jxl_effort=args.jxl_effort, model=args.model)
+    options = CodecOptions(jxl_effort=args.jxl_effort, model=args.model, gray=args.gray)
     tasks, notes = runner.plan(readable, codecs, taus, distances, options)
     for note in notes:
         err.print(f"[yellow]note:[/] {note}", highlight=False)
