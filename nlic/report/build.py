@@ -55,6 +55,13 @@ def report_rows(runs: list[Run]) -> list[dict[str, Any]]:
             for tau, vals in run.per_tau(source).items():
                 bpsp = vals.get("bpsp", None if vals.get("bpp") is None else vals["bpp"] / 3)
                 rows.append({**base, "tau": tau, **vals, "bpsp": bpsp, "source": source})
+        nobias = run.per_tau("eval_nobias")
+        if nobias:  # the bias-correction ablation on the same weights (tau 0 never uses that head)
+            label = {**base, "variant": f"{run.label}, bias correction off"}
+            plain = run.per_tau("eval")
+            for tau, vals in sorted((({0: plain[0]} if 0 in plain else {}) | nobias).items()):
+                bpsp = vals.get("bpsp", None if vals.get("bpp") is None else vals["bpp"] / 3)
+                rows.append({**label, "tau": tau, **vals, "bpsp": bpsp, "source": "eval"})
     return [{k: r.get(k) for k in CSV_FIELDS} for r in rows]
 
 

@@ -21,6 +21,8 @@ from nlic.errors import NlicError
 #: overrides that never name a variant (they are the same for every job or only steer the run)
 _NOISE_PREFIXES = ("+sweeps=", "sweeps=", "hydra.", "debug=", "logger=", "trainer=", "launcher=", "paths.")
 _TAU_KEY = re.compile(r"^(?:eval/)?(bpp|bpp_est|bpsp|psnr|max_err|enc_s_per_mp|dec_s_per_mp)_tau(\d+)$")
+#: the same model coded without its bias-correction head (evaluate.without_bias_correction)
+_NOBIAS_KEY = re.compile(r"^(?:eval/)?(bpp|bpp_est|bpsp|psnr|max_err|enc_s_per_mp|dec_s_per_mp)_nobias_tau(\d+)$")
 _VAL_KEY = re.compile(r"^val/(bpp|bpsp|psnr|max_err)_tau(\d+)$")
 
 
@@ -67,13 +69,14 @@ class Run:
         """``{tau: {bpp, bpsp, psnr, max_err, ...}}`` of a near-lossless run.
 
         ``source="eval"``: real coding (``eval_results.json`` summary: bpp from real bytes, enc/dec
-        s/MP).  ``source="val"``: the last validation (``metrics.json`` ``val/*_tau*``: the model's
-        rate estimate at every tau of the run's tau set).  PSNR is ``None`` when exact.
+        s/MP).  ``source="eval_nobias"``: the same, coded without the bias-correction head (tau > 0).
+        ``source="val"``: the last validation (``metrics.json`` ``val/*_tau*``: the model's rate
+        estimate at every tau of the run's tau set).  PSNR is ``None`` when exact.
         """
         out: dict[int, dict[str, Any]] = {}
-        if source == "eval":
+        if source.startswith("eval"):
             items = (self.eval or {}).get("summary", {}).items() if self.mode == "near_lossless" else []
-            pattern = _TAU_KEY
+            pattern = _NOBIAS_KEY if source == "eval_nobias" else _TAU_KEY
         else:
             items, pattern = self.metrics.items(), _VAL_KEY
         for key, value in items:
