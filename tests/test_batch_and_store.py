@@ -68,7 +68,8 @@ def test_parallel_jobs_give_the_same_files(photos, tmp_path: Path) -> None:
     assert main(["compress", str(tmp_path / "in"), "-o", str(tmp_path / "one"), "--tau", "2"]) == 0
     assert main(["compress", str(tmp_path / "in"), "-o", str(tmp_path / "two"), "--tau", "2", "--jobs", "2"]) == 0
     for path in paths:
-        assert (tmp_path / "one" / f"{path.stem}.nlic").read_bytes() == (tmp_path / "two" / f"{path.stem}.nlic").read_bytes()
+        name = f"{path.stem}.nlic"
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes()
 
 
 def test_decoder_finds_an_exported_model_by_id(tiny_model: Path, photo: np.ndarray, tmp_path: Path) -> None:

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from nlic.entropy.pmf import CDF_BITS, MEAN_STEPS as BIN_STEPS, BinParams, tables, window_pmf
+from nlic.entropy.pmf import CDF_BITS, BinParams, tables, window_pmf
+from nlic.entropy.pmf import MEAN_STEPS as BIN_STEPS
 from nlic.residual.integer import (
     EXACT_LIMIT,
     LOG_SCALE_MIN,
