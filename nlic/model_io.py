@@ -79,7 +79,7 @@ def without_bias_correction(model: LoadedModel) -> LoadedModel:
     state = {k: v for k, v in model.codec.state_dict().items() if not k.startswith("residual.tau_head.")}
     load_codec_state(codec, state)
     codec.eval()
-    quantization = {k: v for k, v in model.quantization.items() if not k.startswith("tau")}
+    quantization = {k: v for k, v in model.quantization.items() if not k.startswith("tau")}  # keeps "format"
     return LoadedModel(codec, config, quantization, model_id(config, codec.state_dict(), quantization), model.path)
 
 
@@ -243,7 +243,12 @@ def load_model(path: str | Path) -> LoadedModel:
         raise ModelError(f"{path} does not match this nlic's architecture ({type(err).__name__}: {detail})") from None
     codec.eval()
     codec.lossy.update(force=False)  # only where no tables were stored (checkpoints); see save_model
+    from nlic.residual.integer import INTEGER_FORMAT
+
     if not isinstance(quantization, dict):
         quantization = calibrate_codec(codec)
+    elif quantization.get("format") != INTEGER_FORMAT:
+        raise ModelError(f"{path} was calibrated for integer network format {quantization.get('format')!r}, this "
+                         f"nlic computes format {INTEGER_FORMAT}; export it again from its checkpoint (nlic export)")
     # the id covers what the decoder computes with: the loaded (and updated) weights, calibration
     return LoadedModel(codec, config, quantization, model_id(config, codec.state_dict(), quantization), path)

@@ -31,12 +31,15 @@ from torch import Tensor
 from nlic.residual.mixture import LOG_SCALE_MAX, LOG_SCALE_MIN, MEAN_SCALE
 from nlic.residual.network import CHANNELS, CONTEXT_SCALE, MAX_CONDITIONED_TAU, ContextHead, ResidualNetwork
 
+#: version of the integer network's definition (the constants below, the rounding rules); stored
+#: with the calibration, so a model file names the arithmetic its files were coded with
+INTEGER_FORMAT = 1
 #: every accumulator stays at or below this magnitude: float32 holds all integers up to 2**24
 EXACT_LIMIT = 2**24
 #: largest weight magnitude (12 bits); a channel whose accumulator bound fails gets a coarser scale
 WEIGHT_MAX = 4095
-#: activations are integers in [0, ACT_MAX] (10 bits), the linear mean predictions in +-ACT_MAX
-ACT_MAX = 1023
+#: activations are integers in [0, ACT_MAX] (12 bits), the linear mean predictions in +-ACT_MAX
+ACT_MAX = 4095
 #: mean unit: 1/MEAN_STEPS pixel
 MEAN_STEPS = 16
 #: log-scale unit 1/LOG_SCALE_STEPS (natural log); index 0 is LOG_SCALE_MIN
@@ -315,9 +318,11 @@ def head_key(tau: int, network: ResidualNetwork) -> str:
     return "plain" if index is None else f"tau{index + 1}"
 
 
-def integer_head(network: ResidualNetwork, units: dict[str, dict[str, int]], tau: int,
-                 residual_limit: int) -> IntegerHead:
-    """The integer network that codes ``tau``."""
+def integer_head(network: ResidualNetwork, units: dict, tau: int, residual_limit: int) -> IntegerHead:
+    """The integer network that codes ``tau`` (``units``: the calibration, see :func:`calibrate`)."""
+    if units.get("format") != INTEGER_FORMAT:
+        raise ValueError(f"integer network format {units.get('format')!r} is not this nlic's ({INTEGER_FORMAT}): "
+                         "export the model again with this nlic")
     head, index = network.head_for(tau)
     return IntegerHead(head, units[head_key(tau, network)], index, residual_limit)
 
@@ -364,4 +369,5 @@ def calibrate(network: ResidualNetwork, residuals: Sequence[Tensor], features: S
             for c in range(CHANNELS):
                 head.channel_params(c, trunk, pre, current, tau_index, record)
         out[key] = {name: activation_unit(CALIBRATION_MARGIN * value) for name, value in record.items()}
+    out["format"] = INTEGER_FORMAT
     return out
