@@ -13,7 +13,6 @@ import argparse
 import importlib
 import os
 import sys
-import warnings
 
 from nlic.errors import NlicError
 
@@ -42,19 +41,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"nlic.cli.commands.{name}")
-        except ModuleNotFoundError as err:
-            if err.name == f"nlic.cli.commands.{name}":
-                continue  # optional command not installed in this build
-            raise
-        module.register(sub)
+        importlib.import_module(f"nlic.cli.commands.{name}").register(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    # third-party import noise (torch.jit.script deprecation via compressai's imports) is not ours
-    warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.* is deprecated", category=FutureWarning)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -121,11 +121,19 @@ def run(args: argparse.Namespace) -> int:
         raise NlicError(f"cannot create output directory {out}: {e.strerror or e}") from None
 
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
+    done = 0
     with Progress(*columns, console=err, transient=True) as progress:
         bar = progress.add_task(f"{len(readable)} images", total=len(tasks))
 
         def on_row(row: runner.BenchRow) -> None:
+            nonlocal done
+            done += 1
             setting = f"tau={row.tau}" if row.distance is None else f"d={row.distance:g}"
+            if not err.is_terminal:  # a log file or CI: no bar, one line per coded image instead
+                figures = (f"{row.bpp:.3f} bpp, max err {row.max_err}, enc {row.enc_s:.2f} s, dec {row.dec_s:.2f} s"
+                           if row.error is None else "failed")
+                err.print(f"[{done}/{len(tasks)}] {row.codec} {setting} {row.image}: {figures}", highlight=False,
+                          soft_wrap=True)
             if row.bound_ok is False:
                 progress.console.print(
                     f"[bold red]{report.VIOLATION}[/]: {row.codec} {setting} {row.image} "
