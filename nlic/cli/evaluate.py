@@ -28,8 +28,8 @@ def main(cfg: DictConfig) -> None:
     if cfg.max_images:
         images = images[: cfg.max_images]
     log.info("real-coding evaluation of %s on %d images at tau %s", cfg.ckpt_path, len(images),
-             ", ".join(map(str, cfg.tau.values)))
-    rows, summary = evaluate_model(cfg.ckpt_path, images, list(cfg.tau.values), tile=cfg.tile)
+             ", ".join(map(str, cfg.tau["values"])))
+    rows, summary = evaluate_model(cfg.ckpt_path, images, list(cfg.tau["values"]), tile=cfg.tile)
     table = markdown_table(rows)
     write_results(rows, summary, out_dir, markdown=table)
     loggers = instantiate_dict(cfg.get("logger"))
