@@ -37,7 +37,10 @@ COMMANDS = ["compress", "decompress", "info", "bench", "report", "rd", "reencode
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
-        prog="nlic", description="Learned near-lossless image codec: every sample within tau."
+        prog="nlic", description="Learned near-lossless image codec: every sample within tau.",
+        epilog="example:\n  nlic compress photo.png photo.nlic --tau 2 && nlic decompress photo.nlic restored.png\n\n"
+               "nlic COMMAND --help shows each command's options and defaults; training: nlic-train --help",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:

@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from nlic.cli.commands import add_wandb_arguments
+from nlic.cli.commands import add_command, add_wandb_arguments
 from nlic.errors import NlicError
 
 DEFAULT_TAUS = "0,1,2,3,4,5"
@@ -25,14 +25,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``bench`` sub-command."""
     from nlic.bench.codecs import CODECS
 
-    p = subparsers.add_parser(
-        "bench",
-        help="benchmark nlic against classic codecs on a folder of images",
-        description=__doc__.split("\n\n", 1)[1],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+    p = add_command(subparsers, "bench", "benchmark nlic against classic codecs on a folder of images",
+                    "nlic bench data/kodak --codecs png,jpegls,jpegxl,nlic --tau 0-5 --out bench/ --jobs 2",
+                    description=__doc__.split("\n\n", 1)[1])
     p.add_argument("folder", help="folder of images (png/jpg/bmp/tif/webp), read as 8-bit RGB")
-    p.add_argument("--model", default=None, help="nlic checkpoint (None: the shipped default model)")
+    p.add_argument("--model", default=None, help="nlic model or checkpoint (default: the shipped model)")
     p.add_argument("--codecs", default=",".join(CODECS), help="comma-separated codec names")
     p.add_argument("--tau", default=DEFAULT_TAUS, help="error bounds, e.g. 0,1,2 or 0-5")
     p.add_argument("--jxl-distances", default=DEFAULT_DISTANCES, help="distances for the unbounded jpegxl-lossy")

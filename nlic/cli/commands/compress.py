@@ -6,6 +6,8 @@ import argparse
 import math
 from pathlib import Path
 
+from nlic.cli.commands import add_command
+
 #: same bound as :data:`nlic.coding.image.MAX_TAU` (not imported: that module pulls in torch)
 MAX_TAU = 255
 
@@ -32,15 +34,17 @@ def check_model_arg(model: Path | None) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("compress", help="compress an image to a .nlic file (every sample within tau)")
+    p = add_command(sub, "compress", "compress an image to a .nlic file (every sample within tau)",
+                    "nlic compress photo.png photo.nlic --tau 2")
     p.add_argument("input", type=Path, help="8-bit image (PNG, JPEG, BMP, TIFF, ...)")
     p.add_argument("output", type=Path, help="output .nlic file")
     p.add_argument("--tau", type=tau_arg, default=0, help="maximum absolute error per sample (0 = lossless)")
-    p.add_argument("--model", type=Path, default=None, help="model file or nlic-train checkpoint")
+    p.add_argument("--model", type=Path, default=None,
+                   help="model file or nlic-train checkpoint (default: the model shipped with nlic)")
     p.add_argument("--tile", type=int, default=512, help="tile size (multiple of 64); bounds memory")
     p.add_argument("--lossy-step", type=float, default=None, metavar="DELTA",
                    help="quantization step of the lossy layer, for models that have one (lossy=flow): "
-                        "larger = fewer lossy bits, more residual bits; stored in the file (default: the model's)")
+                        "larger = fewer lossy bits, more residual bits; stored in the file (default: the model's own)")
     p.add_argument("--force", action="store_true", help="overwrite an existing output")
     p.set_defaults(func=run)
 

@@ -5,12 +5,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from nlic.cli.commands import add_command
+
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("decompress", help="decode a .nlic file to PNG")
+    p = add_command(sub, "decompress", "decode a .nlic file to PNG", "nlic decompress photo.nlic restored.png")
     p.add_argument("input", type=Path, help=".nlic file")
     p.add_argument("output", type=Path, help="output image (.png, .tif or .bmp)")
-    p.add_argument("--model", type=Path, default=None, help="the model that encoded the file")
+    p.add_argument("--model", type=Path, default=None,
+                   help="the model that encoded the file (default: the shipped model)")
     p.add_argument("--force", action="store_true", help="overwrite an existing output")
     p.set_defaults(func=run)
 
