@@ -69,3 +69,14 @@ def test_hydra_help_documents_options_with_values(entry, documented, tmp_path) -
     out = run_cli([entry, "--help"], tmp_path, timeout=120).stdout
     assert "== Documented options (value now) ==" in out and documented in out
     assert f"example:\n  {entry} " in out
+
+
+def test_api_import_shows_no_third_party_warning(tmp_path) -> None:
+    """``import nlic.api`` pulls in CompressAI and torch_geometric, whose torch.jit.script FutureWarning
+    nlic filters (narrowly); Python's default warning filters would show it otherwise."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-W", "default", "-c", "import nlic.api"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and "Warning" not in proc.stderr, proc.stderr

@@ -132,7 +132,15 @@ def readme_sweep(name: str, cwd) -> list:
     """``nlic-train -m +sweeps=NAME debug=smoke`` as sweeps/README.md gives it (no hydra.sweep.dir), typed in
     ``cwd``: its jobs land in ``cwd/outputs/train/multiruns/NAME/<time>/<job>``."""
     assert README_SMOKE in (REPO / "sweeps" / "README.md").read_text()
-    run_cli(shlex.split(README_SMOKE.replace("NAME", name)), cwd)
+    proc = run_cli(shlex.split(README_SMOKE.replace("NAME", name)), cwd)
+    out = proc.stdout + proc.stderr
+    # what a log file of the run shows: a line per epoch, per evaluated image, the closing summary
+    for line in ("epoch 1/1 | step ", "| train bpp ", "val bpp tau0 ", " elapsed, ETA ", "eval 1/1 ",
+                 "real coding (eval_results.md):", "model:   ", "upload it with: wandb sync "):
+        assert line in out, line
+    # and none of the third-party noise filtered by nlic.utils.warning_filters
+    for noise in ("torch.jit.script", "litlogger", "anonymous setting", "LeafSpec"):
+        assert noise not in out, noise
     (sweep_dir,) = (cwd / "outputs" / "train" / "multiruns" / name).iterdir()
     assert sorted(p.name for p in cwd.iterdir()) == ["outputs"]  # nothing else written into the working dir
     return job_dirs(sweep_dir)
