@@ -117,5 +117,8 @@ def log_summary(title: str, seconds: float, output_dir: Path, metrics: dict, tab
     lines.append(f"results: {output_dir}" + (f" ({', '.join(files)})" if files else ""))
     if model_path is not None:
         lines.append(f"model:   {model_path}")
+    if (output_dir / "checkpoints").is_dir():
+        lines.append(f"checkpoints: {output_dir / 'checkpoints'} "
+                     f"(continue: nlic-train <same overrides> hydra.run.dir={output_dir} ckpt_path=last)")
     lines += wandb_location(loggers)
     log.info("\n".join(lines))
