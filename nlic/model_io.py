@@ -1,7 +1,10 @@
 """Saving and loading trained models: a plain config + weights, loaded with ``weights_only``.
 
-Two file kinds load: an exported model (``nlic export`` / :func:`save_model`) and a Lightning
-checkpoint written by ``nlic-train``.  Nothing is unpickled beyond tensors and plain containers.
+Near-lossless models load from an exported model (``nlic export`` / :func:`save_model`) or a Lightning
+checkpoint written by ``nlic-train``; lossy codecs trained alone from ``lossy_model.pt``
+(:func:`save_lossy_model`).  Both file kinds are written by one writer and read with the same
+checks: nothing is unpickled beyond tensors and plain containers, and a stored config may only name
+nlic's codec classes (:func:`check_targets`).
 """
 
 from __future__ import annotations
@@ -18,12 +21,16 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 import nlic
+from nlic.codecs.base import LossyCodec
 from nlic.errors import ModelError
 from nlic.system import NearLosslessCodec
 
 MODEL_FORMAT = "nlic-model"
 #: 2: integer-network calibration ("quantization") stored beside the weights
 MODEL_FORMAT_VERSION = 2
+#: lossy codecs trained alone (``experiment=lossy_only``)
+LOSSY_MODEL_FORMAT = "nlic-lossy-model"
+LOSSY_MODEL_FORMAT_VERSION = 1
 #: buffers of CompressAI entropy models whose size is only known after ``update()``
 CDF_BUFFERS = ("_quantized_cdf", "_offset", "_cdf_length", "scale_table")
 
@@ -127,18 +134,28 @@ def save_model(codec: NearLosslessCodec, config: dict, path: str | Path, meta: d
         state = {k: v.half() if _is_weight(k, v) else v for k, v in state.items()}
     quantization = calibrate_codec(stored)
     codec.train(was_training)
-    torch.save(
-        {
-            "format": MODEL_FORMAT,
-            "format_version": MODEL_FORMAT_VERSION,
-            "nlic_version": nlic.__version__,
-            "config": config,
-            "meta": meta or {},
-            "quantization": quantization,
-            "state_dict": state,
-        },
-        str(path),
-    )
+    _write_model_file(path, MODEL_FORMAT, MODEL_FORMAT_VERSION, config, state, meta, quantization=quantization)
+
+
+def save_lossy_model(codec: LossyCodec, config: dict, path: str | Path, meta: dict | None = None) -> None:
+    """Export a lossy codec trained alone (CDF tables updated) with its ``{"lossy": {...}}`` config."""
+    codec.update(force=True)
+    state = {k: v.detach().cpu() for k, v in codec.state_dict().items()}
+    _write_model_file(path, LOSSY_MODEL_FORMAT, LOSSY_MODEL_FORMAT_VERSION, config, state, meta)
+
+
+def _write_model_file(path: str | Path, fmt: str, version: int, config: dict, state: dict, meta: dict | None,
+                      **extra: Any) -> None:
+    torch.save({"format": fmt, "format_version": version, "nlic_version": nlic.__version__, "config": config,
+                "meta": meta or {}, **extra, "state_dict": state}, str(path))
+
+
+def _format_version(path: Path, blob: dict, latest: int, kind: str) -> int:
+    version = blob.get("format_version", 0)
+    if not isinstance(version, int) or version > latest:
+        raise ModelError(f"{path} was written by a newer nlic ({kind} format {version!r}, this nlic reads "
+                         f"up to {latest}); upgrade nlic")
+    return version
 
 
 def read_model_file(path: Path) -> Any:
@@ -215,10 +232,7 @@ def load_model(path: str | Path) -> LoadedModel:
         raise ModelError(f"{path} is not an nlic model file")
     hparams = blob.get("hyper_parameters")
     if blob.get("format") == MODEL_FORMAT:
-        version = blob.get("format_version", 0)
-        if not isinstance(version, int) or version > MODEL_FORMAT_VERSION:
-            raise ModelError(f"{path} was written by a newer nlic (model format {version!r}, this nlic reads "
-                             f"up to {MODEL_FORMAT_VERSION}); upgrade nlic")
+        version = _format_version(path, blob, MODEL_FORMAT_VERSION, "model")
         config, state = blob.get("config"), blob.get("state_dict")
         quantization = blob.get("quantization")
         if version < 2:
@@ -252,3 +266,21 @@ def load_model(path: str | Path) -> LoadedModel:
                          f"nlic computes format {INTEGER_FORMAT}; export it again from its checkpoint (nlic export)")
     # the id covers what the decoder computes with: the loaded (and updated) weights, calibration
     return LoadedModel(codec, config, quantization, model_id(config, codec.state_dict(), quantization), path)
+
+
+def load_lossy_model(path: str | Path) -> tuple[LossyCodec, dict]:
+    """Load a file written by :func:`save_lossy_model`; returns ``(codec in eval mode, config)``."""
+    path = Path(path)
+    blob = read_model_file(path)
+    if not isinstance(blob, dict) or blob.get("format") != LOSSY_MODEL_FORMAT:
+        raise ModelError(f"{path} is not an nlic lossy-only model (lossy_model.pt)")
+    _format_version(path, blob, LOSSY_MODEL_FORMAT_VERSION, "lossy model")
+    config = blob.get("config")
+    if not isinstance(config, dict) or not isinstance(config.get("lossy"), dict):
+        raise ModelError(f"{path} is not a valid lossy-only model file (bad config)")
+    check_targets(config, path)
+    codec = instantiate(OmegaConf.create(config).lossy)
+    load_codec_state(codec, blob["state_dict"])
+    codec.eval()
+    codec.update(force=True)
+    return codec, config

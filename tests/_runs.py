@@ -64,12 +64,25 @@ def multirun_in_process(args: list[str], sweep_dir: Path) -> list[Path]:
     return job_dirs(sweep_dir)
 
 
-def multirun_cli(args: list[str], sweep_dir: Path, cwd: Path, timeout: float = 600) -> list[Path]:
-    """``nlic-train -m ARGS`` as a subprocess started in ``cwd`` (W&B offline, one thread)."""
+def entry_point(name: str) -> list[str]:
+    """The console script ``name`` (``nlic-train``, ``nlic``) of this Python, else ``python -m`` its module."""
+    script = Path(sys.executable).with_name(name)
+    module = {"nlic": "nlic.cli.main", "nlic-train": "nlic.cli.train", "nlic-eval": "nlic.cli.evaluate"}[name]
+    return [str(script)] if script.is_file() else [sys.executable, "-m", module]
+
+
+def run_cli(argv: list[str], cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+    """A command line as a user types it (``nlic-train -m +sweeps=...``), run in ``cwd`` (W&B offline, one thread)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
-    cmd = [sys.executable, "-m", "nlic.cli.train", "-m", *args, f"hydra.sweep.dir={sweep_dir}"]
+    cmd = [*entry_point(argv[0]), *argv[1:]]
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+    return proc
+
+
+def multirun_cli(args: list[str], sweep_dir: Path, cwd: Path, timeout: float = 600) -> list[Path]:
+    """``nlic-train -m ARGS hydra.sweep.dir=SWEEP_DIR`` as a subprocess started in ``cwd``."""
+    run_cli(["nlic-train", "-m", *args, f"hydra.sweep.dir={sweep_dir}"], cwd, timeout)
     return job_dirs(sweep_dir)
 
 

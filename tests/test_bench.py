@@ -88,6 +88,7 @@ def test_classic_codec_round_trip(codec, coffee_png):
     tasks, _ = runner.plan([coffee_png], [codec], [0, 1, 2, 3], None, options)
     assert [t.setting.tau for t in tasks] == ([0, 1, 2, 3] if codec == "jpegls" else [0])
     rows = runner.run_bench(tasks, options)
+    assert len(rows) == len(tasks)
     for row in rows:
         assert row.error is None and row.bound_ok is True
         assert row.max_err <= row.tau
@@ -115,9 +116,10 @@ def test_bound_violation_is_flagged(image_dir, tmp_path, fake_codecs):
     broken = [r for r in rows if r.codec == "broken"]
     assert len(broken) == 4 and all(r.bound_ok is False for r in broken)
     assert sorted({r.max_err - r.tau for r in broken}) == [1]
-    assert all(r.bound_ok is True for r in rows if r.codec == "png")
+    png = [r for r in rows if r.codec == "png"]
+    assert len(png) == 2 and all(r.bound_ok is True for r in png)  # lossless only: tau 0 of 2 images
     crashing = [r for r in rows if r.codec == "crashing"]
-    assert all(r.error == "RuntimeError: boom" and r.bound_ok is None for r in crashing)
+    assert len(crashing) == 4 and all(r.error == "RuntimeError: boom" and r.bound_ok is None for r in crashing)
 
     summary = report.summarize(rows)
     status = {(s.codec, s.tau): s.status for s in summary}
@@ -157,15 +159,17 @@ def test_command_two_images_parallel(image_dir, tmp_path, capsys):
     doc = json.loads((out / "compressai_jpegls.json").read_text())
     assert doc["name"] == "jpegls" and doc["results"]["tau"] == [2, 1, 0]
     assert doc["results"]["bpp"] == sorted(doc["results"]["bpp"]) and doc["results"]["psnr-rgb"][-1] is None
-    stdout = capsys.readouterr().out
-    assert "done in" in stdout and str(out) in stdout
+    captured = capsys.readouterr()
+    assert "done in" in captured.out and str(out) in captured.out
+    assert "[12/12] " in captured.err  # not a terminal: one line per coded image instead of a bar
 
 
 def test_command_reports_violation(image_dir, tmp_path, capsys, fake_codecs):
     out = tmp_path / "bench"
     assert main(["bench", str(image_dir), "--codecs", "broken", "--tau", "1", "--out", str(out)]) == 1
     assert "BOUND VIOLATED: broken tau=1 astronaut.png max error 2" in capsys.readouterr().err
-    assert all(r["bound_ok"] is False for r in json.loads((out / "results.json").read_text()))
+    rows = json.loads((out / "results.json").read_text())
+    assert len(rows) == 2 and all(r["bound_ok"] is False for r in rows)
 
 
 @pytest.mark.parametrize(
@@ -229,7 +233,9 @@ def test_nlic_codec_round_trip(coffee_png):
     pytest.importorskip("nlic.api", reason="nlic.api (the learned codec) does not import")
     options = CodecOptions(model=model)
     tasks, _ = runner.plan([coffee_png], ["nlic"], [0, 2], None, options)
-    for row in runner.run_bench(tasks, options):
+    rows = runner.run_bench(tasks, options)
+    assert len(rows) == 2
+    for row in rows:
         assert row.error is None, row.error
         assert row.bound_ok is True and row.max_err <= row.tau
 
@@ -254,7 +260,9 @@ def test_nlic_random_model_round_trip(tmp_path):
     Image.fromarray(_crop(data.coffee(), 48)).save(tmp_path / "coffee.png")
     options = CodecOptions(model=str(tmp_path / "tiny.pt"))
     tasks, _ = runner.plan([tmp_path / "coffee.png"], ["nlic"], [0, 3], None, options)
-    for row in runner.run_bench(tasks, options):
+    rows = runner.run_bench(tasks, options)
+    assert len(rows) == 2
+    for row in rows:
         assert row.error is None, row.error
         assert row.bound_ok is True and row.max_err <= row.tau
 

@@ -11,18 +11,21 @@ import csv
 import itertools
 import json
 import math
+import shlex
 
 import pytest
 import yaml
 from omegaconf import OmegaConf
 
-from tests._runs import REPO, compose, job_dirs, multirun_cli, multirun_in_process, sweep_names
+from tests._runs import REPO, compose, job_dirs, multirun_cli, multirun_in_process, run_cli, sweep_names
 
 SWEEPS = sweep_names()
 #: extra overrides of the fast smoke run of a sweep (exercise a custom tau set on one of them)
 EXTRA = {"mixtures": ["tau=custom", "tau.values=[0,2,7]", "evaluate.taus=${tau.values}"]}
-#: sweeps run by the CLI in a subprocess from another working directory, with W&B offline
+#: the sweep run exactly as sweeps/README.md documents it, in a subprocess from an empty working directory
 CLI_SWEEP = "bias_ablation"
+#: the README's smoke-run command (NAME: the sweep)
+README_SMOKE = "nlic-train -m +sweeps=NAME debug=smoke"
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -118,11 +121,29 @@ def smoke_sweep(name: str, tmp_path_factory) -> list:
     if name not in _RUNS:
         sweep_dir = tmp_path_factory.mktemp(f"sweep_{name}")
         args = [f"+sweeps={name}", "debug=smoke", *two_job_overrides(name), *EXTRA.get(name, [])]
-        if name == CLI_SWEEP:  # the real CLI, from an unrelated working directory, W&B offline
-            _RUNS[name] = multirun_cli(args, sweep_dir, cwd=tmp_path_factory.mktemp("cwd"))
+        if name == CLI_SWEEP:  # the README command verbatim, outputs under the directory it runs in
+            _RUNS[name] = readme_sweep(name, tmp_path_factory.mktemp("cwd"))
         else:
             _RUNS[name] = multirun_in_process([*args, "logger=csv"], sweep_dir)
     return _RUNS[name]
+
+
+def readme_sweep(name: str, cwd) -> list:
+    """``nlic-train -m +sweeps=NAME debug=smoke`` as sweeps/README.md gives it (no hydra.sweep.dir), typed in
+    ``cwd``: its jobs land in ``cwd/outputs/train/multiruns/NAME/<time>/<job>``."""
+    assert README_SMOKE in (REPO / "sweeps" / "README.md").read_text()
+    proc = run_cli(shlex.split(README_SMOKE.replace("NAME", name)), cwd)
+    out = proc.stdout + proc.stderr
+    # what a log file of the run shows: a line per epoch, per evaluated image, the closing summary
+    for line in ("epoch 1/1 | step ", "| train bpp ", "val bpp tau0 ", " elapsed, ETA ", "eval 1/1 ",
+                 "real coding (eval_results.md):", "model:   ", "upload it with: wandb sync "):
+        assert line in out, line
+    # and none of the third-party noise filtered by nlic.utils.warning_filters
+    for noise in ("torch.jit.script", "litlogger", "anonymous setting", "LeafSpec"):
+        assert noise not in out, noise
+    (sweep_dir,) = (cwd / "outputs" / "train" / "multiruns" / name).iterdir()
+    assert sorted(p.name for p in cwd.iterdir()) == ["outputs"]  # nothing else written into the working dir
+    return job_dirs(sweep_dir)
 
 
 @pytest.mark.parametrize("name", SWEEPS)

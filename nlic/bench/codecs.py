@@ -243,17 +243,6 @@ class NlicCodec(Codec):
     def prepare(cls, options: CodecOptions) -> None:
         _load_nlic(options.model)
 
-    @classmethod
-    def settings(
-        cls,
-        taus: Sequence[int],
-        distances: Sequence[float] | None = None,
-        options: CodecOptions | None = None,
-    ) -> list[Setting]:
-        """All requested taus, up to the loaded model's ``max_tau`` if it declares one."""
-        max_tau = getattr(_load_nlic((options or CodecOptions()).model), "max_tau", None)
-        return [Setting(tau=t) for t in taus if max_tau is None or t <= int(max_tau)]
-
     def encode(self, image: np.ndarray) -> bytes:
         # a writable copy: torch.from_numpy warns on the runner's read-only arrays
         return _load_nlic(self.options.model).compress(np.array(image), self.tau).data

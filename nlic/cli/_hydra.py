@@ -1,46 +1,20 @@
-"""Where the Hydra config tree lives and helpers shared by the Hydra entry points."""
+"""What the Hydra entry points (``nlic-train``, ``nlic-eval``) share: the config tree, the environment."""
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from nlic.project import config_dir  # also registers the configs' resolvers
 
-
-def config_dir() -> str:
-    """The ``conf/`` tree at the repository root (an editable install points here)."""
-    env = os.environ.get("NLIC_CONFIG_DIR")
-    if env:
-        return str(Path(env).resolve())
-    return str(Path(__file__).resolve().parents[2] / "conf")
-
-
-def project_root() -> str:
-    """The folder holding ``conf/`` and ``sweeps/`` (``NLIC_SWEEPS_ROOT`` overrides it).
-
-    ``conf/train.yaml`` adds it to Hydra's search path as ``file://${nlic_root:}``, so
-    ``nlic-train -m +sweeps=NAME`` finds ``sweeps/NAME.yaml`` from any working directory.
-    """
-    env = os.environ.get("NLIC_SWEEPS_ROOT")
-    return str(Path(env).resolve()) if env else str(Path(config_dir()).parent)
-
-
-# registered on import: every Hydra entry point imports this module before composing
-OmegaConf.register_new_resolver("nlic_root", project_root, replace=True)
+__all__ = ["config_dir", "setup_environment"]
 
 
 def setup_environment() -> None:
-    """Offline W&B unless the user chose otherwise; quiet tokenizers/telemetry."""
+    """Offline W&B unless the user chose otherwise; quiet tokenizers/telemetry; third-party warnings
+    a user cannot act on filtered (:mod:`nlic.utils.warning_filters`)."""
+    from nlic.utils.warning_filters import filter_third_party_warnings
+
     os.environ.setdefault("WANDB_MODE", "offline")
     os.environ.setdefault("WANDB_SILENT", "true")
     os.environ.setdefault("WANDB_DISABLE_GIT", "true")
-
-
-def instantiate_dict(cfg: DictConfig | None) -> list:
-    """Instantiate every ``_target_`` entry of a dict-of-configs (loggers, callbacks)."""
-    from hydra.utils import instantiate
-
-    if not cfg:
-        return []
-    return [instantiate(v) for v in cfg.values() if isinstance(v, DictConfig) and "_target_" in v]
+    filter_third_party_warnings()

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from nlic.cli._hydra import config_dir, instantiate_dict, setup_environment
+from nlic.cli._hydra import config_dir, setup_environment
 
 log = logging.getLogger("nlic.eval")
 
@@ -16,22 +17,27 @@ log = logging.getLogger("nlic.eval")
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="eval")
 def main(cfg: DictConfig) -> None:
     from nlic.data.images import load_folder
-    from nlic.eval.evaluate import evaluate_model, log_results, markdown_table, write_results
+    from nlic.eval.evaluate import evaluate_model, markdown_table, write_results
+    from nlic.training import log_summary
+    from nlic.utils.instantiate import instantiate_dict
+    from nlic.utils.loggers import finish_wandb, log_results, scalar_metrics
 
+    start = time.monotonic()
     out_dir = Path(cfg.paths.output_dir)
     images = load_folder(cfg.data.root)
     if cfg.max_images:
         images = images[: cfg.max_images]
-    rows, summary = evaluate_model(cfg.ckpt_path, images, list(cfg.tau.values), tile=cfg.tile)
-    write_results(rows, summary, out_dir)
+    log.info("real-coding evaluation of %s on %d images at tau %s", cfg.ckpt_path, len(images),
+             ", ".join(map(str, cfg.tau["values"])))
+    rows, summary = evaluate_model(cfg.ckpt_path, images, list(cfg.tau["values"]), tile=cfg.tile)
+    table = markdown_table(rows)
+    write_results(rows, summary, out_dir, markdown=table)
     loggers = instantiate_dict(cfg.get("logger"))
     for lg in loggers:
         lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
-    log_results(rows, summary, loggers)
-    for lg in loggers:
-        if type(lg).__name__ == "WandbLogger":
-            lg.experiment.finish()
-    log.info("results in %s\n%s", out_dir, markdown_table(rows))
+    log_results(rows, scalar_metrics(summary), loggers)
+    log_summary("nlic-eval", time.monotonic() - start, out_dir, {}, table, None, loggers)
+    finish_wandb(loggers)
 
 
 def entry() -> None:

@@ -13,7 +13,6 @@ import argparse
 import importlib
 import os
 import sys
-import warnings
 
 from nlic.errors import NlicError
 
@@ -38,24 +37,18 @@ COMMANDS = ["compress", "decompress", "info", "bench", "report", "rd", "reencode
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
-        prog="nlic", description="Learned near-lossless image codec: every sample within tau."
+        prog="nlic", description="Learned near-lossless image codec: every sample within tau.",
+        epilog="example:\n  nlic compress photo.png photo.nlic --tau 2 && nlic decompress photo.nlic restored.png\n\n"
+               "nlic COMMAND --help shows each command's options and defaults; training: nlic-train --help",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
-        module_name = f"nlic.cli.commands.{name.replace('-', '_')}"
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as err:
-            if err.name == module_name:
-                continue  # optional command not installed in this build
-            raise
-        module.register(sub)
+        importlib.import_module(f"nlic.cli.commands.{name.replace('-', '_')}").register(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    # third-party import noise (torch.jit.script deprecation via compressai's imports) is not ours
-    warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.* is deprecated", category=FutureWarning)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import torch
 from compressai.models import CompressionModel
-from torch import Tensor
+from torch import Tensor, nn
 
 from nlic.errors import BitstreamError
 
@@ -80,6 +80,11 @@ class LossyCodec(CompressionModel):
         what :meth:`forward` returned.  Codecs with their own operating-point rule override it.
         """
         return lmbda * 255.0**2 * mse.mean() + bpp
+
+    def aux_parameters(self) -> list[nn.Parameter]:
+        """Parameters trained by :meth:`aux_loss` alone, never by the rate-distortion loss:
+        CompressAI's bottleneck quantiles (none for codecs without an ``EntropyBottleneck``)."""
+        return [p for name, p in self.named_parameters() if name.rsplit(".", 1)[-1] == "quantiles"]
 
     @staticmethod
     def split_synthesis(out: Tensor) -> tuple[Tensor, Tensor]:

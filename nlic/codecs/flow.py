@@ -39,7 +39,6 @@ from compressai.models.utils import conv, deconv
 from torch import Tensor, nn
 
 from nlic.codecs.base import LatentPayload, LossyCodec
-from nlic.rate import latent_bits
 
 # --------------------------------------------------------------------------------------------
 # flow layers
@@ -440,26 +439,17 @@ class FlowCodec(LossyCodec):
         return self._synthesize(q, d)
 
 
-def flow_rd_loss(x: Tensor, out: dict, kappa: float = FLOW_KAPPA) -> dict:
-    """Rate-distortion loss for delta-sampled training: ``bpp + kappa * mean(MSE / delta^2)``.
-
-    Weighting the distortion by ``1 / delta^2`` makes each sample's trade-off match the slope
-    of a uniform quantizer of step ``delta`` (``18 / ln 2`` = 3 elements per pixel times
-    ``6 / ln 2``), so ``delta`` alone sets the operating point.  MSE is on the [0, 1] scale.
-    """
-    b, _, h, w = x.shape
-    bits = latent_bits(out["likelihoods"], b, x.device).sum()
-    bpp = bits / (b * h * w)
-    mse = ((out["x_hat"] - x) ** 2).mean(dim=(1, 2, 3))
-    return {"loss": delta_weighted_loss(bpp, mse, out["delta"], kappa), "bpp": bpp, "mse": mse.mean()}
-
-
 def delta_weighted_loss(bpp: Tensor, mse: Tensor, delta: Tensor, kappa: float = FLOW_KAPPA) -> Tensor:
-    """``bpp + kappa * mean(mse / delta^2)`` for per-sample ``mse`` ([0, 1] scale) and steps ``delta``."""
+    """``bpp + kappa * mean(mse / delta^2)`` for per-sample ``mse`` ([0, 1] scale) and steps ``delta``.
+
+    Weighting the distortion by ``1 / delta^2`` makes each sample's trade-off match the slope of a
+    uniform quantizer of step ``delta`` (``18 / ln 2`` = 3 elements per pixel times ``6 / ln 2``),
+    so ``delta`` alone sets the operating point.
+    """
     return bpp + kappa * (mse / delta.reshape(-1) ** 2).mean()
 
 
 __all__ = [
     "ActNorm", "AffineCoupling", "FlowCodec", "FlowStep", "InvConv1x1", "LatticeGaussianConditional",
-    "MultiScaleFlow", "bits_to_delta", "delta_to_bits", "delta_weighted_loss", "flow_rd_loss",
+    "MultiScaleFlow", "bits_to_delta", "delta_to_bits", "delta_weighted_loss",
 ]

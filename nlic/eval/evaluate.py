@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -11,11 +12,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nlic import model_io
-from nlic.api import Codec, load_codec
-from nlic.coding.image import ImageCodec
 from nlic.eval.metrics import psnr_uint8
 from nlic.system import pad_to_multiple
+
+log = logging.getLogger("nlic.eval")
 
 
 def crop_images(images: list[tuple[str, np.ndarray]], crop: int | None) -> list[tuple[str, np.ndarray]]:
@@ -33,13 +33,18 @@ def crop_images(images: list[tuple[str, np.ndarray]], crop: int | None) -> list[
 
 def evaluate_model(model_path: str | Path, images: list[tuple[str, np.ndarray]], taus: list[int],
                    tile: int = 512, without_bias_correction: bool = False) -> tuple[list[dict], dict]:
-    """Rows ``{image, tau, head, width, height, bytes, bpp, bpp_est, bpsp, psnr, max_err, enc_s_per_mp,
-    dec_s_per_mp, latent_bytes, residual_bytes, stored_tiles}`` and a summary of means per tau.
+    """Rows ``{image, tau, variant, head, width, height, bytes, bpp, bpp_est, bpsp, psnr, max_err,
+    enc_s_per_mp, dec_s_per_mp, latent_bytes, residual_bytes, stored_tiles}`` and a summary of means
+    per tau; one log line per image.
 
     ``without_bias_correction``: also code every tau > 0 with the plain head of the same model
-    (rows with ``head`` ``"plain"``; summary keys ``bpp_nobias_tau{t}`` ...): the bias-correction
+    (rows of ``variant`` ``NO_BIAS``; summary keys ``bpp_nobias_tau{t}`` ...): the bias-correction
     ablation on one set of trained weights.
     """
+    from nlic import model_io
+    from nlic.api import Codec, load_codec
+    from nlic.coding.image import ImageCodec
+
     codec = load_codec(model_path, tile=tile)
     rows = _code_images(codec, images, taus)
     summary = summarize(rows)
@@ -51,11 +56,12 @@ def evaluate_model(model_path: str | Path, images: list[tuple[str, np.ndarray]],
     return rows, summary
 
 
-def _code_images(codec: Codec, images: list[tuple[str, np.ndarray]], taus: list[int],
+def _code_images(codec, images: list[tuple[str, np.ndarray]], taus: list[int],
                  variant: str | None = None) -> list[dict]:
     model = codec.image_codec.model
     rows = []
-    for name, img in images:
+    for i, (name, img) in enumerate(images, 1):
+        start = time.perf_counter()
         H, W = img.shape[:2]
         mp = H * W / 1e6
         x = torch.from_numpy(img).permute(2, 0, 1)[None].float()
@@ -82,6 +88,12 @@ def _code_images(codec: Codec, images: list[tuple[str, np.ndarray]], taus: list[
                 "latent_bytes": parts.get("latents", 0), "residual_bytes": parts.get("residual", 0),
                 "stored_tiles": result.tile_kinds.get("stored-uniform", 0) + result.tile_kinds.get("stored-png", 0),
             })
+        mine = [r for r in rows if r["image"] == name]
+        figures = ", ".join(f"tau {r['tau']} {r['bpp']:.3f} bpp" for r in mine)
+        worst = ", ".join(f"BOUND BROKEN at tau {r['tau']} (max err {r['max_err']})" for r in mine if not r["bound_ok"])
+        log.info("eval %d/%d %s%s (%dx%d): %s; %s (%.1f s)", i, len(images), name,
+                 f" [{variant}]" if variant else "", W, H, figures, worst or "every bound held",
+                 time.perf_counter() - start)
     return rows
 
 
@@ -106,14 +118,18 @@ def summarize(rows: list[dict], variant: str = "") -> dict:
     return out
 
 
-def write_results(rows: list[dict], summary: dict, out_dir: Path) -> None:
+def write_results(rows: list[dict], summary: dict, out_dir: Path, markdown: str | None = None,
+                  mode: str | None = None) -> None:
+    """``eval_results.json`` (``{"mode"?, "rows", "summary"}``), ``.csv`` (the rows) and ``.md`` (``markdown``,
+    default :func:`markdown_table` of the rows)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "eval_results.json").write_text(json.dumps({"rows": rows, "summary": summary}, indent=2))
+    doc = {"mode": mode} if mode else {}
+    (out_dir / "eval_results.json").write_text(json.dumps({**doc, "rows": rows, "summary": summary}, indent=2))
     with open(out_dir / "eval_results.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    (out_dir / "eval_results.md").write_text(markdown_table(rows))
+    (out_dir / "eval_results.md").write_text(markdown if markdown is not None else markdown_table(rows))
 
 
 def markdown_table(rows: list[dict]) -> str:
@@ -130,18 +146,3 @@ def markdown_table(rows: list[dict]) -> str:
                 f"{s[f'enc_s_per_mp_tau{t}']:.2f} | {s[f'dec_s_per_mp_tau{t}']:.2f} |"
             )
     return "\n".join(lines) + "\n"
-
-
-def log_results(rows: list[dict], summary: dict, loggers: list) -> None:
-    """Summary metrics + a results table on every W&B logger (others get the scalar metrics)."""
-    scalars = {f"eval/{k}": float(v) for k, v in summary.items() if isinstance(v, (int, float))}
-    for lg in loggers:
-        if type(lg).__name__ == "WandbLogger":
-            import wandb
-
-            cols = list(rows[0])
-            lg.experiment.log({"eval/results": wandb.Table(columns=cols, data=[[r[c] for c in cols] for r in rows])})
-            lg.experiment.log(scalars)
-            lg.experiment.summary.update(scalars)
-        else:
-            lg.log_metrics(scalars)

@@ -8,73 +8,26 @@ decoded image.  Results use the near-lossless evaluation's row keys where they a
 
 from __future__ import annotations
 
-import csv
-import json
+import logging
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from hydra.utils import instantiate
-from omegaconf import OmegaConf
 
-import nlic
 from nlic.codecs.base import LatentPayload, LossyCodec
-from nlic.errors import BitstreamError, ModelError
+from nlic.errors import BitstreamError
+from nlic.eval.evaluate import write_results
 from nlic.eval.metrics import ms_ssim_uint8, psnr_uint8
-from nlic.model_io import load_codec_state, read_model_file
+from nlic.model_io import load_lossy_model, save_lossy_model  # noqa: F401  (save: re-exported for callers)
 from nlic.rate import latent_bits
 from nlic.system import lossy_to_uint8, pad_to_multiple
 
-LOSSY_MODEL_FORMAT = "nlic-lossy-model"
-LOSSY_MODEL_FORMAT_VERSION = 1
+log = logging.getLogger("nlic.eval")
+
 MAGIC = b"NLY1"
 #: summary keys averaged over images (``max_err`` is the maximum)
 MEAN_KEYS = ("bpp", "bpp_est", "bpsp", "psnr", "ms_ssim", "enc_s_per_mp", "dec_s_per_mp")
-
-
-# ---------------------------------------------------------------------------- model files
-def save_lossy_model(codec: LossyCodec, config: dict, path: str | Path, meta: dict | None = None) -> None:
-    """Export a lossy codec (CDF tables updated) with its ``{"lossy": {...}}`` config."""
-    codec.update(force=True)
-    torch.save(
-        {
-            "format": LOSSY_MODEL_FORMAT, "format_version": LOSSY_MODEL_FORMAT_VERSION,
-            "nlic_version": nlic.__version__, "config": config, "meta": meta or {},
-            "state_dict": {k: v.detach().cpu() for k, v in codec.state_dict().items()},
-        },
-        str(path),
-    )
-
-
-def _check_targets(config: object, path: Path) -> None:
-    """Only nlic's codec classes may be instantiated from a model file's config."""
-    if isinstance(config, dict):
-        for key, value in config.items():
-            if key == "_target_" and not (isinstance(value, str) and value.startswith("nlic.codecs.")):
-                raise ModelError(f"{path}: refusing lossy model config with _target_ {value!r}")
-            _check_targets(value, path)
-    elif isinstance(config, (list, tuple)):
-        for value in config:
-            _check_targets(value, path)
-
-
-def load_lossy_model(path: str | Path) -> tuple[LossyCodec, dict]:
-    """Load a file written by :func:`save_lossy_model`; returns ``(codec in eval mode, config)``."""
-    path = Path(path)
-    blob = read_model_file(path)
-    if not isinstance(blob, dict) or blob.get("format") != LOSSY_MODEL_FORMAT:
-        raise ModelError(f"{path} is not an nlic lossy-only model (lossy_model.pt)")
-    if blob.get("format_version", 0) > LOSSY_MODEL_FORMAT_VERSION:
-        raise ModelError(f"{path} was written by a newer nlic (lossy model format {blob['format_version']})")
-    config = blob["config"]
-    _check_targets(config, path)
-    codec = instantiate(OmegaConf.create(config).lossy)
-    load_codec_state(codec, blob["state_dict"])
-    codec.eval()
-    codec.update(force=True)
-    return codec, config
-
 
 # ---------------------------------------------------------------------------- byte strings
 def _varint(n: int) -> bytes:
@@ -164,7 +117,7 @@ def evaluate_lossy(model: str | Path | LossyCodec, images: list[tuple[str, np.nd
     codec = model if isinstance(model, LossyCodec) else load_lossy_model(model)[0]
     codec.eval()
     rows = []
-    for name, img in images:
+    for i, (name, img) in enumerate(images, 1):
         H, W = img.shape[:2]
         mp = H * W / 1e6
         t0 = time.perf_counter()
@@ -182,6 +135,10 @@ def evaluate_lossy(model: str | Path | LossyCodec, images: list[tuple[str, np.nd
             "enc_s_per_mp": enc / mp, "dec_s_per_mp": dec / mp,
             "latent_bytes": sum(len(s) for s in payload.strings),
         })
+        r = rows[-1]
+        psnr = "inf" if r["psnr"] is None else f"{r['psnr']:.2f}"
+        log.info("eval %d/%d %s (%dx%d): %.4f bpp, PSNR %s dB, MS-SSIM %.4f, %.1f s", i, len(images), name, W, H,
+                 r["bpp"], psnr, r["ms_ssim"], enc + dec)
     return rows, summarize_lossy(rows)
 
 
@@ -209,12 +166,4 @@ def markdown_table_lossy(rows: list[dict]) -> str:
 
 def write_lossy_results(rows: list[dict], summary: dict, out_dir: Path) -> None:
     """``eval_results.json`` (``{"mode": "lossy", "rows", "summary"}``), ``.csv`` and ``.md``."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "eval_results.json").write_text(
-        json.dumps({"mode": "lossy", "rows": rows, "summary": summary}, indent=2)
-    )
-    with open(out_dir / "eval_results.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    (out_dir / "eval_results.md").write_text(markdown_table_lossy(rows))
+    write_results(rows, summary, out_dir, markdown=markdown_table_lossy(rows), mode="lossy")

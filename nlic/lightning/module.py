@@ -8,26 +8,21 @@ quantized context, inputs detached).
 
 from __future__ import annotations
 
-import math
 import random
 from typing import Any
 
-import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig, OmegaConf
 
+from nlic.codecs.base import LossyCodec
 from nlic.eval.metrics import psnr
+from nlic.lightning.base import CodecModule, to_plain
 from nlic.model_io import build_codec
 from nlic.rate import bits_per_pixel, latent_bits
 from nlic.scaleout.precision import keep_likelihoods_fp32
 
 
-def to_plain(cfg: Any) -> Any:
-    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
-
-
-class NearLosslessModule(pl.LightningModule):
+class NearLosslessModule(CodecModule):
     def __init__(
         self,
         model_config: Any,
@@ -44,70 +39,41 @@ class NearLosslessModule(pl.LightningModule):
         lr_final: float = 0.05,
         train_heads: str = "all",
         linear_init: bool = False,
+        optimizer: Any = None,
+        scheduler: Any = None,
     ) -> None:
-        super().__init__()
         model_config = to_plain(model_config)
-        self.save_hyperparameters(
-            {
-                "model_config": model_config, "lmbda": lmbda, "lr": lr, "aux_lr": aux_lr, "bias_lr": bias_lr,
-                "grad_clip": grad_clip, "val_taus": list(to_plain(val_taus)),
-                "bias_taus": list(to_plain(bias_taus)), "lr_decay_start": lr_decay_start, "lr_decay": lr_decay,
-                "lr_schedule": lr_schedule, "lr_final": lr_final, "train_heads": train_heads,
-                "linear_init": linear_init,
-            }
+        super().__init__(
+            {"model_config": model_config, "lmbda": lmbda, "lr": lr, "aux_lr": aux_lr, "bias_lr": bias_lr,
+             "val_taus": list(to_plain(val_taus)), "bias_taus": list(to_plain(bias_taus)),
+             "train_heads": train_heads, "linear_init": linear_init},
+            rates={"main": lr, "aux": aux_lr, "bias": bias_lr}, grad_clip=grad_clip, lr_schedule=lr_schedule,
+            lr_decay_start=lr_decay_start, lr_decay=lr_decay, lr_final=lr_final, optimizer=optimizer,
+            scheduler=scheduler,
         )
-        if lr_schedule not in ("step", "cosine"):
-            raise ValueError(f"lr_schedule must be 'step' or 'cosine', got {lr_schedule!r}")
         if train_heads not in ("all", "plain", "tau"):
             raise ValueError(f"train_heads must be 'all', 'plain' or 'tau', got {train_heads!r}")
         self.codec = build_codec(model_config)
         keep_likelihoods_fp32(self.codec)  # entropy models stay float32 under bf16-mixed
-        self.automatic_optimization = False
 
     # ------------------------------------------------------------------ optimisers
-    def configure_optimizers(self):
-        aux = [p for n, p in self.codec.named_parameters() if n.endswith(".quantiles")]
+    @property
+    def lossy_codec(self) -> LossyCodec:
+        return self.codec.lossy
+
+    def parameter_roles(self) -> dict[str, list[torch.nn.Parameter]]:
+        """main, aux and ``bias`` (the tau head); ``train_heads``: "plain" leaves the tau head untouched,
+        "tau" trains the tau head alone (its inputs are detached, so it can be trained after, or beside,
+        the main model)."""
+        aux = self.lossy_codec.aux_parameters()
         bias = list(self.codec.residual.tau_head.parameters()) if self.codec.residual.tau_head else []
         skip = {id(p) for p in aux + bias}
         main = [p for p in self.codec.parameters() if id(p) not in skip]
-        # train_heads: "plain" leaves the tau head untouched, "tau" trains the tau head alone (its
-        # inputs are detached, so it can be trained after, or beside, the main model)
         if self.hparams.train_heads == "plain":
             bias = []
         elif self.hparams.train_heads == "tau":
             main, aux = [], []
-        # codecs without an EntropyBottleneck (c2f) have no aux parameters: no aux optimizer
-        groups = [("main", main, self.hparams.lr), ("aux", aux, self.hparams.aux_lr),
-                  ("bias", bias, self.hparams.bias_lr)]
-        groups = [g for g in groups if g[1]]
-        self._opt_roles = [role for role, _, _ in groups]
-        return [torch.optim.Adam(params, lr=lr) for _, params, lr in groups]
-
-    def _optimizer_by_role(self) -> dict:
-        opts = self.optimizers()
-        opts = opts if isinstance(opts, list) else [opts]
-        return dict(zip(self._opt_roles, opts))
-
-    def _cosine_lr(self) -> None:
-        """Cosine from the base rates down to ``lr_final`` of them over ``trainer.max_steps``."""
-        total = self.trainer.max_steps if self.trainer.max_steps and self.trainer.max_steps > 0 else None
-        if total is None:
-            total = max(1, self.trainer.estimated_stepping_batches)
-        progress = min(1.0, self.global_step / total)
-        factor = self.hparams.lr_final + (1 - self.hparams.lr_final) * 0.5 * (1 + math.cos(math.pi * progress))
-        self._set_lr(factor)
-
-    def _set_lr(self, factor: float) -> None:
-        bases = {"main": self.hparams.lr, "aux": self.hparams.aux_lr, "bias": self.hparams.bias_lr}
-        for role, opt in self._optimizer_by_role().items():
-            for group in opt.optimizer.param_groups if hasattr(opt, "optimizer") else opt.param_groups:
-                group["lr"] = bases[role] * factor
-
-    def _decay_lr(self) -> None:
-        start = self.hparams.lr_decay_start
-        if start is None or self.current_epoch < start:
-            return
-        self._set_lr(self.hparams.lr_decay ** (self.current_epoch - start + 1))
+        return {"main": main, "aux": aux, "bias": bias}
 
     # ------------------------------------------------------------------ training
     def _rates(self, out: dict, x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -143,9 +109,7 @@ class NearLosslessModule(pl.LightningModule):
 
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
         x = batch.float()
-        if self.hparams.lr_schedule == "cosine":
-            self._cosine_lr()
-        opts = self._optimizer_by_role()
+        opts = self.optimizers_by_role()
         bias_tau = None
         if self.codec.residual.tau_head is not None and self.hparams.train_heads != "plain":
             taus = self.hparams.bias_taus
@@ -154,23 +118,10 @@ class NearLosslessModule(pl.LightningModule):
         rates = self._rates(out, x)
         mse = F.mse_loss(out["x_hat"] * 255.0, x)
         loss = self.hparams.lmbda * mse + rates["bpp"]
-        if not torch.isfinite(loss):
-            raise FloatingPointError(
-                f"non-finite training loss ({loss.item()}) at step {self.global_step}; "
-                "lower the learning rate or check the data"
-            )
+        self.check_finite(loss)
         if "main" in opts:
-            main_opt = opts["main"]
-            main_opt.zero_grad()
-            self.manual_backward(loss)
-            self.clip_gradients(main_opt, gradient_clip_val=self.hparams.grad_clip, gradient_clip_algorithm="norm")
-            main_opt.step()
-
-        aux_loss = self.codec.lossy.aux_loss()
-        if "aux" in opts:
-            opts["aux"].zero_grad()
-            self.manual_backward(aux_loss)
-            opts["aux"].step()
+            self.optimize(opts["main"], loss)
+        aux_loss = self.aux_step(opts)
 
         logs = {
             "train/loss": loss.detach(), "train/aux_loss": aux_loss.detach(), "train/mse": mse.detach(),
@@ -179,18 +130,11 @@ class NearLosslessModule(pl.LightningModule):
         }
         if bias_tau is not None and "bias" in opts:
             bias_bpp = out["bias_bits"].sum() / (x.shape[0] * x.shape[-2] * x.shape[-1])
-            bias_opt = opts["bias"]
-            bias_opt.zero_grad()
-            self.manual_backward(bias_bpp)
-            self.clip_gradients(bias_opt, gradient_clip_val=self.hparams.grad_clip, gradient_clip_algorithm="norm")
-            bias_opt.step()
+            self.optimize(opts["bias"], bias_bpp)
             logs["train/bias_head_bpp"] = bias_bpp.detach()
         self.log_dict(logs, prog_bar=False, on_step=True, on_epoch=False, batch_size=x.shape[0])
         self.log("bpp", rates["bpp"].detach(), prog_bar=True, on_step=True, on_epoch=False, batch_size=x.shape[0])
         return loss
-
-    def on_train_epoch_start(self) -> None:
-        self._decay_lr()
 
     # ------------------------------------------------------------------ validation
     def validation_step(self, batch: torch.Tensor, batch_idx: int) -> None:

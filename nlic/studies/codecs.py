@@ -31,7 +31,7 @@ def lossy_config(name: str, feature_channels: int = 32, **overrides: Any) -> dic
     """Plain, resolved config of ``conf/lossy/<name>.yaml`` (``${feature_channels}`` filled in)."""
     from omegaconf import OmegaConf
 
-    from nlic.cli._hydra import config_dir
+    from nlic.project import config_dir
 
     file = Path(config_dir()) / "lossy" / f"{name}.yaml"
     if not file.is_file():

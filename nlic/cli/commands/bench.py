@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from nlic.cli.commands import add_wandb_arguments
+from nlic.cli.commands import add_command, add_wandb_arguments
 from nlic.errors import NlicError
 
 DEFAULT_TAUS = "0,1,2,3,4,5"
@@ -25,14 +25,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``bench`` sub-command."""
     from nlic.bench.codecs import CODECS
 
-    p = subparsers.add_parser(
-        "bench",
-        help="benchmark nlic against classic codecs on a folder of images",
-        description=__doc__.split("\n\n", 1)[1],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+    p = add_command(subparsers, "bench", "benchmark nlic against classic codecs on a folder of images",
+                    "nlic bench data/kodak --codecs png,jpegls,jpegxl,nlic --tau 0-5 --out bench/ --jobs 2",
+                    description=__doc__.split("\n\n", 1)[1])
     p.add_argument("folder", help="folder of images (png/jpg/bmp/tif/webp), read as 8-bit RGB")
-    p.add_argument("--model", default=None, help="nlic checkpoint (None: the shipped default model)")
+    p.add_argument("--model", default=None, help="nlic model or checkpoint (default: the shipped model)")
     p.add_argument("--codecs", default=",".join(CODECS), help="comma-separated codec names")
     p.add_argument("--tau", default=DEFAULT_TAUS, help="error bounds, e.g. 0,1,2 or 0-5")
     p.add_argument("--jxl-distances", default=DEFAULT_DISTANCES, help="distances for the unbounded jpegxl-lossy")
@@ -122,11 +119,19 @@ def run(args: argparse.Namespace) -> int:
         raise NlicError(f"cannot create output directory {out}: {e.strerror or e}") from None
 
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
+    done = 0
     with Progress(*columns, console=err, transient=True) as progress:
         bar = progress.add_task(f"{len(readable)} images", total=len(tasks))
 
         def on_row(row: runner.BenchRow) -> None:
+            nonlocal done
+            done += 1
             setting = f"tau={row.tau}" if row.distance is None else f"d={row.distance:g}"
+            if not err.is_terminal:  # a log file or CI: no bar, one line per coded image instead
+                figures = (f"{row.bpp:.3f} bpp, max err {row.max_err}, enc {row.enc_s:.2f} s, dec {row.dec_s:.2f} s"
+                           if row.error is None else "failed")
+                err.print(f"[{done}/{len(tasks)}] {row.codec} {setting} {row.image}: {figures}", highlight=False,
+                          soft_wrap=True)
             if row.bound_ok is False:
                 progress.console.print(
                     f"[bold red]{report.VIOLATION}[/]: {row.codec} {setting} {row.image} "

@@ -6,6 +6,8 @@ import argparse
 import math
 from pathlib import Path
 
+from nlic.cli.commands import add_command
+
 #: same bound as :data:`nlic.coding.image.MAX_TAU` (not imported: that module pulls in torch)
 MAX_TAU = 255
 
@@ -32,13 +34,10 @@ def check_model_arg(model: Path | None) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "compress", help="compress images to .nlic files (every sample within tau)",
-        formatter_class=_Formatter,
-        description="Compress one image (IN OUT) or many (files, folders, globs with -o DIR).",
-        epilog="examples:\n  nlic compress photo.png photo.nlic --tau 2\n"
-               "  nlic compress photos/ 'scans/*.png' -o packed/ --tau 0 --jobs 2",
-    )
+    p = add_command(sub, "compress", "compress images to .nlic files (every sample within tau)",
+                    "nlic compress photo.png photo.nlic --tau 2\n"
+                    "  nlic compress photos/ 'scans/*.png' -o packed/ --tau 0 --jobs 2",
+                    description="Compress one image (IN OUT) or many (files, folders, globs with -o DIR).")
     p.add_argument("inputs", nargs="+", metavar="INPUT",
                    help="image files (PNG, JPEG, BMP, TIFF, ...), folders or globs; without -o: IN OUT")
     p.add_argument("-o", "--output-dir", type=Path, default=None, metavar="DIR",
@@ -50,15 +49,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tile", type=int, default=512, help="tile size (multiple of 64); bounds memory")
     p.add_argument("--lossy-step", type=float, default=None, metavar="DELTA",
                    help="quantization step of the lossy layer, for models that have one (lossy=flow): "
-                        "larger = fewer lossy bits, more residual bits; stored in the file (default: the model's)")
+                        "larger = fewer lossy bits, more residual bits; stored in the file (default: the model's own)")
     p.add_argument("--learned-only", action="store_true",
                    help="keep the learned code of every tile, even where the stored fallback is smaller (studies)")
     p.add_argument("--force", action="store_true", help="overwrite existing outputs")
     p.set_defaults(func=run)
-
-
-class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Defaults in --help, examples kept as written."""
 
 
 def _load(model: Path | None, tile: int, learned_only: bool):

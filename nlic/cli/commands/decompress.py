@@ -9,15 +9,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from nlic.cli.commands import add_command
+
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from nlic.cli.commands.compress import _Formatter
-
-    p = sub.add_parser(
-        "decompress", help="decode .nlic files to PNG (or TIFF / BMP)", formatter_class=_Formatter,
-        description="Decode one file (IN OUT) or many (files, folders, globs with -o DIR).",
-        epilog="examples:\n  nlic decompress photo.nlic photo.png\n  nlic decompress packed/ -o restored/ --jobs 2",
-    )
+    p = add_command(sub, "decompress", "decode .nlic files to PNG (or TIFF / BMP)",
+                    "nlic decompress photo.nlic photo.png\n  nlic decompress packed/ -o restored/ --jobs 2",
+                    description="Decode one file (IN OUT) or many (files, folders, globs with -o DIR).")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help=".nlic files, folders or globs; without -o: IN OUT")
     p.add_argument("-o", "--output-dir", type=Path, default=None, metavar="DIR",
                    help="write DIR/<name>.<format> for every input")

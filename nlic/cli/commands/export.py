@@ -5,9 +5,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from nlic.cli.commands import add_command
+
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("export", help="export an nlic-train checkpoint as a model file for --model")
+    p = add_command(sub, "export", "export an nlic-train checkpoint as a model file for --model",
+                    "nlic export outputs/train/runs/<run>/checkpoints/last.ckpt model.pt --half")
     p.add_argument("checkpoint", type=Path, help="nlic-train checkpoint (.ckpt) or model file")
     p.add_argument("output", type=Path, help="output model file (.pt)")
     p.add_argument("--half", action="store_true", help="store weights in float16 (half the size)")

@@ -5,10 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from nlic.cli.commands import add_command
+
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("info", help="print shape, tau, model id and part sizes of a .nlic file")
-    p.add_argument("input", type=Path)
+    p = add_command(sub, "info", "print shape, tau, model id and part sizes of a .nlic file",
+                    "nlic info photo.nlic --json")
+    p.add_argument("input", type=Path, help=".nlic file")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=run)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nlic.cli.commands import add_wandb_arguments
+from nlic.cli.commands import add_command, add_wandb_arguments
 from nlic.errors import NlicError
 
 #: settings per classic codec when --points does not name it
@@ -17,9 +17,9 @@ DEFAULT_POINTS = {"jpeg": [20.0, 40.0, 60.0, 80.0, 90.0, 95.0], "jpegxl": [0.5, 
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "rd",
-        help="rate-distortion points of lossy codecs (real bytes, PSNR of the 8-bit output)",
+    p = add_command(
+        subparsers, "rd", "rate-distortion points of lossy codecs (real bytes, PSNR of the 8-bit output)",
+        "nlic rd photos/ --model flow=outputs/lossy_rd/runs/<run>/lossy_model.pt --crop 256 --out rd/",
         description=(
             "Code every image with every codec at every setting through real bitstreams; write per-image "
             "and per-point tables (CSV + markdown) and a PSNR-vs-bpp plot to --out. A flow model gives a "
@@ -28,7 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("inputs", nargs="+", type=Path, help="image files and/or folders of images")
     p.add_argument("--codecs", default="jpeg,jpegxl",
-                   help="classic codecs to include: jpeg, jpegxl (comma-separated; '' for none; default both)")
+                   help="classic codecs to include: jpeg, jpegxl (comma-separated; '' for none)")
     p.add_argument("--model", action="append", default=[], metavar="CODEC=FILE",
                    help="a trained lossy codec (lossy_model.pt); repeatable, several files per codec allowed")
     p.add_argument("--points", action="append", default=[], metavar="CODEC=V1,V2,...",

@@ -7,25 +7,25 @@ import datetime as _dt
 import sys
 from pathlib import Path
 
-from nlic.cli.commands import add_wandb_arguments
+from nlic.cli.commands import add_command, add_wandb_arguments
 from nlic.errors import NlicError
 
 DEFAULT_CODECS = "flow,mean_scale,jpeg,jpegxl"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "reencode",
-        help="re-encoding study: quality over N decode/re-encode generations",
+    p = add_command(
+        subparsers, "reencode", "re-encoding study: quality over N decode/re-encode generations",
+        "nlic reencode photo.png --codecs jpeg,flow --flow-model lossy_model.pt --generations 10",
         description=(
             "Decode and re-encode IMAGE for N generations with the same setting per codec; write a "
             "per-generation table (CSV + markdown: PSNR to the original, bpp) and a plot to --out."
         ),
     )
     p.add_argument("image", type=Path, help="input image (any Pillow-readable file, coded as 8-bit RGB)")
-    p.add_argument("--generations", type=int, default=10, help="number of generations (default 10)")
+    p.add_argument("--generations", type=int, default=10, help="number of generations")
     p.add_argument("--codecs", default=DEFAULT_CODECS,
-                   help=f"comma-separated codecs: jpeg, jpegxl, or a conf/lossy name (default {DEFAULT_CODECS})")
+                   help="comma-separated codecs: jpeg, jpegxl, or a conf/lossy name")
     p.add_argument("--flow-model", type=Path, default=None,
                    help="trained flow codec (lossy_model.pt of nlic-train experiment=lossy_rd lossy=flow)")
     p.add_argument("--mean-scale-model", type=Path, default=None, help="trained mean-scale codec (lossy_model.pt)")
@@ -39,8 +39,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--allow-untrained", action="store_true",
                    help="use freshly initialised learned codecs when no checkpoint is given (smoke tests)")
     p.add_argument("--feature-channels", type=int, default=32,
-                   help="feature channels of untrained learned codecs (default 32)")
-    p.add_argument("--seed", type=int, default=0, help="seed for untrained codecs (default 0)")
+                   help="feature channels of untrained learned codecs")
+    p.add_argument("--seed", type=int, default=0, help="seed for untrained codecs")
     add_wandb_arguments(p, group=True)
     p.add_argument("--quiet", action="store_true", help="do not print progress and the table")
     p.add_argument("--sweep", type=Path, default=None,

@@ -12,15 +12,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from nlic.cli.commands import add_wandb_arguments
+from nlic.cli.commands import add_command, add_wandb_arguments
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``report`` sub-command."""
-    p = subparsers.add_parser(
-        "report", help="tables and plots of a finished sweep (nlic-train -m ...)",
-        description=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = add_command(subparsers, "report", "tables and plots of a finished sweep (nlic-train -m ...)",
+                    "nlic report outputs/train/multiruns/bias_ablation/<time> --wandb",
+                    description=__doc__.split("\n\n", 1)[1])
     p.add_argument("sweep_dir", type=Path, help="the sweep's folder (outputs/<task>/multiruns/<sweep>/<time>)")
     p.add_argument("--out", type=Path, default=None, help="output folder (default: SWEEP_DIR/report)")
     p.add_argument("--title", default=None, help="report title (default: the sweep's name)")

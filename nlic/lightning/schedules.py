@@ -1,0 +1,54 @@
+"""Learning-rate schedules: a factor on each optimizer's base rate (``model.lr``, ``aux_lr``, ``bias_lr``).
+
+A schedule is built from ``model.scheduler`` (a ``_target_`` config) and applied by
+:class:`nlic.lightning.base.CodecModule` at every epoch (``interval = "epoch"``) or training batch
+(``"step"``).  It is stateless: the factor follows from the trainer's epoch and step counters, so a
+resumed run (``ckpt_path=last``) continues the same curve, whatever checkpoint it resumes from.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytorch_lightning as pl
+
+
+class StepDecay:
+    """``decay ** (epoch - start + 1)`` from epoch ``start`` on; ``start=None``: a constant rate."""
+
+    interval = "epoch"
+
+    def __init__(self, start: int | None = None, decay: float = 0.9) -> None:
+        self.start, self.decay = start, float(decay)
+
+    def factor(self, trainer: pl.Trainer) -> float:
+        if self.start is None or trainer.current_epoch < self.start:
+            return 1.0
+        return self.decay ** (trainer.current_epoch - self.start + 1)
+
+
+class CosineDecay:
+    """Cosine from 1 down to ``final`` over ``trainer.max_steps`` optimizer steps (else the estimated total)."""
+
+    interval = "step"
+
+    def __init__(self, final: float = 0.05) -> None:
+        self.final = float(final)
+
+    def factor(self, trainer: pl.Trainer) -> float:
+        total = trainer.max_steps if trainer.max_steps and trainer.max_steps > 0 else None
+        if total is None:
+            total = max(1, trainer.estimated_stepping_batches)
+        progress = min(1.0, trainer.global_step / total)
+        return self.final + (1 - self.final) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def schedule_config(lr_schedule: str = "step", lr_decay_start: int | None = None, lr_decay: float = 0.9,
+                    lr_final: float = 0.05) -> dict:
+    """The ``scheduler`` config the flat keys ``model.lr_schedule``, ``lr_decay_start``, ``lr_decay`` and
+    ``lr_final`` stand for (experiments and sweeps set those)."""
+    if lr_schedule == "step":
+        return {"_target_": f"{__name__}.StepDecay", "start": lr_decay_start, "decay": lr_decay}
+    if lr_schedule == "cosine":
+        return {"_target_": f"{__name__}.CosineDecay", "final": lr_final}
+    raise ValueError(f"lr_schedule must be 'step' or 'cosine', got {lr_schedule!r}")
