@@ -269,3 +269,10 @@ def test_nlic_random_model_round_trip(tmp_path):
 
 def test_setting_labels():
     assert Setting(tau=3).label() == "tau=3" and Setting(tau=None, distance=0.5).label() == "d=0.5"
+
+
+def test_bench_default_codecs_are_the_registered_ones() -> None:
+    from nlic.bench.codecs import CODECS
+    from nlic.cli.commands.bench import DEFAULT_CODECS
+
+    assert DEFAULT_CODECS.split(",") == list(CODECS)

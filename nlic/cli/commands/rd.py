@@ -7,8 +7,6 @@ import datetime as _dt
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from nlic.cli.commands import add_command, add_wandb_arguments
 from nlic.errors import NlicError
 
@@ -43,7 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _images(inputs: list[Path], crop: int | None, max_images: int | None) -> list[tuple[str, np.ndarray]]:
+def _images(inputs: list[Path], crop: int | None, max_images: int | None) -> list:
     from nlic.data.images import list_images
     from nlic.eval.evaluate import crop_images
     from nlic.io.images import read_image
