@@ -61,24 +61,26 @@ def default_model_path() -> Path:
     return DEFAULT_MODEL
 
 
-def load_codec_for(data: bytes, model: str | Path | None = None) -> Codec:
+def load_codec_for(data: bytes, model: str | Path | None = None, device: str = "cpu") -> Codec:
     """The codec that decodes the .nlic bytes ``data``: ``model`` if given, else the model the file
     names by id, from the model store or the shipped default (see :mod:`nlic.model_store`)."""
     if model is not None:
-        return load_codec(model)
+        return load_codec(model, device=device)
     wanted = Container.from_bytes(data).model_id
     stored = store_dir() / f"{wanted.hex()}.pt"
     if stored.is_file():
-        return load_codec(stored)
-    default = load_codec(None) if DEFAULT_MODEL.exists() else None
+        return load_codec(stored, device=device)
+    default = load_codec(None, device=device) if DEFAULT_MODEL.exists() else None
     default_id = None if default is None else default.image_codec.model_id
     if default is not None and default_id == wanted:
         return default
-    return load_codec(find_model(wanted, default_id))  # raises, naming where it looked
+    return load_codec(find_model(wanted, default_id), device=device)  # raises, naming where it looked
 
 
-def load_codec(model: str | Path | None = None, tile: int = DEFAULT_TILE, stored_fallback: bool = True) -> Codec:
+def load_codec(model: str | Path | None = None, tile: int = DEFAULT_TILE, stored_fallback: bool = True,
+               device: str = "cpu") -> Codec:
     """Load a model file or ``nlic-train`` checkpoint (``None``: the shipped default model);
-    ``stored_fallback=False`` always keeps the learned code (studies of the model itself)."""
+    ``stored_fallback=False`` always keeps the learned code (studies of the model itself);
+    ``device``: ``cpu``, ``cuda`` or ``auto`` (files are identical whichever runs them)."""
     path = Path(model) if model is not None else default_model_path()
-    return Codec(ImageCodec(load_model(path), tile=tile, stored_fallback=stored_fallback))
+    return Codec(ImageCodec(load_model(path), tile=tile, stored_fallback=stored_fallback, device=device))

@@ -39,6 +39,17 @@ MISMATCH_HINT = (
 DEFAULT_TILE = 512
 
 
+def resolve_device(device: str) -> torch.device:
+    """``cpu``, ``cuda`` (an error without a GPU) or ``auto`` (a GPU when there is one)."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise NlicError("device cuda: no CUDA GPU is available to torch here (use --device cpu)")
+    if not device.startswith(("cpu", "cuda")):
+        raise NlicError(f"device must be cpu, cuda or auto, got {device!r}")
+    return torch.device(device)
+
+
 def check_tau(tau: int) -> int:
     if isinstance(tau, bool) or not isinstance(tau, (int, np.integer)):
         raise NlicError(f"tau must be an integer, got {tau!r}")
@@ -105,14 +116,17 @@ def _lossy_step(lossy: torch.nn.Module, step: float | None) -> Iterator[None]:
 class ImageCodec:
     """Compresses uint8 images with a loaded model (:func:`nlic.model_io.load_model`)."""
 
-    def __init__(self, model: LoadedModel, tile: int = DEFAULT_TILE, stored_fallback: bool = True) -> None:
+    def __init__(self, model: LoadedModel, tile: int = DEFAULT_TILE, stored_fallback: bool = True,
+                 device: str = "cpu") -> None:
         """``stored_fallback=False`` keeps the learned code of every tile even where the stored
-        fallback is smaller (for studies and tests of the learned path)."""
+        fallback is smaller (for studies and tests of the learned path).  ``device``: where the
+        networks run (``cpu``, ``cuda``, ``auto``); files are the same bytes on every device."""
         if tile % 64 or tile <= 0:
             raise ValueError("tile size must be a positive multiple of 64")
         self.stored_fallback = stored_fallback
+        self.device = resolve_device(device)
         self.loaded = model
-        self.model = model.codec.eval()
+        self.model = model.codec.eval().to(self.device)
         self.model_id = model.model_id
         self.tile = tile
         self._coders: dict[str, ResidualCoder] = {}
@@ -125,7 +139,7 @@ class ImageCodec:
         key = head_key(tau, net)
         if key not in self._coders:
             head: IntegerHead = integer_head(net, self.loaded.quantization, tau, self.model.lossy.residual_limit)
-            self._coders[key] = ResidualCoder(head, net.mask, net.kernel)
+            self._coders[key] = ResidualCoder(head.to(self.device), net.mask, net.kernel)
         return self._coders[key]
 
     @staticmethod
@@ -151,7 +165,8 @@ class ImageCodec:
     def _lossy_decode(self, payload) -> tuple[torch.Tensor, torch.Tensor | None]:
         out = self.model.lossy.decompress_latents(payload)
         features = out.get("features")
-        return lossy_to_uint8(out["x_hat"].float()), features if features is not None and features.shape[1] else None
+        features = features.cpu() if features is not None and features.shape[1] else None
+        return lossy_to_uint8(out["x_hat"].float()).cpu(), features
 
     # ------------------------------------------------------------------ encode
     @torch.no_grad()
@@ -206,7 +221,7 @@ class ImageCodec:
         x = torch.from_numpy(pixels).permute(2, 0, 1)[None].float().expand(-1, 3, -1, -1)  # grey: replicated
         xp = pad_to_multiple(x, self.model.pad_multiple)
         lossy = self.model.lossy
-        payload = lossy.compress_latents(xp / 255.0)
+        payload = lossy.compress_latents((xp / 255.0).to(self.device))
         latents = lossy.payload_to_bytes(payload)
         # decode our own latents: the residual is taken against exactly what the decoder sees
         x_hat, features = self._lossy_decode(lossy.payload_from_bytes(latents, *xp.shape[-2:]))

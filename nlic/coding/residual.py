@@ -91,12 +91,15 @@ class ResidualCoder:
         """The integer mixture of every symbol of ``bins`` ``[P, c, S, S]``, one entry per channel,
         each field ``[P, S, S, K]``: the whole-patch evaluation only the encoder can do."""
         w = bin_width(tau)
+        device = self.head.device
         with exact_float32():
-            r = (bins * w).float().expand(-1, CHANNELS, -1, -1)  # grey: context replicated
-            act, skip = self.head.context_full(r, patches.features)
+            r = (bins * w).float().expand(-1, CHANNELS, -1, -1).to(device)  # grey: context replicated
+            feats = None if patches.features is None else patches.features.to(device)
+            act, skip = self.head.context_full(r, feats)
             trunk = self.head.trunk_features(act)
             current = r.permute(0, 2, 3, 1)
-            return [self.head.channel_params(c, trunk, skip, current) for c in range(patches.channels)]
+            out = [self.head.channel_params(c, trunk, skip, current) for c in range(patches.channels)]
+        return [ChannelParams(p.logits.cpu(), p.means.cpu(), p.log_scales.cpu()) for p in out]
 
     def _decode_order(self, valid: Tensor) -> tuple[Tensor, list[int]]:
         """Flat indices (into ``[P*S*S]``) of the valid pixels in decoding order, and where each
@@ -158,7 +161,9 @@ class ResidualCoder:
         taps_at = np.array([di * side + dj for di, dj in self.offsets], dtype=np.int64)
         lo = [patches.lo[:, c].reshape(-1)[order] for c in range(n_ch)]
         hi = [patches.hi[:, c].reshape(-1)[order] for c in range(n_ch)]
+        device = self.head.device
         feats = None if patches.features is None else patches.features.reshape(-1, patches.features.shape[-1])[order]
+        feats = None if feats is None else feats.to(device)
         out = np.zeros((n_ch, P * PATCH * PATCH), dtype=np.int64)
         dec = SymbolDecoder(data)
         start = 0
@@ -168,18 +173,21 @@ class ResidualCoder:
             run = slice(start, end)
             # [N, taps, 3] flat indices in (tap, rgb) order
             index = (where[run, None, None] + taps_at[None, :, None]) + planes[run, None, :]
-            taps = torch.from_numpy(buffer[index].reshape(end - start, -1))
+            taps = torch.from_numpy(buffer[index].reshape(end - start, -1)).to(device)
             with exact_float32():
                 act, skip = self.head.context_gathered(taps, None if feats is None else feats[run])
                 trunk = self.head.trunk_features(act)
-            current = torch.zeros(end - start, CHANNELS)
+            current = torch.zeros(end - start, CHANNELS, device=device)
             for c in range(n_ch):
                 with exact_float32():
-                    group = _shift_scales(self.head.channel_params(c, trunk, skip, current), int(scale_offsets[c]))
+                    p = self.head.channel_params(c, trunk, skip, current)
+                group = _shift_scales(ChannelParams(p.logits.cpu(), p.means.cpu(), p.log_scales.cpu()),
+                                      int(scale_offsets[c]))
                 k = self._code_group(dec, group, tau, lo[c][run], hi[c][run])
                 out[c, order_n[run]] = k.numpy()
-                current[:, c] = (k * w).float()
-            values = current.numpy() if n_ch == 3 else current[:, :1].expand(-1, CHANNELS).numpy()
+                current[:, c] = (k * w).float().to(device)
+            values = current.cpu().numpy()
+            values = values if n_ch == 3 else np.repeat(values[:, :1], CHANNELS, axis=1)
             buffer[planes[run] + where[run, None]] = values
             start = end
         return torch.from_numpy(out).reshape(n_ch, P, PATCH, PATCH).permute(1, 0, 2, 3)

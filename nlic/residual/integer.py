@@ -64,16 +64,19 @@ def shift_round(x: Tensor, shift: Tensor | int, low: float, high: float) -> Tens
 
 @contextlib.contextmanager
 def exact_float32() -> Iterator[None]:
-    """IEEE float32 in matrix products and convolutions: no TF32 (10-bit mantissa) on GPUs."""
+    """IEEE float32 in matrix products and convolutions on GPUs: no TF32 (10-bit mantissa), and no
+    cuDNN convolutions (its Winograd and FFT algorithms are not exact even on integers; without it
+    a convolution is an im2col matrix product).  CPU arithmetic is IEEE float32 already."""
     cuda = torch.backends.cuda.matmul
     cudnn = torch.backends.cudnn
-    saved = (cuda.allow_tf32, cudnn.allow_tf32)
+    saved = (cuda.allow_tf32, cudnn.allow_tf32, cudnn.enabled)
     cuda.allow_tf32 = False
     cudnn.allow_tf32 = False
+    cudnn.enabled = False
     try:
         yield
     finally:
-        cuda.allow_tf32, cudnn.allow_tf32 = saved
+        cuda.allow_tf32, cudnn.allow_tf32, cudnn.enabled = saved
 
 
 @dataclass
@@ -88,6 +91,9 @@ class IntLinear:
     weight: Tensor  # [out, in], integer-valued float32
     bias: Tensor  # [out]
     exponent: Tensor  # [out], int: acc * 2**exponent is the float output
+
+    def to(self, device: torch.device | str) -> IntLinear:
+        return IntLinear(self.weight.to(device), self.bias.to(device), self.exponent.to(device))
 
     @classmethod
     def of(cls, weight: Tensor, bias: Tensor | None, units: Sequence[int], limits: Sequence[int]) -> IntLinear:
@@ -217,6 +223,17 @@ class IntegerHead:
                                                     [ACT_MAX] * hidden + [R] * n_cur))
                 self.channel_out.append(self._output_layer(head, c, n_cur, units[f"channel{c}"], u_skip, R))
         self._kernel = self._conv_kernel(head.kernel)
+        self.device = torch.device("cpu")
+
+    def to(self, device: torch.device | str) -> IntegerHead:
+        """Run on ``device`` (the integers, hence the results, are the same everywhere)."""
+        self.device = torch.device(device)
+        self.context = self.context.to(device)
+        self.trunk = [lin.to(device) for lin in self.trunk]
+        self.channel_in = [lin.to(device) for lin in self.channel_in]
+        self.channel_out = [lin.to(device) for lin in self.channel_out]
+        self._kernel = self._kernel.to(device)
+        return self
 
     def _output_layer(self, head: ContextHead, c: int, n_cur: int, u_z: int, u_skip: int, R: int) -> IntLinear:
         """Mixture outputs from ``[z, current channels, linear mean prediction]``.

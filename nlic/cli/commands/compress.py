@@ -46,6 +46,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", type=Path, default=None,
                    help="model file or nlic-train checkpoint (default: the model shipped with nlic)")
     p.add_argument("--jobs", type=int, default=1, help="worker processes (each loads the model once)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                   help="where the networks run (auto: a GPU when there is one); the file is the same")
     p.add_argument("--tile", type=int, default=512, help="tile size (multiple of 64); bounds memory")
     p.add_argument("--lossy-step", type=float, default=None, metavar="DELTA",
                    help="quantization step of the lossy layer, for models that have one (lossy=flow): "
@@ -56,10 +58,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _load(model: Path | None, tile: int, learned_only: bool):
+def _load(model: Path | None, tile: int, learned_only: bool, device: str = "cpu"):
     from nlic.api import load_codec
 
-    return load_codec(model, tile=tile, stored_fallback=not learned_only)
+    return load_codec(model, tile=tile, stored_fallback=not learned_only, device=device)
 
 
 def _compress_one(tau: int, lossy_step: float | None, force: bool, codec, source: Path, target: Path):
@@ -105,7 +107,7 @@ def _run_single(args: argparse.Namespace) -> int:
     from nlic.io import read_image
 
     read_image(source)  # a bad input is reported before torch and the model are loaded
-    codec = _load(args.model, args.tile, args.learned_only)
+    codec = _load(args.model, args.tile, args.learned_only, args.device)
     out = _compress_one(args.tau, args.lossy_step, args.force, codec, source, target)
     e = out.extra
     print(f"{source} -> {target}: {e['width']}x{e['height']} {e['mode']}, tau={args.tau}, {out.out_bytes} bytes, "
@@ -121,7 +123,7 @@ def _run_batch(args: argparse.Namespace) -> int:
 
     pairs = plan_outputs(expand_inputs(args.inputs, IMAGE_SUFFIXES), args.output_dir, ".nlic", args.force)
     t0 = time.perf_counter()
-    outcomes = run_batch(pairs, functools.partial(_load, args.model, args.tile, args.learned_only),
+    outcomes = run_batch(pairs, functools.partial(_load, args.model, args.tile, args.learned_only, args.device),
                          functools.partial(_compress_one, args.tau, args.lossy_step, args.force), args.jobs,
                          "compress")
     return report(outcomes, time.perf_counter() - t0, coded=True)

@@ -23,6 +23,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", type=Path, default=None,
                    help="the model that encoded the files (default: found by the id each file names)")
     p.add_argument("--jobs", type=int, default=1, help="worker processes")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                   help="where the networks run (auto: a GPU when there is one)")
     p.add_argument("--force", action="store_true", help="overwrite existing outputs")
     p.set_defaults(func=run)
 
@@ -44,8 +46,9 @@ def _read(source: Path) -> bytes:
 class _Codecs:
     """Models loaded on demand, one per id (a batch may hold files of several models)."""
 
-    def __init__(self, model: Path | None) -> None:
+    def __init__(self, model: Path | None, device: str = "cpu") -> None:
         self.model = model
+        self.device = device
         self.loaded: dict[bytes, object] = {}
 
     def for_data(self, data: bytes):
@@ -54,12 +57,12 @@ class _Codecs:
 
         key = Container.from_bytes(data).model_id
         if key not in self.loaded:
-            self.loaded[key] = load_codec_for(data, self.model)
+            self.loaded[key] = load_codec_for(data, self.model, self.device)
         return self.loaded[key]
 
 
-def _codecs(model: Path | None) -> _Codecs:
-    return _Codecs(model)
+def _codecs(model: Path | None, device: str = "cpu") -> _Codecs:
+    return _Codecs(model, device)
 
 
 def _decompress_one(force: bool, codecs: _Codecs, source: Path, target: Path):
@@ -92,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
         check_not_same_file(source, target)
         check_output_path(target, force=args.force)
         _read(source)
-        out = _decompress_one(args.force, _codecs(args.model), source, target)
+        out = _decompress_one(args.force, _codecs(args.model, args.device), source, target)
         e = out.extra
         print(f"{source} -> {target}: {e['width']}x{e['height']} {e['mode']}, {e['decode_s']:.2f} s")
         return 0
@@ -103,6 +106,6 @@ def run(args: argparse.Namespace) -> int:
 
     pairs = plan_outputs(expand_inputs(args.inputs, {".nlic"}), args.output_dir, f".{args.format}", args.force)
     t0 = time.perf_counter()
-    outcomes = run_batch(pairs, functools.partial(_codecs, args.model), functools.partial(_decompress_one, args.force),
-                         args.jobs, "decompress")
+    outcomes = run_batch(pairs, functools.partial(_codecs, args.model, args.device),
+                         functools.partial(_decompress_one, args.force), args.jobs, "decompress")
     return report(outcomes, time.perf_counter() - t0, coded=False)
