@@ -295,7 +295,8 @@ def _edit_field(data, c: Container) -> str:
         value = data.draw(st.integers(-(2**31), 2**31 - 1) | st.integers(-2, 40), label="value")
         _set_payload(t, shape=[*shape[:j], value, *shape[j + 1 :]])
     elif field == "adapt":
-        t.adapt = data.draw(st.lists(st.integers(-128, 127), max_size=4), label="adapt")
+        t.adapt = data.draw(st.binary(max_size=64) | st.just(bytes([7]) + __import__("zlib").compress(bytes(3000))),
+                            label="adapt")
     elif field == "kind":
         t.kind = data.draw(st.sampled_from([LEARNED, STORED_UNIFORM, STORED_PNG]), label="kind")
         if t.kind != LEARNED and not t.stored:
@@ -389,8 +390,10 @@ def _retile(blob: bytes, **changes) -> bytes:
         ({"latent_shape": [-1, 1]}, "invalid latent shape"),
         ({"latent_shape": [1]}, "invalid latent shape"),
         ({"latent_shape": [2, 2]}, "latent shape does not match"),
-        ({"adapt": [127, 127, 127]}, "invalid tile adaptation"),
-        ({"adapt": [0, 0]}, "invalid tile adaptation"),
+        ({"adapt": b"\xff"}, "names a channel"),
+        ({"adapt": b"\x01garbage"}, "adaptation cannot be decoded"),
+        ({"adapt": b"\x01" + zlib.compress(bytes(10))}, "adaptation has the wrong size"),
+        ({"adapt": b"\x01" + zlib.compress(bytes([127]) * 100_000)}, "adaptation has the wrong size"),
         ({"latents": b"\x02\x02"}, "latent payload is truncated"),
         ({"kind": STORED_UNIFORM, "stored": b"\x01\x02\x03"}, "multiple of 4"),
         ({"kind": STORED_PNG, "stored": b"\x89PNG\r\n\x1a\n" + bytes(40)}, "stored tile"),
@@ -502,3 +505,13 @@ def test_cli_refuses_hostile_latents_subprocess(files, tiny_model, tmp_path):
                          env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"})  # fmt: skip
     assert res.returncode == 2, (res.returncode, res.stderr)
     assert "Traceback" not in res.stderr and not (tmp_path / "o.png").exists()
+
+
+def test_adaptation_beyond_the_exactness_bound_refused(codec, files):
+    """Deltas that would push the integer network past its proven accumulator bound are refused."""
+    blob, _ = files["rgba"]
+    layer = codec.coder(1).head.channel_out[0]
+    rows, cols = layer.weight.shape
+    huge = b"\x01" + zlib.compress(bytes([127]) * (rows * (cols + 1)))
+    with pytest.raises(BitstreamError, match="bounds"):
+        Decoder(codec)(_retile(blob, adapt=huge))

@@ -11,7 +11,8 @@ tile chunk (format 2)::
     kind u8 | length u32 | body
 
     kind 0, learned:  latents_len u32 | latents (the lossy codec's own payload bytes)
-                      | n_adapt u8 | adapt i8 x n_adapt | residual stream
+                      | adapt_len u16 | adapt (re-fitted output layers, nlic.coding.adaptation)
+                      | residual stream
     kind 1, stored:   the tau-quantized samples, uniform code (see nlic.coding.fallback)
     kind 2, stored:   the tau-quantized samples as a PNG
 
@@ -53,14 +54,14 @@ class TileChunk:
 
     kind: int
     latents: bytes = b""
-    adapt: list[int] = field(default_factory=list)
+    adapt: bytes = b""
     residual: bytes = b""
     stored: bytes = b""
 
     def pack(self) -> bytes:
         if self.kind == LEARNED:
             body = struct.pack("<I", len(self.latents)) + self.latents
-            body += struct.pack(f"<B{len(self.adapt)}b", len(self.adapt), *self.adapt) + self.residual
+            body += struct.pack("<H", len(self.adapt)) + self.adapt + self.residual
         else:
             body = self.stored
         return _CHUNK.pack(self.kind, len(body)) + body
@@ -83,16 +84,16 @@ class TileChunk:
         try:
             (n_lat,) = struct.unpack_from("<I", body, 0)
             latents = body[4 : 4 + n_lat]
-            if len(latents) != n_lat:
+            (n_adapt,) = struct.unpack_from("<H", body, 4 + n_lat)
+            adapt = body[6 + n_lat : 6 + n_lat + n_adapt]
+            if len(latents) != n_lat or len(adapt) != n_adapt:
                 raise struct.error
-            (n_adapt,) = struct.unpack_from("<B", body, 4 + n_lat)
-            adapt = list(struct.unpack_from(f"<{n_adapt}b", body, 5 + n_lat))
         except struct.error:
             raise BitstreamError("file is corrupt (tile layout)") from None
-        return cls(kind, latents, adapt, body[5 + n_lat + n_adapt :]), pos
+        return cls(kind, latents, adapt, body[6 + n_lat + n_adapt :]), pos
 
     def sizes(self) -> dict[str, int]:
-        return {"latents": len(self.latents), "residual": len(self.residual) + len(self.adapt),
+        return {"latents": len(self.latents), "adaptation": len(self.adapt), "residual": len(self.residual),
                 "stored": len(self.stored)}
 
 
@@ -169,7 +170,7 @@ class Container:
 
     def part_sizes(self, total: int) -> dict[str, int]:
         """Bytes per part of a file of ``total`` bytes (no re-serialisation)."""
-        parts = {k: sum(t.sizes()[k] for t in self.tiles) for k in ("latents", "residual", "stored")}
+        parts = {k: sum(t.sizes()[k] for t in self.tiles) for k in ("latents", "adaptation", "residual", "stored")}
         parts["alpha"] = len(self.extras)
         parts["header"] = total - sum(parts.values())
         parts["total"] = total

@@ -20,8 +20,8 @@ import numpy as np
 import torch
 
 from nlic.bitstream.container import LEARNED, Container, TileChunk
-from nlic.coding import fallback
-from nlic.coding.residual import MAX_SCALE_OFFSET, Patches, ResidualCoder, fit_scale_offsets
+from nlic.coding import adaptation, fallback
+from nlic.coding.residual import Patches, ResidualCoder
 from nlic.entropy.range_coder import guard_latent_decoders
 from nlic.errors import BitstreamError, NlicError
 from nlic.model_io import LoadedModel
@@ -229,11 +229,28 @@ class ImageCodec:
         patches = self._patches(x_hat, features, h, w, tau, channels, coder.head)
         r_hat = quantize_residual(xp[:, :channels] - x_hat[:, :channels], tau)
         bins = patchify(torch.div(r_hat, bin_width(tau), rounding_mode="floor").long()) * patches.valid[:, None]
-        params = coder.analyse(bins, patches, tau)
-        offsets = fit_scale_offsets(params, bins, patches, tau) if adapt else [0] * channels
-        stream = coder.encode(params, bins, patches, tau, offsets)
+        inputs = coder.analyse(bins, patches, tau)
+        deltas = self._adapt(coder.head, inputs, bins, patches, tau) if adapt else [None] * channels
+        layers = [None if d is None else adaptation.adapted_layer(coder.head.channel_out[c], d,
+                                                                  coder.head.output_limits(c))
+                  for c, d in enumerate(deltas)]
+        stream = coder.encode(coder.mixtures(inputs, layers), bins, patches, tau)
         rec = torch.clamp(x_hat[:, :channels] + r_hat, 0, 255)[0, :, :h, :w].permute(1, 2, 0)
-        return TileChunk(LEARNED, latents, offsets, stream), rec.to(torch.uint8).numpy()
+        return TileChunk(LEARNED, latents, adaptation.pack(deltas), stream), rec.to(torch.uint8).numpy()
+
+    @staticmethod
+    def _adapt(head: IntegerHead, inputs: list, bins: torch.Tensor, patches: Patches, tau: int) -> list:
+        """Output-layer deltas per channel fitted on a fixed sample of the tile (None: not worth it)."""
+        index = torch.nonzero(patches.valid.flatten())[:, 0]
+        count = len(index)
+        if count > adaptation.SAMPLES:
+            index = index[torch.randperm(count, generator=torch.Generator().manual_seed(0))[: adaptation.SAMPLES]]
+        out = []
+        for c, blocks in enumerate(inputs):
+            sample = [t.flatten(0, -2)[index].cpu() for t in blocks]
+            take = (lambda t, c=c: t[:, c].reshape(-1)[index])  # noqa: E731
+            out.append(adaptation.fit(head, c, sample, take(bins), take(patches.lo), take(patches.hi), tau, count))
+        return out
 
     # ------------------------------------------------------------------ decode
     @torch.no_grad()
@@ -273,8 +290,6 @@ class ImageCodec:
             return fallback.decode(chunk.kind, chunk.stored, (h, w, channels), tau)
         m = self.model.pad_multiple
         hp, wp = -(-h // m) * m, -(-w // m) * m
-        if len(chunk.adapt) != channels or any(abs(a) > MAX_SCALE_OFFSET for a in chunk.adapt):
-            raise BitstreamError("invalid tile adaptation (scale offsets)")
         payload = self.model.lossy.payload_from_bytes(chunk.latents, hp, wp)
         try:
             x_hat, features = self._lossy_decode(payload)
@@ -283,9 +298,10 @@ class ImageCodec:
         if tuple(x_hat.shape[-2:]) != (hp, wp):
             raise BitstreamError("latent shape does not match the image size in the header")
         coder = self.coder(tau)
+        layers = adaptation.unpack(chunk.adapt, coder.head, channels)
         patches = self._patches(x_hat, features, h, w, tau, channels, coder.head)
         try:
-            bins = coder.decode(chunk.residual, patches, tau, chunk.adapt)
+            bins = coder.decode(chunk.residual, patches, tau, layers)
         except BitstreamError as err:
             # the container's CRC already passed: the bytes are what the encoder wrote
             raise BitstreamError(f"{err}. {MISMATCH_HINT}") from None

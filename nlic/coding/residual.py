@@ -10,10 +10,9 @@ one wavefront, in every patch, together) as the residuals appear.  Both reach th
 2. escape step: symbols outside their window, coded with the same mixture over the feasible
    bins outside the window (escaping costs time, not rate).
 
-Per-image adaptation: one log-scale offset per channel (stored in the file) shifts every scale the
-network predicts; the encoder picks it to minimise the code length (:func:`fit_scale_offsets`).
-A grey image is coded as channel 0 with its context replicated to the three channels the
-network reads.
+Per-tile adaptation: each channel's output layer may be replaced by one the encoder re-fitted to
+the tile (:mod:`nlic.coding.adaptation`); both sides then compute with that layer.  A grey image is
+coded as channel 0 with its context replicated to the three channels the network reads.
 """
 
 from __future__ import annotations
@@ -23,29 +22,17 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from nlic.entropy.pmf import BinParams, window_bounds, window_pmf, window_width
 from nlic.entropy.range_coder import SymbolDecoder, SymbolEncoder
 from nlic.errors import BitstreamError
-from nlic.residual.integer import (
-    LOG_SCALE_LEVELS,
-    LOG_SCALE_MIN,
-    LOG_SCALE_STEPS,
-    LOGIT_STEPS,
-    MEAN_STEPS,
-    ChannelParams,
-    IntegerHead,
-    exact_float32,
-)
+from nlic.residual.integer import ChannelParams, IntegerHead, IntLinear, exact_float32
 from nlic.residual.masks import schedule
 from nlic.residual.patches import PATCH
 from nlic.residual.quantizer import bin_width
 
 CHANNELS = 3
-#: per-image log-scale offsets range over +-MAX_SCALE_OFFSET grid steps (1/16 in natural log)
-MAX_SCALE_OFFSET = 24
 
 
 @dataclass
@@ -64,10 +51,8 @@ class Patches:
         return self.lo.shape[1]
 
 
-def _shift_scales(params: ChannelParams, offset: int) -> ChannelParams:
-    if offset == 0:
-        return params
-    return ChannelParams(params.logits, params.means, (params.log_scales + offset).clamp(0, LOG_SCALE_LEVELS - 1))
+def _cpu(params: ChannelParams) -> ChannelParams:
+    return ChannelParams(params.logits.cpu(), params.means.cpu(), params.log_scales.cpu())
 
 
 class ResidualCoder:
@@ -87,9 +72,9 @@ class ResidualCoder:
 
     # ------------------------------------------------------------------ encode
     @torch.no_grad()
-    def analyse(self, bins: Tensor, patches: Patches, tau: int) -> list[ChannelParams]:
-        """The integer mixture of every symbol of ``bins`` ``[P, c, S, S]``, one entry per channel,
-        each field ``[P, S, S, K]``: the whole-patch evaluation only the encoder can do."""
+    def analyse(self, bins: Tensor, patches: Patches, tau: int) -> list[tuple[Tensor, ...]]:
+        """The inputs of every channel's output layer for every symbol of ``bins`` ``[P, c, S, S]``
+        (each block ``[P, S, S, *]``): the whole-patch evaluation only the encoder can do."""
         w = bin_width(tau)
         device = self.head.device
         with exact_float32():
@@ -98,8 +83,13 @@ class ResidualCoder:
             act, skip = self.head.context_full(r, feats)
             trunk = self.head.trunk_features(act)
             current = r.permute(0, 2, 3, 1)
-            out = [self.head.channel_params(c, trunk, skip, current) for c in range(patches.channels)]
-        return [ChannelParams(p.logits.cpu(), p.means.cpu(), p.log_scales.cpu()) for p in out]
+            return [self.head.channel_inputs(c, trunk, skip, current) for c in range(patches.channels)]
+
+    @torch.no_grad()
+    def mixtures(self, inputs: list[tuple[Tensor, ...]], layers: Sequence[IntLinear | None]) -> list[ChannelParams]:
+        """Integer mixtures of :meth:`analyse`'s inputs under the tile's output layers."""
+        with exact_float32():
+            return [_cpu(self.head.channel_output(c, x, layer)) for c, (x, layer) in enumerate(zip(inputs, layers))]
 
     def _decode_order(self, valid: Tensor) -> tuple[Tensor, list[int]]:
         """Flat indices (into ``[P*S*S]``) of the valid pixels in decoding order, and where each
@@ -118,14 +108,12 @@ class ResidualCoder:
         return torch.cat(order), ends
 
     @torch.no_grad()
-    def encode(self, params: list[ChannelParams], bins: Tensor, patches: Patches, tau: int,
-               scale_offsets: Sequence[int]) -> bytes:
-        """Encode ``bins`` given their :meth:`analyse` output and per-channel scale offsets."""
+    def encode(self, params: list[ChannelParams], bins: Tensor, patches: Patches, tau: int) -> bytes:
+        """Encode ``bins`` given their mixtures (:meth:`mixtures`)."""
         enc = SymbolEncoder()
         order, ends = self._decode_order(patches.valid)
         channels = []
         for c, p in enumerate(params):
-            p = _shift_scales(p, int(scale_offsets[c]))
             fields = [t.reshape(-1, t.shape[-1])[order] for t in (p.logits, p.means, p.log_scales)]
             channels.append((fields, *(t[:, c].reshape(-1)[order] for t in (patches.lo, patches.hi, bins))))
         start = 0
@@ -140,7 +128,7 @@ class ResidualCoder:
 
     # ------------------------------------------------------------------ decode
     @torch.no_grad()
-    def decode(self, data: bytes, patches: Patches, tau: int, scale_offsets: Sequence[int]) -> Tensor:
+    def decode(self, data: bytes, patches: Patches, tau: int, layers: Sequence[IntLinear | None]) -> Tensor:
         """Decode the bins ``[P, c, 64, 64]`` (zero outside ``valid``).
 
         Residuals live in a zero-bordered float32 buffer per patch and channel; each wavefront's
@@ -180,9 +168,7 @@ class ResidualCoder:
             current = torch.zeros(end - start, CHANNELS, device=device)
             for c in range(n_ch):
                 with exact_float32():
-                    p = self.head.channel_params(c, trunk, skip, current)
-                group = _shift_scales(ChannelParams(p.logits.cpu(), p.means.cpu(), p.log_scales.cpu()),
-                                      int(scale_offsets[c]))
+                    group = _cpu(self.head.channel_params(c, trunk, skip, current, layers[c]))
                 k = self._code_group(dec, group, tau, lo[c][run], hi[c][run])
                 out[c, order_n[run]] = k.numpy()
                 current[:, c] = (k * w).float().to(device)
@@ -241,42 +227,3 @@ class ResidualCoder:
             else:
                 out[idx] = lo[idx] + coder.decode(pmf)
         return out
-
-
-def _estimated_bits(k: Tensor, lo: Tensor, hi: Tensor, params: ChannelParams, w: int, offsets: Tensor) -> Tensor:
-    """Float estimate of the bits of bins ``k`` ``[N]`` for each candidate scale offset ``[M]``."""
-    logits, means, log_scales = (t.double()[:, None, :] for t in (params.logits, params.means, params.log_scales))
-    k, lo, hi = (t.double()[:, None, None] for t in (k, lo, hi))
-    weights = F.softmax(logits / LOGIT_STEPS, -1)
-    mu = means / MEAN_STEPS
-    log_s = (log_scales + offsets[None, :, None]).clamp(0, LOG_SCALE_LEVELS - 1) / LOG_SCALE_STEPS
-    inv_s = torch.exp(-(log_s + LOG_SCALE_MIN))
-    # bin k holds residuals k*w - tau .. k*w + tau: edges (k -+ 1/2) * w; tails at lo and hi
-    upper = torch.where(k >= hi, 1.0, torch.sigmoid(((k + 0.5) * w - mu) * inv_s))
-    lower = torch.where(k <= lo, 0.0, torch.sigmoid(((k - 0.5) * w - mu) * inv_s))
-    return -torch.log2(((upper - lower) * weights).sum(-1).clamp_min(1e-12)).sum(0)
-
-
-@torch.no_grad()
-def fit_scale_offsets(params: list[ChannelParams], bins: Tensor, patches: Patches, tau: int,
-                      samples: int = 8192) -> list[int]:
-    """Per-channel log-scale offset (grid steps) that minimises the estimated code length.
-
-    The network is trained on crops of many photos; one image is often sharper or noisier than
-    their average.  Evaluated in float on a fixed subsample, coarse then fine (the encoder's
-    choice only: the decoder reads the offsets from the file).
-    """
-    index = torch.nonzero(patches.valid.flatten())[:, 0]
-    if len(index) > samples:
-        index = index[torch.randperm(len(index), generator=torch.Generator().manual_seed(0))[:samples]]
-    w = bin_width(tau)
-    out = []
-    for c, p in enumerate(params):
-        sub = ChannelParams(*(t.reshape(-1, t.shape[-1])[index] for t in (p.logits, p.means, p.log_scales)))
-        k, lo, hi = (t[:, c].flatten()[index] for t in (bins, patches.lo, patches.hi))
-        coarse = torch.arange(-MAX_SCALE_OFFSET, MAX_SCALE_OFFSET + 1, 4, dtype=torch.float64)
-        best = int(coarse[_estimated_bits(k, lo, hi, sub, w, coarse).argmin()])
-        fine = torch.arange(max(-MAX_SCALE_OFFSET, best - 3), min(MAX_SCALE_OFFSET, best + 3) + 1,
-                            dtype=torch.float64)
-        out.append(int(fine[_estimated_bits(k, lo, hi, sub, w, fine).argmin()]))
-    return out

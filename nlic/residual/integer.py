@@ -48,6 +48,8 @@ LOG_SCALE_LEVELS = int((LOG_SCALE_MAX - LOG_SCALE_MIN) * LOG_SCALE_STEPS) + 1
 #: logit unit 1/LOGIT_STEPS
 LOGIT_STEPS = 8
 MEAN_LIMIT = 2**14
+#: bits of headroom of the output layers: room for per-tile adapted weights (nlic.coding.adaptation)
+OUTPUT_HEADROOM = 1
 LOGIT_LIMIT = 2**10
 
 
@@ -96,8 +98,10 @@ class IntLinear:
         return IntLinear(self.weight.to(device), self.bias.to(device), self.exponent.to(device))
 
     @classmethod
-    def of(cls, weight: Tensor, bias: Tensor | None, units: Sequence[int], limits: Sequence[int]) -> IntLinear:
-        """``weight`` ``[out, in]``; ``units``/``limits`` per input column."""
+    def of(cls, weight: Tensor, bias: Tensor | None, units: Sequence[int], limits: Sequence[int],
+           headroom: int = 0) -> IntLinear:
+        """``weight`` ``[out, in]``; ``units``/``limits`` per input column.  ``headroom`` bits are left
+        below both limits (weights and accumulator), for per-tile adaptation to grow into."""
         w = weight.detach().double().cpu().numpy()
         b = np.zeros(w.shape[0]) if bias is None else bias.detach().double().cpu().numpy()
         units_a = np.asarray(units, dtype=np.float64)
@@ -105,13 +109,14 @@ class IntLinear:
         scaled = w * np.exp2(units_a)[None, :]  # weight per integer input unit
         biggest = np.abs(scaled).max(axis=1)
         # finest power-of-two step that keeps every weight within WEIGHT_MAX
-        exponent = np.where(biggest > 0, np.ceil(np.log2(np.maximum(biggest, 1e-300) / WEIGHT_MAX)), -30.0)
+        weight_max, exact_limit = WEIGHT_MAX >> headroom, EXACT_LIMIT >> headroom
+        exponent = np.where(biggest > 0, np.ceil(np.log2(np.maximum(biggest, 1e-300) / weight_max)), -30.0)
         exponent = np.maximum(exponent, -30.0)
         for _ in range(64):
             w_int = np.round(scaled * np.exp2(-exponent)[:, None])
             b_int = np.round(b * np.exp2(-exponent))
             bound = np.abs(w_int) @ limits_a + np.abs(b_int)
-            over = (bound > EXACT_LIMIT) | (np.abs(w_int).max(axis=1) > WEIGHT_MAX)
+            over = (bound > exact_limit) | (np.abs(w_int).max(axis=1) > weight_max)
             if not over.any():
                 break
             exponent = exponent + over
@@ -122,7 +127,8 @@ class IntLinear:
 
     def bound(self, limits: Sequence[int]) -> np.ndarray:
         """Largest possible accumulator magnitude per output (<= EXACT_LIMIT by construction)."""
-        return self.weight.abs().double().numpy() @ np.asarray(limits, dtype=np.float64) + self.bias.abs().numpy()
+        return (self.weight.abs().double().cpu().numpy() @ np.asarray(limits, dtype=np.float64)
+                + self.bias.abs().double().cpu().numpy())
 
     def __call__(self, *parts: Tensor) -> Tensor:
         """``W [parts...] + b``: the inputs as consecutive column blocks, no concatenation (each
@@ -188,7 +194,7 @@ class IntegerHead:
         self.taps = len(head.taps)
         self.channel_conditioning = head.channel_conditioning
         self.units = dict(units)
-        R = residual_limit
+        R = self.residual_limit = residual_limit
         n_in = 3 * self.taps
         with torch.no_grad():
             w0 = head.tap_weight().detach() / CONTEXT_SCALE
@@ -251,7 +257,7 @@ class IntegerHead:
         weight = torch.cat([w, extra], 1)
         units = [u_z] * w.shape[1] + [0] * n_cur + [u_skip]
         limits = [ACT_MAX] * w.shape[1] + [R] * n_cur + [ACT_MAX]
-        return IntLinear.of(weight, lin.bias.detach(), units, limits)
+        return IntLinear.of(weight, lin.bias.detach(), units, limits, headroom=OUTPUT_HEADROOM)
 
     # ------------------------------------------------------------------ evaluation
     def quantize_features(self, features: Tensor) -> Tensor:
@@ -312,14 +318,23 @@ class IntegerHead:
             h = relu_act(lin(h), lin.exponent, self.units[f"trunk{i}"])
         return h
 
-    def channel_params(self, c: int, trunk: Tensor, skip: Tensor, current: Tensor) -> ChannelParams:
-        """Integer mixture of channel ``c``; ``current`` ``[..., 3]`` raw residuals of this pixel."""
+    def channel_inputs(self, c: int, trunk: Tensor, skip: Tensor, current: Tensor) -> tuple[Tensor, ...]:
+        """The inputs of channel ``c``'s output layer: ``(z, current channels, linear prediction)``;
+        ``current`` ``[..., 3]`` holds the raw residuals of this pixel (only those before ``c`` read)."""
         cur = current[..., :c] if self.channel_conditioning else current[..., :0]
         lin_in = self.channel_in[c]
         z = relu_act(lin_in(trunk, cur), lin_in.exponent, self.units[f"channel{c}"])
-        lin_out = self.channel_out[c]
-        acc = lin_out(z, cur, skip[..., c : c + 1])
-        K, e = self.mixtures, lin_out.exponent
+        return z, cur, skip[..., c : c + 1]
+
+    def channel_output(self, c: int, inputs: tuple[Tensor, ...], layer: IntLinear | None = None) -> ChannelParams:
+        """Integer mixture of channel ``c`` from its output-layer inputs (``layer``: this tile's
+        adapted output layer, see :mod:`nlic.coding.adaptation`)."""
+        lin_out = layer if layer is not None else self.channel_out[c]
+        return self.mixture_of(lin_out(*inputs), lin_out.exponent)
+
+    def mixture_of(self, acc: Tensor, e: Tensor) -> ChannelParams:
+        """Output-layer accumulators (units ``2**e``) -> integer mixture parameters."""
+        K = self.mixtures
         logits = shift_round(acc[..., :K], e[:K] + int(math.log2(LOGIT_STEPS)), -LOGIT_LIMIT, LOGIT_LIMIT)
         means = shift_round(acc[..., K : 2 * K], e[K : 2 * K] + int(math.log2(MEAN_SCALE * MEAN_STEPS)),
                             -MEAN_LIMIT, MEAN_LIMIT)
@@ -327,6 +342,17 @@ class IntegerHead:
         log_scales = shift_round(acc[..., 2 * K :], e[2 * K :] + int(math.log2(LOG_SCALE_STEPS)),
                                  first, first + LOG_SCALE_LEVELS - 1) - first
         return ChannelParams(logits.long(), means.long(), log_scales.long())
+
+    def channel_params(self, c: int, trunk: Tensor, skip: Tensor, current: Tensor,
+                       layer: IntLinear | None = None) -> ChannelParams:
+        """Integer mixture of channel ``c``; ``current`` ``[..., 3]`` raw residuals of this pixel."""
+        return self.channel_output(c, self.channel_inputs(c, trunk, skip, current), layer)
+
+    def output_limits(self, c: int) -> list[int]:
+        """Largest input magnitudes of channel ``c``'s output layer (its exactness bound)."""
+        n_cur = c if self.channel_conditioning else 0
+        n_z = self.channel_out[c].weight.shape[1] - n_cur - 1
+        return [ACT_MAX] * n_z + [self.residual_limit] * n_cur + [ACT_MAX]
 
 
 def head_key(tau: int, network: ResidualNetwork) -> str:
