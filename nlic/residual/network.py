@@ -148,7 +148,12 @@ class ContextHead(nn.Module):
         """Mixture of channel ``c``; ``current`` ``[..., 3]`` holds the pixel's decoded channels
         (raw residuals; only those before ``c`` are read)."""
         cur = current[..., :c] / CONTEXT_SCALE if self.channel_conditioning else current[..., :0]
-        z = self.channel_in[c](torch.cat([trunk, cur], dim=-1) if cur.shape[-1] else trunk)
+        lin = self.channel_in[c]
+        n = trunk.shape[-1]
+        # trunk and current channels as two products, not one on a concatenation (a copy per step)
+        z = F.linear(trunk, lin.weight[:, :n], lin.bias)
+        for j in range(cur.shape[-1]):
+            z = z + cur[..., j : j + 1] * lin.weight[:, n + j]
         z = F.relu(self._film(1 + len(self.trunk) + c, z, tau_index))
         _record(record, f"channel{c}", z)
         raw = self.channel_out[c](z)
