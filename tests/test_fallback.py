@@ -78,7 +78,11 @@ def test_grey_is_one_channel(codec) -> None:
 
 
 def test_real_photos_take_the_learned_path(codec, photos) -> None:
+    """Photos are the learned model's home ground: most of each photo's pixels go through it (a
+    small, smooth edge tile may still be cheaper as PNG, and then it is stored so)."""
     for name, img in photos.items():
-        kinds = codec.compress(img, 0).tile_kinds
-        assert kinds["learned"] == sum(kinds.values()), (name, kinds)
-        assert all(t.kind == LEARNED for t in Container.from_bytes(codec.compress(img, 2).data).tiles)
+        for tau in (0, 2):
+            container = Container.from_bytes(codec.compress(img, tau).data)
+            tiles = codec.image_codec._tiles(*img.shape[:2], container.tile)
+            learned = sum(h * w for t, (_, _, h, w) in zip(container.tiles, tiles) if t.kind == LEARNED)
+            assert learned >= 0.75 * img.shape[0] * img.shape[1], (name, tau, learned)

@@ -251,7 +251,8 @@ def test_wandb_table_takes_a_fixed_point_after_finite_rows(tmp_path, monkeypatch
 
 
 def test_compress_lossy_step_is_chosen_at_encode_time(tmp_path, tiny_model, capsys) -> None:
-    """A flow-based near-lossless model: --lossy-step changes the file, the decoder reads the step
+    """A flow-based near-lossless model: --lossy-step changes the learned file (--learned-only: an
+    untrained model's tile would otherwise be stored as PNG at either step), the decoder reads the step
     from it, and the bound holds; a model without a step refuses the option in one line."""
     from skimage import data as skdata
 
@@ -267,7 +268,7 @@ def test_compress_lossy_step_is_chosen_at_encode_time(tmp_path, tiny_model, caps
     for step in (0.01, 0.2):
         out = tmp_path / f"s{step}.nlic"
         assert main(["compress", str(tmp_path / "in.png"), str(out), "--tau", "2", "--model", str(model),
-                     "--lossy-step", str(step)]) == 0
+                     "--lossy-step", str(step), "--learned-only"]) == 0
         assert main(["decompress", str(out), str(tmp_path / f"s{step}.png"), "--model", str(model)]) == 0
         from PIL import Image
 

@@ -10,11 +10,33 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from compressai.latent_codecs import HyperpriorLatentCodec, LatentCodec
+from compressai.entropy_models import EntropyBottleneck
+from compressai.latent_codecs import HyperLatentCodec, HyperpriorLatentCodec, LatentCodec
+from compressai.layers import GDN
 from compressai.models.utils import conv, deconv
 from torch import Tensor, nn
 
 from nlic.codecs.base import LatentPayload, LossyCodec
+
+
+def analysis_transform(in_ch: int, N: int, M: int) -> nn.Sequential:
+    """Four stride-2 convolutions with GDN: image -> latent at stride 16."""
+    return nn.Sequential(
+        conv(in_ch, N), GDN(N), conv(N, N), GDN(N), conv(N, N), GDN(N), conv(N, M)
+    )
+
+
+def autoencoder(N: int, M: int, feature_channels: int) -> tuple[nn.Sequential, nn.Sequential]:
+    """``g_a`` (image -> ``M``-channel latent) and ``g_s`` (latent -> image + ``feature_channels`` maps)."""
+    return analysis_transform(3, N, M), synthesis_transform(M, N, 3 + feature_channels)
+
+
+def synthesis_transform(M: int, N: int, out_ch: int) -> nn.Sequential:
+    """Four stride-2 transposed convolutions with inverse GDN: latent -> full resolution."""
+    return nn.Sequential(
+        deconv(M, N), GDN(N, inverse=True), deconv(N, N), GDN(N, inverse=True),
+        deconv(N, N), GDN(N, inverse=True), deconv(N, out_ch),
+    )
 
 
 def mean_scale_hyper_transforms(N: int, M: int) -> tuple[nn.Sequential, nn.Sequential]:
@@ -45,8 +67,18 @@ def entropy_parameters(in_ch: int, out_ch: int) -> nn.Sequential:
     )
 
 
+def hyperprior(y: LatentCodec, N: int, h_a: nn.Module, h_s: nn.Module) -> HyperpriorLatentCodec:
+    """``y`` under a hyperprior: ``z`` (``N`` channels) coded by a factorized bottleneck."""
+    hyper = HyperLatentCodec(entropy_bottleneck=EntropyBottleneck(N), h_a=h_a, h_s=h_s)
+    return HyperpriorLatentCodec(latent_codec={"y": y, "hyper": hyper})
+
+
 class LatentCodecModel(LossyCodec):
     """A lossy codec ``g_a -> latent_codec -> g_s`` with the DLPR feature head.
+
+    The codecs built on it take ``N`` (channels of the transforms and of ``z``), ``M`` (channels
+    of the latent ``y``) and ``feature_channels`` (channels of the feature map ``u`` handed to the
+    residual coder); :meth:`_autoencoder` builds their four-stage GDN ``g_a`` / ``g_s``.
 
     Subclasses set ``g_a`` (image -> y), ``g_s`` (y_hat -> ``3 + feature_channels`` channels at full
     resolution) and ``latent_codec`` (a CompressAI :class:`~compressai.latent_codecs.LatentCodec`,
@@ -59,6 +91,10 @@ class LatentCodecModel(LossyCodec):
     g_a: nn.Module
     g_s: nn.Module
     latent_codec: LatentCodec
+
+    def _autoencoder(self, N: int, M: int) -> None:
+        self.N, self.M = N, M
+        self.g_a, self.g_s = autoencoder(N, M, self.feature_channels)
 
     def _synthesize(self, y_hat: Tensor) -> dict:
         x_hat, features = self.split_synthesis(self.g_s(y_hat))
@@ -102,4 +138,5 @@ class LatentCodecModel(LossyCodec):
         return self._synthesize(y_hat)
 
 
-__all__ = ["LatentCodecModel", "entropy_parameters", "mean_scale_hyper_transforms"]
+__all__ = ["LatentCodecModel", "analysis_transform", "autoencoder", "entropy_parameters", "hyperprior",
+           "mean_scale_hyper_transforms", "synthesis_transform"]

@@ -44,9 +44,9 @@ from compressai.layers import GDN, conv1x1, conv3x3
 from compressai.models.utils import deconv
 from torch import Tensor, nn
 
+from nlic.codecs._layers import analysis_transform
 from nlic.codecs.base import LatentPayload, LossyCodec
 from nlic.codecs.blocks import depth_to_space_conv, space_to_depth_conv
-from nlic.codecs.mean_scale import analysis_transform
 
 
 def hyper_analysis(in_ch: int, hidden: int, out_ch: int) -> nn.Sequential:

@@ -11,28 +11,20 @@ means), which in eval mode reproduces the decoder's ``y_hat``.
 
 from __future__ import annotations
 
-from compressai.entropy_models import EntropyBottleneck
 from compressai.latent_codecs import (
     CheckerboardLatentCodec,
     GaussianConditionalLatentCodec,
-    HyperLatentCodec,
-    HyperpriorLatentCodec,
 )
 from compressai.layers import CheckerboardMaskedConv2d
 
-from nlic.codecs._layers import LatentCodecModel, entropy_parameters, mean_scale_hyper_transforms
-from nlic.codecs.mean_scale import autoencoder
+from nlic.codecs._layers import LatentCodecModel, entropy_parameters, hyperprior, mean_scale_hyper_transforms
 
 
 class CheckerboardHyperprior(LatentCodecModel):
-    """He 2021 checkerboard-context codec with a feature head.
+    """He 2021 checkerboard-context codec with a feature head; paper ``N`` 192, ``M`` 192 / 320.
 
-    Args:
-        N: channels of the transforms and of ``z`` (paper: 192).
-        M: channels of the latent ``y`` (paper: 192 / 320).
-        feature_channels: channels of the feature map ``u`` handed to the residual coder.
-        forward_method: CompressAI's training forward, ``"twopass"`` (default), ``"twopass_faster"``
-            or ``"onepass"`` (noise only; eval ``forward`` then differs from the decoder).
+    ``forward_method``: CompressAI's training forward, ``"twopass"`` (default), ``"twopass_faster"``
+    or ``"onepass"`` (noise only; eval ``forward`` then differs from the decoder).
     """
 
     pad_multiple = 64
@@ -41,20 +33,14 @@ class CheckerboardHyperprior(LatentCodecModel):
         self, N: int = 64, M: int = 96, feature_channels: int = 32, forward_method: str = "twopass"
     ) -> None:
         super().__init__(feature_channels=feature_channels)
-        self.N, self.M = N, M
-        self.g_a, self.g_s = autoencoder(N, M, feature_channels)
-        h_a, h_s = mean_scale_hyper_transforms(N, M)
-        self.latent_codec = HyperpriorLatentCodec(
-            latent_codec={
-                "y": CheckerboardLatentCodec(
-                    latent_codec={"y": GaussianConditionalLatentCodec(quantizer="ste")},
-                    entropy_parameters=entropy_parameters(4 * M, 2 * M),
-                    context_prediction=CheckerboardMaskedConv2d(M, 2 * M, kernel_size=5, stride=1, padding=2),
-                    forward_method=forward_method,
-                ),
-                "hyper": HyperLatentCodec(entropy_bottleneck=EntropyBottleneck(N), h_a=h_a, h_s=h_s),
-            }
+        self._autoencoder(N, M)
+        y = CheckerboardLatentCodec(
+            latent_codec={"y": GaussianConditionalLatentCodec(quantizer="ste")},
+            entropy_parameters=entropy_parameters(4 * M, 2 * M),
+            context_prediction=CheckerboardMaskedConv2d(M, 2 * M, kernel_size=5, stride=1, padding=2),
+            forward_method=forward_method,
         )
+        self.latent_codec = hyperprior(y, N, *mean_scale_hyper_transforms(N, M))
 
     def _y_shape(self, h: int, w: int) -> tuple[int, ...]:
         return (self.M, h, w)

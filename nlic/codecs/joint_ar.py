@@ -13,40 +13,28 @@ uses ``round(y - mu) + mu``, so ``forward`` approximates, but does not equal, th
 
 from __future__ import annotations
 
-from compressai.entropy_models import EntropyBottleneck, GaussianConditional
-from compressai.latent_codecs import HyperLatentCodec, HyperpriorLatentCodec, RasterScanLatentCodec
+from compressai.entropy_models import GaussianConditional
+from compressai.latent_codecs import RasterScanLatentCodec
 from compressai.layers import MaskedConv2d
 
-from nlic.codecs._layers import LatentCodecModel, entropy_parameters, mean_scale_hyper_transforms
-from nlic.codecs.mean_scale import autoencoder
+from nlic.codecs._layers import LatentCodecModel, entropy_parameters, hyperprior, mean_scale_hyper_transforms
 
 
 class JointAutoregressiveHyperprior(LatentCodecModel):
-    """Minnen 2018 joint autoregressive/hierarchical prior codec with a feature head.
-
-    Args:
-        N: channels of the transforms and of ``z`` (paper: 192).
-        M: channels of the latent ``y`` (paper: 192 / 320).
-        feature_channels: channels of the feature map ``u`` handed to the residual coder.
-    """
+    """Minnen 2018 joint autoregressive/hierarchical prior codec with a feature head; paper ``N``
+    192, ``M`` 192 / 320."""
 
     pad_multiple = 64
 
     def __init__(self, N: int = 64, M: int = 96, feature_channels: int = 32) -> None:
         super().__init__(feature_channels=feature_channels)
-        self.N, self.M = N, M
-        self.g_a, self.g_s = autoencoder(N, M, feature_channels)
-        h_a, h_s = mean_scale_hyper_transforms(N, M)
-        self.latent_codec = HyperpriorLatentCodec(
-            latent_codec={
-                "y": RasterScanLatentCodec(
-                    gaussian_conditional=GaussianConditional(None),
-                    entropy_parameters=entropy_parameters(4 * M, 2 * M),
-                    context_prediction=MaskedConv2d(M, 2 * M, kernel_size=5, padding=2, stride=1),
-                ),
-                "hyper": HyperLatentCodec(entropy_bottleneck=EntropyBottleneck(N), h_a=h_a, h_s=h_s),
-            }
+        self._autoencoder(N, M)
+        y = RasterScanLatentCodec(
+            gaussian_conditional=GaussianConditional(None),
+            entropy_parameters=entropy_parameters(4 * M, 2 * M),
+            context_prediction=MaskedConv2d(M, 2 * M, kernel_size=5, padding=2, stride=1),
         )
+        self.latent_codec = hyperprior(y, N, *mean_scale_hyper_transforms(N, M))
 
 
 __all__ = ["JointAutoregressiveHyperprior"]

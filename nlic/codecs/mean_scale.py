@@ -7,42 +7,15 @@ and the full-resolution feature map ``u`` that conditions the residual coder.
 from __future__ import annotations
 
 from compressai.entropy_models import EntropyBottleneck, GaussianConditional
-from compressai.layers import GDN
-from compressai.models.utils import conv, deconv
-from torch import Tensor, nn
+from torch import Tensor
 
-from nlic.codecs._layers import mean_scale_hyper_transforms
+from nlic.codecs._layers import autoencoder, mean_scale_hyper_transforms
 from nlic.codecs.base import LatentPayload, LossyCodec
 
 
-def analysis_transform(in_ch: int, N: int, M: int) -> nn.Sequential:
-    """Four stride-2 convolutions with GDN: image -> latent at stride 16."""
-    return nn.Sequential(
-        conv(in_ch, N), GDN(N), conv(N, N), GDN(N), conv(N, N), GDN(N), conv(N, M)
-    )
-
-
-def autoencoder(N: int, M: int, feature_channels: int) -> tuple[nn.Sequential, nn.Sequential]:
-    """``g_a`` (image -> ``M``-channel latent) and ``g_s`` (latent -> image + ``feature_channels`` maps)."""
-    return analysis_transform(3, N, M), synthesis_transform(M, N, 3 + feature_channels)
-
-
-def synthesis_transform(M: int, N: int, out_ch: int) -> nn.Sequential:
-    """Four stride-2 transposed convolutions with inverse GDN: latent -> full resolution."""
-    return nn.Sequential(
-        deconv(M, N), GDN(N, inverse=True), deconv(N, N), GDN(N, inverse=True),
-        deconv(N, N), GDN(N, inverse=True), deconv(N, out_ch),
-    )
-
-
 class MeanScaleHyperprior(LossyCodec):
-    """Mean-scale Gaussian hyperprior codec with an extra feature head.
-
-    Args:
-        N: channels of the transforms.
-        M: channels of the latent ``y``.
-        feature_channels: channels of the feature map ``u`` handed to the residual coder.
-    """
+    """Mean-scale Gaussian hyperprior codec with an extra feature head (``N``, ``M``,
+    ``feature_channels`` as in :class:`~nlic.codecs._layers.LatentCodecModel`)."""
 
     pad_multiple = 64
 
@@ -87,4 +60,4 @@ class MeanScaleHyperprior(LossyCodec):
         return self._synthesize(y_hat)
 
 
-__all__ = ["MeanScaleHyperprior", "analysis_transform", "synthesis_transform"]
+__all__ = ["MeanScaleHyperprior"]

@@ -22,7 +22,7 @@ import pytorch_lightning as pl
 from torch.utils.data import DataLoader
 
 from nlic.data.crops import CropSampler, LazyImages, RandomCrops, ValImages, to_gray
-from nlic.data.images import list_images, load_folder, load_rgb, probe_image
+from nlic.data.images import list_images, load_folder, probe_image, read_images
 from nlic.data.shards import ShardCrops, list_shards, read_shard_images
 
 __all__ = ["MODES", "ImageDataModule", "RandomCrops", "ValImages", "to_gray"]
@@ -34,18 +34,7 @@ MODES = ("memory", "lazy", "shards")
 
 def _first_readable(paths: list[Path], count: int, min_size: int) -> list[tuple[str, np.ndarray]]:
     """The first ``count`` images of ``paths`` that decode (bad ones skipped with a warning)."""
-    out = []
-    for path in paths:
-        if len(out) >= count:
-            break
-        img = load_rgb(path)
-        if img is None:
-            continue
-        if min(img.shape[:2]) < min_size:
-            log.warning("skipping %s: smaller than %d px", path, min_size)
-            continue
-        out.append((path.stem, img))
-    return out
+    return read_images(paths, min_size, count)
 
 
 class ImageDataModule(pl.LightningDataModule):

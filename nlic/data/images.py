@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -57,10 +58,13 @@ def probe_image(path: Path, min_size: int = 0) -> bool:
     return True
 
 
-def load_folder(root: str | Path | None, min_size: int = 0) -> list[tuple[str, np.ndarray]]:
-    """All readable images of a folder as ``(name, HxWx3 uint8)``; bad files are skipped."""
-    out = []
-    for path in list_images(root):
+def read_images(paths: Iterable[Path], min_size: int = 0, count: int | None = None) -> list[tuple[str, np.ndarray]]:
+    """``(name, HxWx3 uint8)`` of the readable ``paths`` (the first ``count``); bad or too small
+    files are skipped with a warning naming them."""
+    out: list[tuple[str, np.ndarray]] = []
+    for path in paths:
+        if count is not None and len(out) >= count:
+            break
         arr = load_rgb(path)
         if arr is None:
             continue
@@ -68,6 +72,12 @@ def load_folder(root: str | Path | None, min_size: int = 0) -> list[tuple[str, n
             log.warning("skipping %s: smaller than %d px", path, min_size)
             continue
         out.append((path.stem, arr))
+    return out
+
+
+def load_folder(root: str | Path | None, min_size: int = 0) -> list[tuple[str, np.ndarray]]:
+    """All readable images of a folder as ``(name, HxWx3 uint8)``; bad files are skipped."""
+    out = read_images(list_images(root), min_size)
     if not out:
         raise FileNotFoundError(f"no readable images in {root or BUILTIN_DIR}")
     return out

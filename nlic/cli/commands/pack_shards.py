@@ -8,10 +8,13 @@ import logging
 import sys
 from pathlib import Path
 
+from nlic.cli.commands import add_command
+
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "pack-shards", help="pack a folder of training images into WebDataset tar shards (data=shards)",
+    p = add_command(
+        sub, "pack-shards", "pack a folder of training images into WebDataset tar shards (data=shards)",
+        "nlic pack-shards /data/train /data/train_shards --shard-size-mb 256",
         description="Copy every image of FOLDER (recursively; files byte for byte, nothing re-encoded) into "
                     "OUT_DIR/shard-NNNNNN.tar of about --shard-size-mb each. Unreadable files are skipped with "
                     "a warning. Train on them with: nlic-train data=shards data.root=OUT_DIR",
@@ -19,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("folder", type=Path, help="folder of images")
     p.add_argument("out_dir", type=Path, help="output folder for the shards")
     p.add_argument("--shard-size-mb", type=float, default=256.0,
-                   help="size of a shard in MB (default 256); use at least ranks x workers shards")
+                   help="size of a shard in MB; use at least ranks x workers shards")
     p.add_argument("--force", action="store_true", help="replace shards already in OUT_DIR")
     p.set_defaults(func=run)
 
