@@ -47,7 +47,7 @@ class Codec:
         """Compress ``image`` (``H x W x 3`` RGB or ``H x W`` / ``H x W x 1`` grey, uint8) so that every
         decoded sample is within ``tau`` of it; ``alpha`` (``H x W`` uint8) is kept losslessly;
         ``lossy_step``: the quantization step of a step-quantized lossy layer (lossy=flow);
-        ``adapt``: fit per-image scale offsets (smaller files, a little slower)."""
+        ``adapt``: re-fit the output layers to each tile (smaller files, slower encoding)."""
         return self.image_codec.compress(image, tau, alpha=alpha, adapt=adapt, lossy_step=lossy_step)
 
     def decompress(self, data: bytes) -> Decompressed:

@@ -175,7 +175,7 @@ class ImageCodec:
         """Code ``pixels`` (``H x W x 3``, or grey ``H x W x 1`` / ``H x W``, uint8) so that every
         decoded sample is within ``tau``; ``alpha`` (``H x W`` uint8) is stored losslessly beside it.
 
-        ``adapt`` fits the per-image scale offsets; ``lossy_step`` sets the quantization step of a
+        ``adapt`` re-fits the output layers to each tile; ``lossy_step`` sets the quantization step of a
         step-quantized lossy layer (stored in the file).
         """
         tau = check_tau(tau)
