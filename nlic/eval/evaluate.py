@@ -40,16 +40,20 @@ def evaluate_model(model_path: str | Path, images: list[tuple[str, np.ndarray]],
     ``without_bias_correction``: also code every tau > 0 with the plain head of the same model
     (rows of ``variant`` ``NO_BIAS``; summary keys ``bpp_nobias_tau{t}`` ...): the bias-correction
     ablation on one set of trained weights.
+
+    Every tile keeps the learned code (no stored fallback): the figures are the model's own rate,
+    also where a plain PNG would be smaller (``nlic bench`` measures the codec with its fallback).
     """
     from nlic import model_io
     from nlic.api import Codec, load_codec
     from nlic.coding.image import ImageCodec
 
-    codec = load_codec(model_path, tile=tile)
+    codec = load_codec(model_path, tile=tile, stored_fallback=False)
     rows = _code_images(codec, images, taus)
     summary = summarize(rows)
     if without_bias_correction and codec.image_codec.model.residual.tau_head is not None:
-        plain = Codec(ImageCodec(model_io.without_bias_correction(codec.image_codec.loaded), tile=tile))
+        plain = Codec(ImageCodec(model_io.without_bias_correction(codec.image_codec.loaded), tile=tile,
+                                 stored_fallback=False))
         extra = _code_images(plain, images, [t for t in taus if t > 0], variant=NO_BIAS)
         summary.update({k.replace("_tau", "_nobias_tau"): v for k, v in summarize(extra, NO_BIAS).items()})
         rows += extra
