@@ -43,7 +43,7 @@ class Codec:
         return self.image_codec.loaded.config
 
     def compress(self, image: np.ndarray, tau: int = 0, alpha: np.ndarray | None = None,
-                 lossy_step: float | None = None, adapt: bool = True) -> Compressed:
+                 lossy_step: float | None = None, adapt: bool = False) -> Compressed:
         """Compress ``image`` (``H x W x 3`` RGB or ``H x W`` / ``H x W x 1`` grey, uint8) so that every
         decoded sample is within ``tau`` of it; ``alpha`` (``H x W`` uint8) is kept losslessly;
         ``lossy_step``: the quantization step of a step-quantized lossy layer (lossy=flow);

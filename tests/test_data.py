@@ -216,8 +216,8 @@ def test_bad_files_skipped_with_a_warning(bad_dir, tmp_path, caplog, mode):
 def test_whole_image_validation_finite_bits_exact_at_tau0(photo_dir, one_thread):
     import pytorch_lightning as pl
 
-    from nlic.lightning.module import NearLosslessModule
     from nlic.api import default_model_path
+    from nlic.lightning.module import NearLosslessModule
     from nlic.model_io import load_model
 
     shipped = load_model(default_model_path())  # trained weights: tau 2 must cost less than tau 0

@@ -59,13 +59,13 @@ def test_files_decode_in_a_fresh_process(tiny_model: Path, photo: np.ndarray, tm
             assert np.array_equal(rec, photo)
 
 
-def test_no_adapt_encodes_a_decodable_file(tiny_model: Path, photo: np.ndarray, tmp_path: Path) -> None:
+def test_adapt_encodes_a_decodable_file(tiny_model: Path, photo: np.ndarray, tmp_path: Path) -> None:
     from nlic.cli.main import main
 
     src = tmp_path / "photo.png"
     Image.fromarray(photo).save(src)
     assert main(["compress", str(src), str(tmp_path / "a.nlic"), "--tau", "1", "--model", str(tiny_model),
-                 "--no-adapt", "--learned-only"]) == 0
+                 "--adapt", "--learned-only"]) == 0
     assert main(["decompress", str(tmp_path / "a.nlic"), str(tmp_path / "a.png"), "--model", str(tiny_model)]) == 0
     assert max_err(np.asarray(Image.open(tmp_path / "a.png")), photo) <= 1
 

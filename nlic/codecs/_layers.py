@@ -16,7 +16,8 @@ from compressai.layers import GDN
 from compressai.models.utils import conv, deconv
 from torch import Tensor, nn
 
-from nlic.codecs.base import LatentPayload, LossyCodec
+from nlic.codecs.base import LatentPayload
+from nlic.codecs.compressai_base import CompressAICodec
 
 
 def analysis_transform(in_ch: int, N: int, M: int) -> nn.Sequential:
@@ -73,7 +74,7 @@ def hyperprior(y: LatentCodec, N: int, h_a: nn.Module, h_s: nn.Module) -> Hyperp
     return HyperpriorLatentCodec(latent_codec={"y": y, "hyper": hyper})
 
 
-class LatentCodecModel(LossyCodec):
+class LatentCodecModel(CompressAICodec):
     """A lossy codec ``g_a -> latent_codec -> g_s`` with the DLPR feature head.
 
     The codecs built on it take ``N`` (channels of the transforms and of ``z``), ``M`` (channels

@@ -12,7 +12,6 @@ import struct
 from dataclasses import dataclass, field
 
 import torch
-from compressai.models import CompressionModel
 from torch import Tensor, nn
 
 from nlic.errors import BitstreamError
@@ -47,10 +46,13 @@ def unpack_payload(data: bytes) -> LatentPayload:
     return LatentPayload(strings, shape)
 
 
-class LossyCodec(CompressionModel):
+class LossyCodec(nn.Module):
     """Base class: ``forward`` for training, ``compress``/``decompress`` for real coding.
 
-    Subclasses implement :meth:`forward`, :meth:`compress_latents` and :meth:`decompress_latents`.
+    Subclasses implement :meth:`forward`, :meth:`compress_latents` and :meth:`decompress_latents`,
+    and CompressAI's ``aux_loss()`` / ``update()``: codecs built from CompressAI's entropy models
+    inherit them from :class:`~nlic.codecs.compressai_base.CompressAICodec`.  This module does not
+    import CompressAI, so a model without a lossy layer codes without loading it.
     ``forward`` returns ``{"x_hat", "features", "likelihoods": {name: Tensor}}``;
     ``decompress_latents`` returns ``{"x_hat", "features"}`` computed exactly as the decoder does.
     """

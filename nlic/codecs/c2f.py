@@ -45,8 +45,9 @@ from compressai.models.utils import deconv
 from torch import Tensor, nn
 
 from nlic.codecs._layers import analysis_transform
-from nlic.codecs.base import LatentPayload, LossyCodec
+from nlic.codecs.base import LatentPayload
 from nlic.codecs.blocks import depth_to_space_conv, space_to_depth_conv
+from nlic.codecs.compressai_base import CompressAICodec
 
 
 def hyper_analysis(in_ch: int, hidden: int, out_ch: int) -> nn.Sequential:
@@ -117,7 +118,7 @@ class AggregationDecoder(nn.Module):
         return self.out(h + self.fuse(h))
 
 
-class CoarseToFineHyperprior(LossyCodec):
+class CoarseToFineHyperprior(CompressAICodec):
     """Coarse-to-fine hyperprior codec with an information-aggregation decoder.
 
     Args:

@@ -42,8 +42,9 @@ from compressai.layers import (
 )
 from torch import Tensor, nn
 
-from nlic.codecs.base import LatentPayload, LossyCodec
+from nlic.codecs.base import LatentPayload
 from nlic.codecs.blocks import depth_to_space_conv, space_to_depth_conv, window_attention_stage
+from nlic.codecs.compressai_base import CompressAICodec
 
 
 def dlpr_analysis(N: int, M: int, num_heads: int, window_size: int, latent_window_size: int,
@@ -81,7 +82,7 @@ def _hyper_synthesis_branch(M: int) -> nn.Sequential:
     )
 
 
-class DLPRLossyCodec(LossyCodec):
+class DLPRLossyCodec(CompressAICodec):
     """DLPR's lossy layer: window-attention transforms, mean-scale hyperprior, feature head ``u``.
 
     Args:

@@ -38,7 +38,8 @@ from compressai.entropy_models import EntropyBottleneck, GaussianConditional
 from compressai.models.utils import conv, deconv
 from torch import Tensor, nn
 
-from nlic.codecs.base import LatentPayload, LossyCodec
+from nlic.codecs.base import LatentPayload
+from nlic.codecs.compressai_base import CompressAICodec
 
 # --------------------------------------------------------------------------------------------
 # flow layers
@@ -278,7 +279,7 @@ def bits_to_delta(bits: int) -> float:
 FLOW_KAPPA = 18.0 / math.log(2.0)
 
 
-class FlowCodec(LossyCodec):
+class FlowCodec(CompressAICodec):
     """Normalizing-flow codec with a fixed-lattice quantizer and a delta-conditioned hyperprior.
 
     Args:

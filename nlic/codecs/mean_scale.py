@@ -10,10 +10,11 @@ from compressai.entropy_models import EntropyBottleneck, GaussianConditional
 from torch import Tensor
 
 from nlic.codecs._layers import autoencoder, mean_scale_hyper_transforms
-from nlic.codecs.base import LatentPayload, LossyCodec
+from nlic.codecs.base import LatentPayload
+from nlic.codecs.compressai_base import CompressAICodec
 
 
-class MeanScaleHyperprior(LossyCodec):
+class MeanScaleHyperprior(CompressAICodec):
     """Mean-scale Gaussian hyperprior codec with an extra feature head (``N``, ``M``,
     ``feature_channels`` as in :class:`~nlic.codecs._layers.LatentCodecModel`)."""
 

@@ -33,6 +33,7 @@ DELTA_LIMIT = 127
 ITERATIONS = 40
 LEARNING_RATE = 8.0
 SAMPLES = 8192
+ADAM_BETAS = (0.9, 0.999)
 
 
 def _steps(layer: IntLinear) -> Tensor:
@@ -111,14 +112,18 @@ def fit(head: IntegerHead, c: int, inputs: Sequence[Tensor], bins: Tensor, lo: T
     steps = _steps(layer).double()
     # the unknowns are the deltas in steps of their row, so Adam's step size (about lr) is in steps
     delta = torch.zeros(weight0.shape[0], weight0.shape[1] + 1, dtype=torch.float64, requires_grad=True)
-    opt = torch.optim.Adam([delta], lr=LEARNING_RATE)
+    # Adam written out: torch.optim's constructor imports torch._dynamo, 2-3 s at every encoder start
+    m, v = torch.zeros_like(delta), torch.zeros_like(delta)
     with torch.enable_grad():
-        for _ in range(ITERATIONS):
+        for t in range(1, ITERATIONS + 1):
             d = delta * steps[:, None]
             loss = _bits(head, weight0 + d[:, :-1], bias0 + d[:, -1], layer.exponent, x, lo_e, hi_e) / len(x)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+            (grad,) = torch.autograd.grad(loss, delta)
+            with torch.no_grad():
+                m.mul_(ADAM_BETAS[0]).add_(grad, alpha=1 - ADAM_BETAS[0])
+                v.mul_(ADAM_BETAS[1]).addcmul_(grad, grad, value=1 - ADAM_BETAS[1])
+                m_hat, v_hat = m / (1 - ADAM_BETAS[0] ** t), v / (1 - ADAM_BETAS[1] ** t)
+                delta -= LEARNING_RATE * m_hat / (v_hat.sqrt() + 1e-8)
     with torch.no_grad():
         deltas = torch.clamp(torch.round(delta), -DELTA_LIMIT, DELTA_LIMIT).numpy().astype(np.int8)
         new = None

@@ -170,7 +170,7 @@ class ImageCodec:
 
     # ------------------------------------------------------------------ encode
     @torch.no_grad()
-    def compress(self, pixels: np.ndarray, tau: int, alpha: np.ndarray | None = None, adapt: bool = True,
+    def compress(self, pixels: np.ndarray, tau: int, alpha: np.ndarray | None = None, adapt: bool = False,
                  lossy_step: float | None = None) -> Compressed:
         """Code ``pixels`` (``H x W x 3``, or grey ``H x W x 1`` / ``H x W``, uint8) so that every
         decoded sample is within ``tau``; ``alpha`` (``H x W`` uint8) is stored losslessly beside it.
