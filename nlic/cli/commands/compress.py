@@ -56,7 +56,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="keep the learned code of every tile, even where the stored fallback is smaller (studies)")
     p.add_argument("--adapt", action="store_true",
                    help="re-fit the model's output layers to every tile and store the change where it pays "
-                        "(encoding about 2x slower; saves 0.04 %% on the default model's validation photos, "
+                        "(encoding about 2x slower; saves 0.04-0.3 %% on the default model's validation photos, "
                         "more on photos far from a model's training set)")
     p.add_argument("--force", action="store_true", help="overwrite existing outputs")
     p.set_defaults(func=run)
