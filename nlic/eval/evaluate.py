@@ -34,7 +34,7 @@ def crop_images(images: list[tuple[str, np.ndarray]], crop: int | None) -> list[
 def evaluate_model(model_path: str | Path, images: list[tuple[str, np.ndarray]], taus: list[int],
                    tile: int = 512, without_bias_correction: bool = False) -> tuple[list[dict], dict]:
     """Rows ``{image, tau, variant, head, width, height, bytes, bpp, bpp_est, bpsp, psnr, max_err,
-    enc_s_per_mp, dec_s_per_mp, latent_bytes, residual_bytes, stored_tiles}`` and a summary of means
+    enc_s_per_mp, dec_s_per_mp, latent_bytes, residual_bytes}`` and a summary of means
     per tau; one log line per image.
 
     ``without_bias_correction``: also code every tau > 0 with the plain head of the same model
@@ -90,7 +90,6 @@ def _code_images(codec, images: list[tuple[str, np.ndarray]], taus: list[int],
                 "max_err": max_err, "bound_ok": max_err <= tau,
                 "enc_s_per_mp": enc / mp, "dec_s_per_mp": dec / mp,
                 "latent_bytes": parts.get("latents", 0), "residual_bytes": parts.get("residual", 0),
-                "stored_tiles": result.tile_kinds.get("stored-uniform", 0) + result.tile_kinds.get("stored-png", 0),
             })
         mine = [r for r in rows if r["image"] == name]
         figures = ", ".join(f"tau {r['tau']} {r['bpp']:.3f} bpp" for r in mine)
