@@ -233,3 +233,39 @@ def test_schedule_covers_patch_and_respects_context(mask: str) -> None:
 def test_3p_drops_two_taps_of_type_a() -> None:
     assert len(context_taps("5p")) == 24
     assert set(context_taps("5p")) - set(context_taps("3p")) == {(-1, 2), (-1, 3)}
+
+
+@pytest.mark.parametrize("tau", [0, 2])
+def test_planned_group_equals_the_step_by_step_tables(tau: int) -> None:
+    """One compiled plan per group (parameters, windows, widths, tables grouped by width, escape
+    tables) gives the integers of the step-by-step definitions it replaced."""
+    from nlic.entropy.pmf import plan_escapes, plan_group, window_bounds, window_width
+
+    rng = np.random.default_rng(tau)
+    n, K = 3000, 3
+    logits = rng.integers(-200, 200, (n, K))
+    means = rng.integers(-2000, 2000, (n, K))
+    log_scales = rng.integers(0, 120, (n, K))
+    lo = np.full(n, -128 // (2 * tau + 1)) + rng.integers(-3, 3, n)
+    hi = lo + 255 // (2 * tau + 1) + rng.integers(-3, 3, n)
+    plan = plan_group(logits, means, log_scales, tau, lo, hi)
+    p = BinParams.of(logits, means, log_scales, tau)
+    assert all(np.array_equal(a, b) for a, b in zip((plan.params.weights, plan.params.means, plan.params.rows),
+                                                    (p.weights, p.means, p.rows)))
+    first, last = window_bounds(p, lo, hi)
+    widths = window_width(first, last)
+    assert np.array_equal(plan.first, first) and np.array_equal(plan.width, widths)
+    runs = plan.windows.tables()
+    assert [pmf.shape[1] - 1 for _, pmf in runs] == sorted(set(widths.tolist()))
+    for idx, pmf in runs:
+        width = pmf.shape[1] - 1
+        assert np.array_equal(idx, np.flatnonzero(widths == width))
+        assert np.array_equal(pmf, window_pmf(p.take(idx), first[idx], width, lo[idx], hi[idx]))
+    escaped = np.flatnonzero(rng.random(n) < 0.2)
+    for idx, pmf in plan_escapes(plan, escaped, lo, hi).tables():
+        span = pmf.shape[1]
+        assert np.array_equal(idx, escaped[window_width(lo[escaped], hi[escaped]) == span])
+        full = window_pmf(p.take(idx), lo[idx], span, lo[idx], hi[idx])[:, :-1]
+        col = np.arange(span)[None, :] + lo[idx, None]
+        inside = (col >= first[idx, None]) & (col < (first + widths)[idx, None])
+        assert np.array_equal(pmf, np.where(inside, 0.0, full + 1.0))

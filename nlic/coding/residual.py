@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from nlic.entropy.pmf import BinParams, window_bounds, window_pmf, window_width
+from nlic.entropy.pmf import plan_escapes, plan_group
 from nlic.entropy.range_coder import SymbolDecoder, SymbolEncoder
 from nlic.errors import BitstreamError
 from nlic.residual.integer import ChannelParams, IntegerHead, IntLinear, exact_float32
@@ -33,6 +33,9 @@ from nlic.residual.patches import PATCH
 from nlic.residual.quantizer import bin_width
 
 CHANNELS = 3
+#: patches evaluated together by the encoder: activations of a few patches stay in the CPU's cache
+#: (a whole tile's, tens of MB, do not; evaluating it in one go was 2x slower)
+ANALYSE_CHUNK = 2
 
 
 @dataclass
@@ -77,13 +80,19 @@ class ResidualCoder:
         (each block ``[P, S, S, *]``): the whole-patch evaluation only the encoder can do."""
         w = bin_width(tau)
         device = self.head.device
+        inputs: list[list[tuple[Tensor, ...]]] = [[] for _ in range(patches.channels)]
         with exact_float32():
             r = (bins * w).float().expand(-1, CHANNELS, -1, -1).to(device)  # grey: context replicated
-            feats = None if patches.features is None else patches.features.to(device)
-            act, skip = self.head.context_full(r, feats)
-            trunk = self.head.trunk_features(act)
-            current = r.permute(0, 2, 3, 1)
-            return [self.head.channel_inputs(c, trunk, skip, current) for c in range(patches.channels)]
+            chunk = ANALYSE_CHUNK if device.type == "cpu" else r.shape[0]
+            for at in range(0, r.shape[0], chunk):
+                part = slice(at, at + chunk)
+                feats = None if patches.features is None else patches.features[part].to(device)
+                act, skip = self.head.context_full(r[part], feats)
+                trunk = self.head.trunk_features(act)
+                current = r[part].permute(0, 2, 3, 1)
+                for c in range(patches.channels):
+                    inputs[c].append(self.head.channel_inputs(c, trunk, skip, current))
+        return [tuple(torch.cat(block) for block in zip(*parts)) for parts in inputs]
 
     @torch.no_grad()
     def mixtures(self, inputs: list[tuple[Tensor, ...]], layers: Sequence[IntLinear | None]) -> list[ChannelParams]:
@@ -182,48 +191,31 @@ class ResidualCoder:
     @staticmethod
     def _code_group(coder: SymbolEncoder | SymbolDecoder, params: ChannelParams, tau: int, lo: Tensor,
                     hi: Tensor, symbols: Tensor | None = None) -> Tensor:
-        """Code one channel of one wavefront: encode ``symbols`` (bins) or decode and return them."""
-        p = BinParams.of(params.logits.numpy(), params.means.numpy(), params.log_scales.numpy(), tau)
+        """Code one channel of one wavefront: encode ``symbols`` (bins) or decode and return them.
+
+        Window step: one range-coder call per window width, ascending (the decoder meets them in
+        this order); escape step: the symbols outside their window, one call per span width.
+        """
         lo_n, hi_n = lo.numpy(), hi.numpy()
+        plan = plan_group(params.logits.numpy(), params.means.numpy(), params.log_scales.numpy(), tau, lo_n, hi_n)
         sym = None if symbols is None else symbols.numpy()
-        first, last = window_bounds(p, lo_n, hi_n)
-        widths = window_width(first, last)
         out = np.zeros(len(lo_n), dtype=np.int64)
-        escaped = np.zeros(len(lo_n), dtype=bool)
-        for width in np.unique(widths).tolist():  # ascending: the decoder meets them in this order
-            idx = np.flatnonzero(widths == width)
-            pmf = window_pmf(p.take(idx), first[idx], width, lo_n[idx], hi_n[idx])
+        for idx, pmf in plan.windows.tables():
+            width = pmf.shape[1] - 1
             if sym is not None:
-                local = sym[idx] - first[idx]
+                local = sym[idx] - plan.first[idx]
                 local = np.where((local < 0) | (local >= width), width, local)
                 coder.encode(local, pmf)
             else:
                 local = coder.decode(pmf)
-            out[idx] = first[idx] + local
-            escaped[idx] = local == width
-        e = np.flatnonzero(escaped)
-        if len(e):
-            out[e] = ResidualCoder._code_escapes(coder, p.take(e), first[e], widths[e], lo_n[e], hi_n[e],
-                                                 None if sym is None else sym[e])
+            out[idx] = plan.first[idx] + local
+        escaped = np.flatnonzero(out >= plan.first + plan.width)
+        if len(escaped):
+            for idx, pmf in plan_escapes(plan, escaped, lo_n, hi_n).tables():
+                if sym is not None:
+                    coder.encode(sym[idx] - lo_n[idx], pmf)
+                else:
+                    out[idx] = lo_n[idx] + coder.decode(pmf)
         if sym is None and bool(((out < lo_n) | (out > hi_n)).any()):
             raise BitstreamError("residual stream decodes outside the feasible range")
         return torch.from_numpy(out)
-
-    @staticmethod
-    def _code_escapes(coder: SymbolEncoder | SymbolDecoder, p: BinParams, first: np.ndarray, width: np.ndarray,
-                      lo: np.ndarray, hi: np.ndarray, symbols: np.ndarray | None) -> np.ndarray:
-        """Escaped symbols: the mixture over every feasible bin, the window's bins excluded."""
-        span = window_width(lo, hi)
-        out = np.zeros(len(lo), dtype=np.int64)
-        for size in np.unique(span).tolist():
-            idx = np.flatnonzero(span == size)
-            pmf = window_pmf(p.take(idx), lo[idx], size, lo[idx], hi[idx])[:, :-1]
-            col = np.arange(size)[None, :] + lo[idx, None]
-            inside = (col >= first[idx, None]) & (col < (first + width)[idx, None])
-            # +1: a row stays codable even where the model put no mass outside the window
-            pmf = np.where(inside, 0.0, pmf + 1.0)
-            if symbols is not None:
-                coder.encode(symbols[idx] - lo[idx], pmf)
-            else:
-                out[idx] = lo[idx] + coder.decode(pmf)
-        return out

@@ -177,39 +177,228 @@ def window_pmf(p: BinParams, start: np.ndarray, width: int, lo: np.ndarray, hi: 
     return out
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _fill_row(out, o, s, width, low, high, weights, means, rows, n, cdf_rows, cdf_base, mass_rows, mass_base,
+              reach):  # pragma: no cover - compiled
+    """Masses of bins ``s .. s+width-1`` of symbol ``n`` and its escape mass into ``out[o : o+width+1]``."""
+    full = 1 << CDF_BITS
+    half_step = MEAN_STEPS // 2
+    bins = min(width, high - s + 1)  # window bins beyond the last feasible one get no mass
+    for j in range(width + 1):
+        out[o + j] = 0.0
+    total = 0.0
+    for k in range(weights.shape[1]):
+        w = float(weights[n, k])
+        total += w
+        b = (means[n, k] + half_step) // MEAN_STEPS  # the bin of the mean
+        f = means[n, k] + half_step - MEAN_STEPS * b  # and its fraction
+        r = rows[n, k]
+        rr = reach[r]
+        # bins b-rr-1 .. b+rr carry this component's mass: a contiguous slice of its row
+        j0 = max(0, b - rr - 1 - s)
+        j1 = min(bins, b + rr + 1 - s)
+        at = mass_base[r, f] + rr + 1 + s - b
+        for j in range(j0, j1):
+            out[o + j] += w * mass_rows[at + j]
+        # the end bins of the feasible range take the tails beyond them
+        base = cdf_base[r, f] + rr + 1
+        if s == low:
+            out[o] += w * cdf_rows[base + min(max(low - b, -rr - 1), rr + 1)]
+        if high < s + width:
+            out[o + high - s] += w * (full - cdf_rows[base + min(max(high + 1 - b, -rr - 1), rr + 1)])
+    acc = 0.0
+    for j in range(width):
+        acc += out[o + j]
+    out[o + width] = total * full - acc
+
+
 @numba.njit(cache=True, nogil=True)
 def _window_masses(weights, means, rows, start, width, lo, hi, cdf_rows, cdf_base, mass_rows, mass_base, reach,
                    out):  # pragma: no cover - compiled
-    full = 1 << CDF_BITS
-    half_step = MEAN_STEPS // 2
+    flat = out.reshape(-1)
     for n in range(out.shape[0]):
-        s, low, high = start[n], lo[n], hi[n]
-        bins = min(width, high - s + 1)  # window bins beyond the last feasible one get no mass
-        for j in range(width + 1):
-            out[n, j] = 0.0
-        total = 0.0
-        for k in range(weights.shape[1]):
-            w = float(weights[n, k])
-            total += w
-            b = (means[n, k] + half_step) // MEAN_STEPS  # the bin of the mean
-            f = means[n, k] + half_step - MEAN_STEPS * b  # and its fraction
-            r = rows[n, k]
-            rr = reach[r]
-            # bins b-rr-1 .. b+rr carry this component's mass: a contiguous slice of its row
-            j0 = max(0, b - rr - 1 - s)
-            j1 = min(bins, b + rr + 1 - s)
-            at = mass_base[r, f] + rr + 1 + s - b
-            for j in range(j0, j1):
-                out[n, j] += w * mass_rows[at + j]
-            # the end bins of the feasible range take the tails beyond them
-            base = cdf_base[r, f] + rr + 1
-            if s == low:
-                out[n, 0] += w * cdf_rows[base + min(max(low - b, -rr - 1), rr + 1)]
-            if high < s + width:
-                out[n, high - s] += w * (full - cdf_rows[base + min(max(high + 1 - b, -rr - 1), rr + 1)])
-        acc = 0.0
-        for j in range(width):
-            acc += out[n, j]
-        out[n, width] = total * full - acc
+        _fill_row(flat, n * (width + 1), start[n], width, lo[n], hi[n], weights, means, rows, n, cdf_rows, cdf_base,
+                  mass_rows, mass_base, reach)
 
 
+# ---------------------------------------------------------------------- planned groups
+#
+# A group (one channel of one wavefront) is coded as: its windows, one range-coder call per window
+# width (ascending), then the escaped symbols, one call per feasible-span width.  Planning a group
+# is one compiled call that derives every window and fills every table of the group into one flat
+# buffer, so the Python side only slices that buffer for the range coder: the per-call NumPy work
+# (parameters, bounds, widths, per-width copies) used to cost more than the masses themselves.
+
+#: window widths are powers of two up to 2**MAX_WIDTH_LOG2 (a feasible span is at most 511 bins)
+MAX_WIDTH_LOG2 = 12
+
+
+@dataclass
+class Classes:
+    """Symbols grouped by table width: ``order`` (indices into the group, each width's run in
+    ascending index order), and per width ``(width, first position in order, count, offset of its
+    [count, width+1] tables in masses)``."""
+
+    order: np.ndarray
+    runs: list[tuple[int, int, int, int]]
+    masses: np.ndarray
+
+    def tables(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """``(indices, [count, width+1] tables)`` per width, ascending."""
+        return [(self.order[at : at + count], self.masses[off : off + count * (width + 1)].reshape(count, width + 1))
+                for width, at, count, off in self.runs]
+
+
+@dataclass
+class GroupPlan:
+    """The windows of one group: :class:`BinParams`, each symbol's first window bin and window
+    width, and the window tables grouped by width."""
+
+    params: BinParams
+    first: np.ndarray
+    width: np.ndarray
+    windows: Classes
+
+
+def plan_group(logits: np.ndarray, means: np.ndarray, log_scales: np.ndarray, tau: int, lo: np.ndarray,
+               hi: np.ndarray) -> GroupPlan:
+    """Every window and window table of a group, from the integer network's outputs (``[N, K]``
+    int64) and the feasible bins ``lo``/``hi`` (``[N]`` int64).  Same integers as
+    :meth:`BinParams.of`, :func:`window_bounds`, :func:`window_width` and :func:`window_pmf`."""
+    t = tables()
+    width_px = 2 * tau + 1
+    w, m, r, first, size, order, runs, masses = _plan_windows(
+        np.ascontiguousarray(logits, dtype=np.int64), np.ascontiguousarray(means, dtype=np.int64),
+        np.ascontiguousarray(log_scales, dtype=np.int64), width_px, np.ascontiguousarray(lo, dtype=np.int64),
+        np.ascontiguousarray(hi, dtype=np.int64), t.weight, int(t.log_width[width_px]), t.index_offset, t.half_window,
+        int(t.weight[MAJOR_GAP]), t.cdf_rows, t.cdf_base, t.mass_rows, t.mass_base, t.reach)
+    return GroupPlan(BinParams(w, m, r), first, size, Classes(order, [tuple(x) for x in runs.tolist()], masses))
+
+
+def plan_escapes(plan: GroupPlan, escaped: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> Classes:
+    """Tables of the escaped symbols ``escaped`` (indices into the group, ascending): the mixture
+    over every feasible bin with the window's bins at zero and every other bin + 1 (a row stays
+    codable even where the model put no mass outside the window); grouped by span width."""
+    t = tables()
+    order, runs, masses = _plan_escapes(escaped.astype(np.int64), plan.params.weights, plan.params.means,
+                                        plan.params.rows, plan.first, plan.width, lo.astype(np.int64),
+                                        hi.astype(np.int64), t.cdf_rows, t.cdf_base, t.mass_rows, t.mass_base,
+                                        t.reach)
+    return Classes(order, [tuple(x) for x in runs.tolist()], masses)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _pow2_width(n):  # pragma: no cover - compiled
+    """log2 of the power-of-two width (>= MIN_WINDOW) holding ``n`` bins."""
+    e = 2  # MIN_WINDOW = 4
+    while (1 << e) < n:
+        e += 1
+    return e
+
+
+@numba.njit(cache=True, nogil=True)
+def _runs_by_width(log2w):  # pragma: no cover - compiled
+    """Stable grouping of symbols by width: order and (width, at, count, offset) runs."""
+    n = log2w.shape[0]
+    count = np.zeros(MAX_WIDTH_LOG2 + 1, dtype=np.int64)
+    for i in range(n):
+        count[log2w[i]] += 1
+    at = np.zeros(MAX_WIDTH_LOG2 + 1, dtype=np.int64)
+    n_runs = 0
+    pos = 0
+    for e in range(MAX_WIDTH_LOG2 + 1):
+        at[e] = pos
+        pos += count[e]
+        if count[e]:
+            n_runs += 1
+    runs = np.zeros((n_runs, 4), dtype=np.int64)
+    j = 0
+    off = 0
+    for e in range(MAX_WIDTH_LOG2 + 1):
+        if count[e]:
+            width = 1 << e
+            runs[j, 0] = width
+            runs[j, 1] = at[e]
+            runs[j, 2] = count[e]
+            runs[j, 3] = off
+            off += count[e] * (width + 1)
+            j += 1
+    order = np.empty(n, dtype=np.int64)
+    fill = at.copy()
+    for i in range(n):
+        order[fill[log2w[i]]] = i
+        fill[log2w[i]] += 1
+    return order, runs, off
+
+
+@numba.njit(cache=True, nogil=True)
+def _plan_windows(logits, means_px, log_scales, width_px, lo, hi, weight_t, log_width, index_offset, half_window,
+                  major_weight, cdf_rows, cdf_base, mass_rows, mass_base, reach):  # pragma: no cover - compiled
+    n, K = logits.shape
+    weights = np.empty((n, K), dtype=np.int64)
+    means = np.empty((n, K), dtype=np.int64)
+    rows = np.empty((n, K), dtype=np.int64)
+    first = np.empty(n, dtype=np.int64)
+    size = np.empty(n, dtype=np.int64)
+    log2w = np.empty(n, dtype=np.int64)
+    big = np.iinfo(np.int64).max
+    half_step = MEAN_STEPS // 2
+    for i in range(n):
+        top = logits[i, 0]
+        for k in range(1, K):
+            top = max(top, logits[i, k])
+        f, last = big, -big
+        for k in range(K):
+            weights[i, k] = weight_t[min(max(top - logits[i, k], 0), 2 * LOGIT_LIMIT)] if K > 1 else 1
+            means[i, k] = (2 * means_px[i, k] + width_px) // (2 * width_px)  # round(mean / width), halves up
+            rows[i, k] = log_scales[i, k] - log_width + index_offset
+            if weights[i, k] >= major_weight:
+                half = half_window[rows[i, k]]
+                f = min(f, (means[i, k] - half + half_step) // MEAN_STEPS)
+                last = max(last, (means[i, k] + half + half_step) // MEAN_STEPS)
+        f = max(min(f, hi[i]), lo[i])
+        last = min(max(last, f), hi[i])
+        first[i] = f
+        log2w[i] = _pow2_width(last - f + 1)
+        size[i] = 1 << log2w[i]
+    order, runs, total = _runs_by_width(log2w)
+    masses = np.empty(total, dtype=np.float64)
+    for r in range(runs.shape[0]):
+        width, at, count, off = runs[r, 0], runs[r, 1], runs[r, 2], runs[r, 3]
+        for j in range(count):
+            i = order[at + j]
+            _fill_row(masses, off + j * (width + 1), first[i], width, lo[i], hi[i], weights, means, rows, i,
+                      cdf_rows, cdf_base, mass_rows, mass_base, reach)
+    return weights, means, rows, first, size, order, runs, masses
+
+
+@numba.njit(cache=True, nogil=True)
+def _plan_escapes(escaped, weights, means, rows, first, size, lo, hi, cdf_rows, cdf_base, mass_rows, mass_base,
+                  reach):  # pragma: no cover - compiled
+    n = escaped.shape[0]
+    log2w = np.empty(n, dtype=np.int64)
+    for j in range(n):
+        i = escaped[j]
+        log2w[j] = _pow2_width(hi[i] - lo[i] + 1)
+    local, runs, total = _runs_by_width(log2w)
+    # tables of span width (the escape entry of the window layout is dropped)
+    masses = np.empty(total, dtype=np.float64)
+    off_out = 0
+    row = np.empty(1 << MAX_WIDTH_LOG2 + 1, dtype=np.float64)
+    order = np.empty(n, dtype=np.int64)
+    for r in range(runs.shape[0]):
+        span, at, count = runs[r, 0], runs[r, 1], runs[r, 2]
+        runs[r, 3] = off_out
+        for j in range(count):
+            i = escaped[local[at + j]]
+            order[at + j] = i
+            _fill_row(row, 0, lo[i], span, lo[i], hi[i], weights, means, rows, i, cdf_rows, cdf_base, mass_rows,
+                      mass_base, reach)
+            for b in range(span):
+                inside = first[i] <= lo[i] + b < first[i] + size[i]
+                masses[off_out + b] = 0.0 if inside else row[b] + 1.0
+            off_out += span
+    # each table is [count, span] (no escape entry): runs record width span - 1 for Classes.tables
+    for r in range(runs.shape[0]):
+        runs[r, 0] -= 1
+    return order, runs, masses

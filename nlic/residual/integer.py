@@ -64,6 +64,36 @@ def shift_round(x: Tensor, shift: Tensor | int, low: float, high: float) -> Tens
     return torch.floor(torch.addcmul(torch.full((), 0.5, dtype=x.dtype, device=x.device), x, scale)).clamp_(low, high)
 
 
+@dataclass
+class Requantizer:
+    """:func:`shift_round` of every column of an accumulator at once, with per-column power-of-two
+    scales and limits precomputed (then minus ``offset``): one product, three in-place passes.
+
+    Same integers as :func:`shift_round` column by column (the product by a power of two is exact).
+    """
+
+    scale: Tensor  # [n] float32, 2**shift
+    low: Tensor  # [n]
+    high: Tensor  # [n]
+    offset: Tensor | None = None  # [n], subtracted after clamping
+
+    @classmethod
+    def of(cls, shift: Tensor, low: Sequence[float] | float, high: Sequence[float] | float,
+           offset: Sequence[float] | None = None) -> Requantizer:
+        n = shift.shape[0]
+        vec = lambda v: torch.as_tensor(v, dtype=torch.float32).expand(n).clone()  # noqa: E731
+        return cls(torch.exp2(shift.float()), vec(low), vec(high), None if offset is None else vec(offset))
+
+    def to(self, device: torch.device | str) -> Requantizer:
+        return Requantizer(self.scale.to(device), self.low.to(device), self.high.to(device),
+                           None if self.offset is None else self.offset.to(device))
+
+    def __call__(self, acc: Tensor) -> Tensor:
+        y = acc * self.scale
+        y.add_(0.5).floor_().clamp_(min=self.low, max=self.high)
+        return y if self.offset is None else y.sub_(self.offset)
+
+
 @contextlib.contextmanager
 def exact_float32() -> Iterator[None]:
     """IEEE float32 in matrix products and convolutions on GPUs: no TF32 (10-bit mantissa), and no
@@ -145,15 +175,6 @@ class IntLinear:
         return out
 
 
-def relu_act(acc: Tensor, exponent: Tensor, unit: int) -> Tensor:
-    """Accumulator -> integer activation in [0, ACT_MAX] of unit ``2**unit``."""
-    return shift_round(acc, exponent - unit, 0, ACT_MAX)
-
-
-def signed_act(acc: Tensor, exponent: Tensor, unit: int) -> Tensor:
-    return shift_round(acc, exponent - unit, -ACT_MAX, ACT_MAX)
-
-
 @dataclass
 class ChannelParams:
     """Integer mixture parameters of one channel, each ``[N, K]`` (int64)."""
@@ -230,6 +251,19 @@ class IntegerHead:
                 self.channel_out.append(self._output_layer(head, c, n_cur, units[f"channel{c}"], u_skip, R))
         self._kernel = self._conv_kernel(head.kernel)
         self.device = torch.device("cpu")
+        self._build_requantizers()
+
+    def _build_requantizers(self) -> None:
+        """Per-column scales and limits of every layer's output (computed once, not per call)."""
+        C, u = self.context_channels, self.units
+        e = self.context.exponent
+        n_skip = e.shape[0] - C
+        self._context_q = Requantizer.of(torch.cat([e[:C] - u["context"], e[C:] - u["skip"]]),
+                                         [0.0] * C + [-ACT_MAX] * n_skip, ACT_MAX)
+        self._trunk_q = [Requantizer.of(lin.exponent - u[f"trunk{i}"], 0, ACT_MAX) for i, lin in enumerate(self.trunk)]
+        self._channel_q = [Requantizer.of(lin.exponent - u[f"channel{c}"], 0, ACT_MAX)
+                           for c, lin in enumerate(self.channel_in)]
+        self._out_q = [self._mixture_requantizer(lin.exponent) for lin in self.channel_out]
 
     def to(self, device: torch.device | str) -> IntegerHead:
         """Run on ``device`` (the integers, hence the results, are the same everywhere)."""
@@ -239,6 +273,11 @@ class IntegerHead:
         self.channel_in = [lin.to(device) for lin in self.channel_in]
         self.channel_out = [lin.to(device) for lin in self.channel_out]
         self._kernel = self._kernel.to(device)
+        self._build_requantizers()
+        self._context_q = self._context_q.to(device)
+        self._trunk_q = [q.to(device) for q in self._trunk_q]
+        self._channel_q = [q.to(device) for q in self._channel_q]
+        self._out_q = [q.to(device) for q in self._out_q]
         return self
 
     def _output_layer(self, head: ContextHead, c: int, n_cur: int, u_z: int, u_skip: int, R: int) -> IntLinear:
@@ -306,16 +345,13 @@ class IntegerHead:
         return kernel
 
     def _split_context(self, acc: Tensor) -> tuple[Tensor, Tensor]:
-        C = self.context_channels
-        e = self.context.exponent
-        act = relu_act(acc[..., :C], e[:C], self.units["context"])
-        skip = signed_act(acc[..., C:], e[C:], self.units["skip"])
-        return act, skip
+        y = self._context_q(acc)
+        return y[..., : self.context_channels], y[..., self.context_channels :]
 
     def trunk_features(self, act: Tensor) -> Tensor:
         h = act
-        for i, lin in enumerate(self.trunk):
-            h = relu_act(lin(h), lin.exponent, self.units[f"trunk{i}"])
+        for lin, q in zip(self.trunk, self._trunk_q):
+            h = q(lin(h))
         return h
 
     def channel_inputs(self, c: int, trunk: Tensor, skip: Tensor, current: Tensor) -> tuple[Tensor, ...]:
@@ -323,25 +359,36 @@ class IntegerHead:
         ``current`` ``[..., 3]`` holds the raw residuals of this pixel (only those before ``c`` read)."""
         cur = current[..., :c] if self.channel_conditioning else current[..., :0]
         lin_in = self.channel_in[c]
-        z = relu_act(lin_in(trunk, cur), lin_in.exponent, self.units[f"channel{c}"])
+        z = self._channel_q[c](lin_in(trunk, cur))
         return z, cur, skip[..., c : c + 1]
 
     def channel_output(self, c: int, inputs: tuple[Tensor, ...], layer: IntLinear | None = None) -> ChannelParams:
         """Integer mixture of channel ``c`` from its output-layer inputs (``layer``: this tile's
         adapted output layer, see :mod:`nlic.coding.adaptation`)."""
-        lin_out = layer if layer is not None else self.channel_out[c]
-        return self.mixture_of(lin_out(*inputs), lin_out.exponent)
+        if layer is None:
+            return self._mixture(self._out_q[c](self.channel_out[c](*inputs)))
+        return self.mixture_of(layer(*inputs), layer.exponent)
+
+    def _mixture_requantizer(self, e: Tensor) -> Requantizer:
+        """Output-layer accumulators (units ``2**e``) -> logits (1/LOGIT_STEPS), means (1/MEAN_STEPS
+        pixel) and log-scale grid indices (0 = LOG_SCALE_MIN)."""
+        K = self.mixtures
+        e = e.cpu()
+        shift = torch.cat([e[:K] + int(math.log2(LOGIT_STEPS)), e[K : 2 * K] + int(math.log2(MEAN_SCALE * MEAN_STEPS)),
+                           e[2 * K :] + int(math.log2(LOG_SCALE_STEPS))])
+        first = LOG_SCALE_MIN * LOG_SCALE_STEPS  # index 0 of the log-scale grid
+        return Requantizer.of(shift, [-LOGIT_LIMIT] * K + [-MEAN_LIMIT] * K + [first] * K,
+                              [LOGIT_LIMIT] * K + [MEAN_LIMIT] * K + [first + LOG_SCALE_LEVELS - 1] * K,
+                              [0] * (2 * K) + [first] * K)
+
+    def _mixture(self, y: Tensor) -> ChannelParams:
+        K = self.mixtures
+        y = y.long()
+        return ChannelParams(*(y[..., i * K : (i + 1) * K].contiguous() for i in range(3)))
 
     def mixture_of(self, acc: Tensor, e: Tensor) -> ChannelParams:
         """Output-layer accumulators (units ``2**e``) -> integer mixture parameters."""
-        K = self.mixtures
-        logits = shift_round(acc[..., :K], e[:K] + int(math.log2(LOGIT_STEPS)), -LOGIT_LIMIT, LOGIT_LIMIT)
-        means = shift_round(acc[..., K : 2 * K], e[K : 2 * K] + int(math.log2(MEAN_SCALE * MEAN_STEPS)),
-                            -MEAN_LIMIT, MEAN_LIMIT)
-        first = LOG_SCALE_MIN * LOG_SCALE_STEPS  # index 0 of the log-scale grid
-        log_scales = shift_round(acc[..., 2 * K :], e[2 * K :] + int(math.log2(LOG_SCALE_STEPS)),
-                                 first, first + LOG_SCALE_LEVELS - 1) - first
-        return ChannelParams(logits.long(), means.long(), log_scales.long())
+        return self._mixture(self._mixture_requantizer(e).to(acc.device)(acc))
 
     def channel_params(self, c: int, trunk: Tensor, skip: Tensor, current: Tensor,
                        layer: IntLinear | None = None) -> ChannelParams:
