@@ -44,13 +44,14 @@ def build_codec(config: dict) -> NearLosslessCodec:
     return NearLosslessCodec(lossy, residual, relax_lossy=bool(cfg.get("relax_lossy", False)))
 
 
-def load_codec_state(model: torch.nn.Module, state_dict: dict[str, torch.Tensor]) -> None:
-    """``load_state_dict`` that first resizes CompressAI's CDF buffers to the stored shapes."""
+def load_codec_state(model: torch.nn.Module, state_dict: dict[str, torch.Tensor], strict: bool = True) -> list[str]:
+    """``load_state_dict`` that first resizes CompressAI's CDF buffers to the stored shapes; returns
+    the model's keys missing from ``state_dict`` (none when ``strict``)."""
     buffers = dict(model.named_buffers())
     for key, value in state_dict.items():
         if key.endswith(CDF_BUFFERS) and key in buffers and buffers[key].shape != value.shape:
             buffers[key].resize_(value.shape)
-    model.load_state_dict(state_dict, strict=True)
+    return model.load_state_dict(state_dict, strict=strict).missing_keys
 
 
 @dataclass
@@ -90,6 +91,28 @@ def without_bias_correction(model: LoadedModel) -> LoadedModel:
     return LoadedModel(codec, config, quantization, model_id(config, codec.state_dict(), quantization), model.path)
 
 
+def with_gray_heads(model: LoadedModel, gray: LoadedModel) -> tuple[NearLosslessCodec, dict]:
+    """``model`` with the heads of ``gray`` (same architecture, trained on grey crops) as its grey
+    heads: grey images are then coded by them, colour images exactly as before."""
+    from nlic.residual.network import attach_gray_heads
+
+    config = json.loads(json.dumps(model.config))
+    residual = dict(config["residual"])
+    gray_residual = dict(gray.config["residual"])
+    for key in (residual, gray_residual):
+        key.pop("gray_heads", None)
+    if residual != gray_residual or config["lossy"] != gray.config["lossy"]:
+        raise ModelError("the grey model's architecture differs from the colour model's (residual and lossy "
+                         "configs must match)")
+    config["residual"] = {**config["residual"], "gray_heads": True}
+    codec = build_codec(config)
+    missing = load_codec_state(codec, model.codec.state_dict(), strict=False)
+    if any(not k.startswith("residual.gray_") for k in missing):
+        raise ModelError(f"cannot carry the colour model's weights over: {missing[:3]}")
+    attach_gray_heads(codec.residual, gray.codec.residual)
+    return codec.eval(), config
+
+
 @torch.no_grad()
 def calibrate_codec(codec: NearLosslessCodec) -> dict:
     """Integer-network calibration of ``codec`` on the photos shipped in the package, in colour
@@ -99,15 +122,16 @@ def calibrate_codec(codec: NearLosslessCodec) -> dict:
     from nlic.residual.integer import calibrate
     from nlic.system import lossy_to_uint8, pad_to_multiple
 
-    residuals, features = [], []
+    residuals, features, gray = [], [], []
     for _, rgb in load_folder(None):
-        for img in (rgb, to_gray(rgb)[..., None].repeat(3, axis=2)):
+        for is_gray, img in ((False, rgb), (True, to_gray(rgb)[..., None].repeat(3, axis=2))):
+            gray.append(is_gray)
             x = pad_to_multiple(torch.from_numpy(img).permute(2, 0, 1)[None].float(), codec.pad_multiple)
             out = codec.lossy(x / 255.0)
             residuals.append(x - lossy_to_uint8(out["x_hat"].float()))
             feats = out.get("features")
             features.append(feats if feats is not None and feats.shape[1] else None)
-    return calibrate(codec.residual, residuals, features)
+    return calibrate(codec.residual, residuals, features, gray=gray)
 
 
 def _is_weight(key: str, value: torch.Tensor) -> bool:

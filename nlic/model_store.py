@@ -16,6 +16,8 @@ from nlic.errors import ModelError
 STORE_ENV = "NLIC_MODEL_DIR"
 #: the trained model shipped inside the package (see README "Default model")
 DEFAULT_MODEL = Path(__file__).parent / "assets" / "default_model.pt"
+#: earlier shipped defaults, as ``<model id>.pt``: files they made still decode without --model
+PREVIOUS_DEFAULTS = Path(__file__).parent / "assets" / "models"
 
 
 def store_dir() -> Path:
@@ -41,12 +43,16 @@ def register(path: str | Path, model_id: bytes) -> Path:
 
 def find_model(model_id: bytes, default_id: bytes | None = None) -> Path:
     """The model file whose id is ``model_id``: the shipped default (when ``default_id``, its id,
-    matches) or ``<store>/<id>.pt``; a clear error listing where it looked otherwise."""
+    matches), ``<store>/<id>.pt`` or an earlier shipped default; a clear error listing where it
+    looked otherwise."""
     if default_id is not None and default_id == model_id and DEFAULT_MODEL.exists():
         return DEFAULT_MODEL
     stored = store_dir() / f"{model_id.hex()}.pt"
     if stored.is_file():
         return stored
+    previous = PREVIOUS_DEFAULTS / f"{model_id.hex()}.pt"
+    if previous.is_file():
+        return previous
     raise ModelError(
         f"the file was encoded with model {model_id.hex()}, which is not here: not the shipped default model "
         f"({DEFAULT_MODEL}{'' if default_id is None else ', id ' + default_id.hex()}), not in the model store "

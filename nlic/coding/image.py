@@ -133,12 +133,14 @@ class ImageCodec:
         guard_latent_decoders(self.model.lossy)  # corrupt latent strings must not crash CompressAI's decoder
 
     # ------------------------------------------------------------------ helpers
-    def coder(self, tau: int) -> ResidualCoder:
-        """The residual coder of ``tau`` (one integer head per head of the network, built once)."""
+    def coder(self, tau: int, gray: bool = False) -> ResidualCoder:
+        """The residual coder of ``tau`` for a colour or grey image (one integer head per head of
+        the network, built once)."""
         net = self.model.residual
-        key = head_key(tau, net)
+        key = head_key(tau, net, gray)
         if key not in self._coders:
-            head: IntegerHead = integer_head(net, self.loaded.quantization, tau, self.model.lossy.residual_limit)
+            head: IntegerHead = integer_head(net, self.loaded.quantization, tau, self.model.lossy.residual_limit,
+                                             gray)
             self._coders[key] = ResidualCoder(head.to(self.device), net.mask, net.kernel)
         return self._coders[key]
 
@@ -225,7 +227,7 @@ class ImageCodec:
         latents = lossy.payload_to_bytes(payload)
         # decode our own latents: the residual is taken against exactly what the decoder sees
         x_hat, features = self._lossy_decode(lossy.payload_from_bytes(latents, *xp.shape[-2:]))
-        coder = self.coder(tau)
+        coder = self.coder(tau, gray=channels == 1)
         patches = self._patches(x_hat, features, h, w, tau, channels, coder.head)
         r_hat = quantize_residual(xp[:, :channels] - x_hat[:, :channels], tau)
         bins = patchify(torch.div(r_hat, bin_width(tau), rounding_mode="floor").long()) * patches.valid[:, None]
@@ -297,7 +299,7 @@ class ImageCodec:
             raise BitstreamError(f"latent stream cannot be decoded ({type(err).__name__})") from None
         if tuple(x_hat.shape[-2:]) != (hp, wp):
             raise BitstreamError("latent shape does not match the image size in the header")
-        coder = self.coder(tau)
+        coder = self.coder(tau, gray=channels == 1)
         layers = adaptation.unpack(chunk.adapt, coder.head, channels)
         patches = self._patches(x_hat, features, h, w, tau, channels, coder.head)
         try:

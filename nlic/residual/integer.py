@@ -402,19 +402,21 @@ class IntegerHead:
         return [ACT_MAX] * n_z + [self.residual_limit] * n_cur + [ACT_MAX]
 
 
-def head_key(tau: int, network: ResidualNetwork) -> str:
-    """Name of the integer head (and of its calibration entry) that codes ``tau``."""
-    _, index = network.head_for(tau)
-    return "plain" if index is None else f"tau{index + 1}"
+def head_key(tau: int, network: ResidualNetwork, gray: bool = False) -> str:
+    """Name of the integer head (and of its calibration entry) that codes ``tau`` (of a grey image)."""
+    _, index = network.head_for(tau, gray)
+    prefix = "gray_" if gray and network.has_gray_heads else ""
+    return prefix + ("plain" if index is None else f"tau{index + 1}")
 
 
-def integer_head(network: ResidualNetwork, units: dict, tau: int, residual_limit: int) -> IntegerHead:
+def integer_head(network: ResidualNetwork, units: dict, tau: int, residual_limit: int,
+                 gray: bool = False) -> IntegerHead:
     """The integer network that codes ``tau`` (``units``: the calibration, see :func:`calibrate`)."""
     if units.get("format") != INTEGER_FORMAT:
         raise ValueError(f"integer network format {units.get('format')!r} is not this nlic's ({INTEGER_FORMAT}): "
                          "export the model again with this nlic")
-    head, index = network.head_for(tau)
-    return IntegerHead(head, units[head_key(tau, network)], index, residual_limit)
+    head, index = network.head_for(tau, gray)
+    return IntegerHead(head, units[head_key(tau, network, gray)], index, residual_limit)
 
 
 def activation_unit(largest: float) -> int:
@@ -428,10 +430,12 @@ CALIBRATION_MARGIN = 1.5
 
 @torch.no_grad()
 def calibrate(network: ResidualNetwork, residuals: Sequence[Tensor], features: Sequence[Tensor | None] | None = None,
-              taus: Sequence[int] = (0, 1, 2, 3, 4, 5)) -> dict[str, dict[str, int]]:
+              taus: Sequence[int] = (0, 1, 2, 3, 4, 5),
+              gray: Sequence[bool] | None = None) -> dict[str, dict[str, int]]:
     """Activation units of every head, from the float network's largest activations on
     ``residuals`` (each ``[1, 3, H, W]``, H and W multiples of 64, raw residuals) and the lossy
-    features that go with them (``[1, F, H, W]``, or None).
+    features that go with them (``[1, F, H, W]``, or None).  The grey heads, if any, are
+    calibrated on the residuals flagged in ``gray`` (grey images, R = G = B).
 
     The result goes into the model file: the integer network is a function of the weights and
     these units only, so every machine derives the same one.
@@ -439,15 +443,22 @@ def calibrate(network: ResidualNetwork, residuals: Sequence[Tensor], features: S
     from nlic.residual.patches import patchify
     from nlic.residual.quantizer import quantize_residual
 
-    heads = {head_key(t, network): t for t in taus}
+    heads = {head_key(t, network): (t, False) for t in taus}
     if network.tau_head is not None:  # every conditioned head, whatever taus were asked for
-        heads.update({f"tau{i}": i for i in range(1, MAX_CONDITIONED_TAU + 1)})
+        heads.update({f"tau{i}": (i, False) for i in range(1, MAX_CONDITIONED_TAU + 1)})
+    if network.has_gray_heads:
+        if gray is None or not any(gray):
+            raise ValueError("calibrating grey heads needs grey residuals (flag them in gray=)")
+        gray_taus = list(taus) + list(range(1, MAX_CONDITIONED_TAU + 1))
+        heads.update({head_key(t, network, True): (t, True) for t in gray_taus})
     out = {}
-    for key, tau in heads.items():
-        head, index = network.head_for(tau)
+    for key, (tau, for_gray) in heads.items():
+        head, index = network.head_for(tau, for_gray)
         tau_index = None if index is None else torch.tensor([index])
         record: dict[str, float] = {}
         for i, r in enumerate(residuals):
+            if for_gray and not gray[i]:
+                continue
             patches = patchify(quantize_residual(r.float(), tau))
             pre = head.context_full(patches)
             feats = None if not features or features[i] is None else patchify(features[i].float())

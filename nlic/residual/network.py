@@ -178,6 +178,7 @@ class ResidualNetwork(nn.Module):
         channel_conditioning: bool = True,
         bias_correction: bool = True,
         kernel: int = 7,
+        gray_heads: bool = False,
     ) -> None:
         super().__init__()
         self.mask = mask
@@ -187,16 +188,41 @@ class ResidualNetwork(nn.Module):
                 channel_conditioning)
         self.head = ContextHead(*args, num_taus=0, kernel=kernel)
         self.tau_head = ContextHead(*args, num_taus=MAX_CONDITIONED_TAU, kernel=kernel) if bias_correction else None
+        # a second pair of heads for grey images (their context is the grey plane in all three
+        # channels, unlike any colour photo): trained on grey crops, see attach_gray_heads
+        self.gray_head = ContextHead(*args, num_taus=0, kernel=kernel) if gray_heads else None
+        self.gray_tau_head = (ContextHead(*args, num_taus=MAX_CONDITIONED_TAU, kernel=kernel)
+                              if gray_heads and bias_correction else None)
 
     @property
     def kernel(self) -> int:
         return self.head.kernel
 
-    def head_for(self, tau: int) -> tuple[ContextHead, int | None]:
-        """The head that codes ``tau`` and its 0-based tau index (``None`` for the plain head)."""
-        if tau == 0 or self.tau_head is None:
-            return self.head, None
-        return self.tau_head, min(int(tau), MAX_CONDITIONED_TAU) - 1
+    @property
+    def has_gray_heads(self) -> bool:
+        return self.gray_head is not None
+
+    def head_for(self, tau: int, gray: bool = False) -> tuple[ContextHead, int | None]:
+        """The head that codes ``tau`` (of a grey image: the grey heads when the network has them)
+        and its 0-based tau index (``None`` for a plain head)."""
+        plain, conditioned = (self.gray_head, self.gray_tau_head) if gray and self.has_gray_heads else \
+            (self.head, self.tau_head)
+        if tau == 0 or conditioned is None:
+            return plain, None
+        return conditioned, min(int(tau), MAX_CONDITIONED_TAU) - 1
+
+
+@torch.no_grad()
+def attach_gray_heads(network: ResidualNetwork, gray: ResidualNetwork) -> None:
+    """Give ``network`` (built with ``gray_heads=True``) the heads of ``gray``, a network of the
+    same topology trained on grey crops, as its grey heads."""
+    if not network.has_gray_heads:
+        raise ValueError("the network has no grey heads (build it with gray_heads=True)")
+    network.gray_head.load_state_dict(gray.head.state_dict())
+    if network.gray_tau_head is not None:
+        if gray.tau_head is None:
+            raise ValueError("the grey network has no bias-correction head to attach")
+        network.gray_tau_head.load_state_dict(gray.tau_head.state_dict())
 
 
 @torch.no_grad()

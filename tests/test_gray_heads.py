@@ -1,0 +1,75 @@
+"""Grey heads: a second pair of heads, trained on grey crops, codes grey images; colour images are
+coded exactly as by the model without them.  Earlier shipped defaults still decode their files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from skimage import data
+
+from nlic.api import load_codec
+from nlic.bitstream.container import Container
+from nlic.cli.main import main
+from nlic.errors import ModelError
+from nlic.model_io import load_model
+from nlic.model_store import PREVIOUS_DEFAULTS, find_model
+
+from .conftest import TINY_CONFIG, make_tiny_model
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    root = tmp_path_factory.mktemp("gray")
+    colour = make_tiny_model(root / "colour.pt", seed=0)
+    gray = make_tiny_model(root / "gray.pt", seed=1)
+    merged = root / "merged.pt"
+    assert main(["export", str(colour), str(merged), "--gray-heads", str(gray), "--no-register"]) == 0
+    return colour, gray, merged
+
+
+def _tiles(data_: bytes) -> list:
+    return [(t.kind, t.latents, t.residual, t.stored) for t in Container.from_bytes(data_).tiles]
+
+
+def test_colour_images_code_as_without_grey_heads(models, photo: np.ndarray) -> None:
+    colour, _, merged = models
+    a, b = load_codec(colour, stored_fallback=False), load_codec(merged, stored_fallback=False)
+    assert a.image_codec.model_id != b.image_codec.model_id
+    for tau in (0, 2):
+        ra, rb = a.compress(photo, tau), b.compress(photo, tau)
+        assert _tiles(ra.data) == _tiles(rb.data)
+
+
+def test_grey_images_use_the_grey_heads_exactly(models) -> None:
+    colour, _, merged = models
+    grey = np.ascontiguousarray(data.camera()[100:190, 200:330])
+    a, b = load_codec(colour, stored_fallback=False), load_codec(merged, stored_fallback=False)
+    assert "gray_plain" in b.image_codec.loaded.quantization
+    for tau in (0, 2, 5):
+        result = b.compress(grey, tau)
+        restored = b.decompress(result.data).pixels[..., 0]
+        err = int(np.abs(restored.astype(int) - grey.astype(int)).max())
+        assert err <= tau and (tau or err == 0)
+        assert _tiles(result.data) != _tiles(a.compress(grey, tau).data)  # other heads, other code
+
+
+def test_grey_heads_need_the_same_architecture(models, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    colour, _, _ = models
+    other = make_tiny_model(tmp_path / "other.pt", config={
+        **TINY_CONFIG, "residual": {**TINY_CONFIG["residual"], "hidden": 8}})
+    assert main(["export", str(colour), str(tmp_path / "x.pt"), "--gray-heads", str(other), "--no-register"]) != 0
+    assert "architecture differs" in capsys.readouterr().err
+    assert not (tmp_path / "x.pt").exists()
+
+
+def test_earlier_defaults_are_shipped_under_their_id() -> None:
+    """A file made by an earlier default model names it by id; the package keeps those models."""
+    shipped = sorted(PREVIOUS_DEFAULTS.glob("*.pt"))
+    for path in shipped:
+        model_id = load_model(path).model_id
+        assert path.stem == model_id.hex()
+        assert find_model(model_id) == path
+    with pytest.raises(ModelError, match="not in the model store"):
+        find_model(bytes(8))
