@@ -58,3 +58,25 @@ def test_files_are_identical_and_exact_across_threads_and_kernels(photo_png: Pat
         assert dec.returncode == 0, (threads, isa, dec.stderr)
         err = np.abs(np.asarray(Image.open(restored)).astype(np.int16) - original).max()
         assert err <= tau, (threads, isa, err)
+
+
+def test_tiles_coded_on_threads_give_the_same_file(photos) -> None:
+    """Tiles coded on several threads at once: the same bytes as one at a time, decoded crossed."""
+    from nlic.api import Codec
+    from nlic.coding.image import ImageCodec
+    from nlic.model_io import load_model
+    from nlic.model_store import DEFAULT_MODEL
+
+    model = load_model(DEFAULT_MODEL)
+    one = Codec(ImageCodec(model, tile=64, threads=1))
+    many = Codec(ImageCodec(model, tile=64, threads=3))
+    assert many.image_codec.model.lossy.thread_safe  # the default model's tiles do run on threads
+    img = photos["chelsea"]  # 64 x 80: four tiles of 64
+    grey = np.ascontiguousarray(photos["astronaut"][..., 0])  # 96 x 128: six tiles
+    for pixels in (img, grey):
+        for tau in (0, 2):
+            a, b = one.compress(pixels, tau), many.compress(pixels, tau)
+            assert a.data == b.data
+            for decoded in (one.decompress(b.data).pixels, many.decompress(a.data).pixels):
+                err = np.abs(decoded.reshape(pixels.shape).astype(int) - pixels.astype(int)).max()
+                assert err <= tau and (tau or err == 0)

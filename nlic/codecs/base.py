@@ -61,6 +61,8 @@ class LossyCodec(nn.Module):
     pad_multiple: int = 64
     #: largest |x - x_hat| the residual network reads (the integer network's input bound)
     residual_limit: int = 255
+    #: tiles may be coded by several threads at once (CompressAI's entropy coders keep state: no)
+    thread_safe: bool = False
 
     def __init__(self, feature_channels: int, **kwargs) -> None:
         super().__init__(**kwargs)

@@ -21,6 +21,7 @@ class NoLossyLayer(LossyCodec):
 
     pad_multiple = 1
     residual_limit = 128  # x - 128 for x in 0..255
+    thread_safe = True  # nothing to code: x_hat is a constant
 
     def __init__(self) -> None:
         super().__init__(feature_channels=0)

@@ -12,8 +12,10 @@ import contextlib
 import struct
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import imagecodecs
 import numpy as np
@@ -37,6 +39,7 @@ MISMATCH_HINT = (
     "crafted (no image was written)"
 )
 DEFAULT_TILE = 512
+T = TypeVar("T")
 
 
 def resolve_device(device: str) -> torch.device:
@@ -117,10 +120,12 @@ class ImageCodec:
     """Compresses uint8 images with a loaded model (:func:`nlic.model_io.load_model`)."""
 
     def __init__(self, model: LoadedModel, tile: int = DEFAULT_TILE, stored_fallback: bool = True,
-                 device: str = "cpu") -> None:
+                 device: str = "cpu", threads: int | None = None) -> None:
         """``stored_fallback=False`` keeps the learned code of every tile even where the stored
         fallback is smaller (for studies and tests of the learned path).  ``device``: where the
-        networks run (``cpu``, ``cuda``, ``auto``); files are the same bytes on every device."""
+        networks run (``cpu``, ``cuda``, ``auto``); files are the same bytes on every device.
+        ``threads``: tiles coded at once on the CPU (default: torch's thread count); files are the
+        same bytes whatever it is."""
         if tile % 64 or tile <= 0:
             raise ValueError("tile size must be a positive multiple of 64")
         self.stored_fallback = stored_fallback
@@ -130,6 +135,7 @@ class ImageCodec:
         self.model_id = model.model_id
         self.tile = tile
         self._coders: dict[str, ResidualCoder] = {}
+        self.threads = max(1, torch.get_num_threads() if threads is None else int(threads))
         guard_latent_decoders(self.model.lossy)  # corrupt latent strings must not crash CompressAI's decoder
 
     # ------------------------------------------------------------------ helpers
@@ -143,6 +149,26 @@ class ImageCodec:
                                              gray)
             self._coders[key] = ResidualCoder(head.to(self.device), net.mask, net.kernel)
         return self._coders[key]
+
+    def _map_tiles(self, fn: Callable[..., T], items: list[tuple]) -> list[T]:
+        """``fn(*item)`` for every tile, in order.  On the CPU, with a lossy layer that allows it,
+        tiles run on ``self.threads`` threads with one torch thread each: a tile's wavefronts are too
+        small for torch's own threads to pay, and the compiled PMF code and torch release the GIL."""
+        workers = min(self.threads, len(items))
+        if workers <= 1 or self.device.type != "cpu" or not self.model.lossy.thread_safe:
+            return [fn(*item) for item in items]
+
+        def run(item: tuple) -> T:
+            with torch.no_grad():  # grad mode is per thread
+                return fn(*item)
+
+        saved = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            with ThreadPoolExecutor(workers) as pool:
+                return list(pool.map(run, items))
+        finally:
+            torch.set_num_threads(saved)
 
     @staticmethod
     def _tiles(height: int, width: int, tile: int):
@@ -194,12 +220,14 @@ class ImageCodec:
         t0 = time.perf_counter()
         H, W, _ = pixels.shape
         recon = np.empty_like(pixels)
-        chunks = []
+        tiles = list(self._tiles(H, W, self.tile))
+        self.coder(tau, gray=pixels.shape[2] == 1)  # built once, before any thread needs it
         with _lossy_step(self.model.lossy, lossy_step):
-            for y, x, h, w in self._tiles(H, W, self.tile):
-                chunk, rec = self._encode_tile(np.ascontiguousarray(pixels[y : y + h, x : x + w]), tau, adapt)
-                chunks.append(chunk)
-                recon[y : y + h, x : x + w] = rec
+            coded = self._map_tiles(self._encode_tile, [
+                (np.ascontiguousarray(pixels[y : y + h, x : x + w]), tau, adapt) for y, x, h, w in tiles])
+        chunks = [chunk for chunk, _ in coded]
+        for (y, x, h, w), (_, rec) in zip(tiles, coded):
+            recon[y : y + h, x : x + w] = rec
         container = Container(H, W, tau, self.tile, self.model_id, zlib.crc32(recon.tobytes()), mode, chunks, extras)
         data = container.to_bytes()
         max_error = int(np.abs(recon.astype(np.int16) - pixels.astype(np.int16)).max())
@@ -272,8 +300,13 @@ class ImageCodec:
         channels = 1 if c.mode.startswith("L") else 3
         out = np.empty((c.height, c.width, channels), dtype=np.uint8)
         # the file's tile size, not this codec's: files coded with any --tile decode
-        for (y, x, h, w), chunk in zip(self._tiles(c.height, c.width, c.tile), c.tiles):
-            out[y : y + h, x : x + w] = self._decode_tile(chunk, h, w, channels, c.tau)
+        tiles = list(self._tiles(c.height, c.width, c.tile))
+        if any(chunk.kind == LEARNED for chunk in c.tiles):
+            self.coder(c.tau, gray=channels == 1)  # built once, before any thread needs it
+        decoded = self._map_tiles(self._decode_tile, [(chunk, h, w, channels, c.tau)
+                                                      for (_, _, h, w), chunk in zip(tiles, c.tiles)])
+        for (y, x, h, w), tile in zip(tiles, decoded):
+            out[y : y + h, x : x + w] = tile
         alpha = None
         if c.mode.endswith("A"):
             try:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -94,21 +95,36 @@ class Requantizer:
         return y if self.offset is None else y.sub_(self.offset)
 
 
+_exact_lock = threading.Lock()
+_exact_depth = 0
+_exact_saved: tuple[bool, bool, bool] = (False, False, True)
+
+
 @contextlib.contextmanager
 def exact_float32() -> Iterator[None]:
     """IEEE float32 in matrix products and convolutions on GPUs: no TF32 (10-bit mantissa), and no
     cuDNN convolutions (its Winograd and FFT algorithms are not exact even on integers; without it
-    a convolution is an im2col matrix product).  CPU arithmetic is IEEE float32 already."""
+    a convolution is an im2col matrix product).  CPU arithmetic is IEEE float32 already.
+
+    The flags are process-wide: nested and concurrent uses (tiles coded on several threads) share
+    one setting, restored when the last one leaves."""
+    global _exact_depth, _exact_saved
     cuda = torch.backends.cuda.matmul
     cudnn = torch.backends.cudnn
-    saved = (cuda.allow_tf32, cudnn.allow_tf32, cudnn.enabled)
-    cuda.allow_tf32 = False
-    cudnn.allow_tf32 = False
-    cudnn.enabled = False
+    with _exact_lock:
+        if _exact_depth == 0:
+            _exact_saved = (cuda.allow_tf32, cudnn.allow_tf32, cudnn.enabled)
+            cuda.allow_tf32 = False
+            cudnn.allow_tf32 = False
+            cudnn.enabled = False
+        _exact_depth += 1
     try:
         yield
     finally:
-        cuda.allow_tf32, cudnn.allow_tf32, cudnn.enabled = saved
+        with _exact_lock:
+            _exact_depth -= 1
+            if _exact_depth == 0:
+                cuda.allow_tf32, cudnn.allow_tf32, cudnn.enabled = _exact_saved
 
 
 @dataclass
