@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 import torch
 from torch import Tensor
@@ -141,8 +142,8 @@ class ResidualCoder:
         """Decode the bins ``[P, c, 64, 64]`` (zero outside ``valid``).
 
         Residuals live in a zero-bordered float32 buffer per patch and channel; each wavefront's
-        context taps are one NumPy gather from it (flat indices: torch's advanced indexing is
-        several times slower at these sizes).
+        context taps are one compiled gather from it (torch's advanced indexing, and NumPy's, cost
+        more than the network at these sizes).
         """
         w = bin_width(tau)
         h = self.halo
@@ -168,9 +169,7 @@ class ResidualCoder:
             if end == start:
                 continue
             run = slice(start, end)
-            # [N, taps, 3] flat indices in (tap, rgb) order
-            index = (where[run, None, None] + taps_at[None, :, None]) + planes[run, None, :]
-            taps = torch.from_numpy(buffer[index].reshape(end - start, -1)).to(device)
+            taps = torch.from_numpy(_gather_taps(buffer, where, planes, taps_at, start, end)).to(device)
             with exact_float32():
                 act, skip = self.head.context_gathered(taps, None if feats is None else feats[run])
                 trunk = self.head.trunk_features(act)
@@ -181,9 +180,7 @@ class ResidualCoder:
                 k = self._code_group(dec, group, tau, lo[c][run], hi[c][run])
                 out[c, order_n[run]] = k.numpy()
                 current[:, c] = (k * w).float().to(device)
-            values = current.cpu().numpy()
-            values = values if n_ch == 3 else np.repeat(values[:, :1], CHANNELS, axis=1)
-            buffer[planes[run] + where[run, None]] = values
+            _scatter_residuals(buffer, where, planes, start, current.cpu().numpy(), n_ch)
             start = end
         return torch.from_numpy(out).reshape(n_ch, P, PATCH, PATCH).permute(1, 0, 2, 3)
 
@@ -219,3 +216,26 @@ class ResidualCoder:
         if sym is None and bool(((out < lo_n) | (out > hi_n)).any()):
             raise BitstreamError("residual stream decodes outside the feasible range")
         return torch.from_numpy(out)
+
+
+@numba.njit(cache=True, nogil=True)
+def _gather_taps(buffer, where, planes, taps_at, start, end):  # pragma: no cover - compiled
+    """``[end-start, taps*3]`` context of pixels ``start..end-1`` of the decoding order, in (tap, rgb)
+    order: ``buffer[planes[i, c] + where[i] + taps_at[t]]``."""
+    n_taps, n_ch = taps_at.shape[0], planes.shape[1]
+    out = np.empty((end - start, n_taps * n_ch), dtype=np.float32)
+    for i in range(start, end):
+        for t in range(n_taps):
+            for c in range(n_ch):
+                out[i - start, t * n_ch + c] = buffer[planes[i, c] + where[i] + taps_at[t]]
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _scatter_residuals(buffer, where, planes, start, values, n_coded):  # pragma: no cover - compiled
+    """Store the decoded residuals ``values`` ``[N, 3]`` of pixels ``start..`` (a grey image: its one
+    channel into all three context planes)."""
+    for j in range(values.shape[0]):
+        i = start + j
+        for c in range(planes.shape[1]):
+            buffer[planes[i, c] + where[i]] = values[j, c if n_coded == planes.shape[1] else 0]

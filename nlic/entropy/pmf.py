@@ -177,15 +177,20 @@ def window_pmf(p: BinParams, start: np.ndarray, width: int, lo: np.ndarray, hi: 
     return out
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
+#: every mass is an integer below 2**53 held in a float64, so sums are exact in any order and
+#: products exact with or without fused multiply-adds: the compiler may vectorize freely
+EXACT_FLOAT_FLAGS = {"reassoc", "contract"}
+
+
+@numba.njit(cache=True, nogil=True, inline="always", fastmath=EXACT_FLOAT_FLAGS)
 def _fill_row(out, o, s, width, low, high, weights, means, rows, n, cdf_rows, cdf_base, mass_rows, mass_base,
               reach):  # pragma: no cover - compiled
     """Masses of bins ``s .. s+width-1`` of symbol ``n`` and its escape mass into ``out[o : o+width+1]``."""
     full = 1 << CDF_BITS
     half_step = MEAN_STEPS // 2
     bins = min(width, high - s + 1)  # window bins beyond the last feasible one get no mass
-    for j in range(width + 1):
-        out[o + j] = 0.0
+    row = out[o : o + width + 1]  # views with non-negative indices: loops the compiler vectorizes
+    row[:] = 0.0
     total = 0.0
     for k in range(weights.shape[1]):
         w = float(weights[n, k])
@@ -197,22 +202,25 @@ def _fill_row(out, o, s, width, low, high, weights, means, rows, n, cdf_rows, cd
         # bins b-rr-1 .. b+rr carry this component's mass: a contiguous slice of its row
         j0 = max(0, b - rr - 1 - s)
         j1 = min(bins, b + rr + 1 - s)
-        at = mass_base[r, f] + rr + 1 + s - b
-        for j in range(j0, j1):
-            out[o + j] += w * mass_rows[at + j]
+        if j1 > j0:
+            at = mass_base[r, f] + rr + 1 + s - b
+            src = mass_rows[at + j0 : at + j1]
+            dst = row[j0:j1]
+            for j in range(j1 - j0):
+                dst[j] += w * src[j]
         # the end bins of the feasible range take the tails beyond them
         base = cdf_base[r, f] + rr + 1
         if s == low:
-            out[o] += w * cdf_rows[base + min(max(low - b, -rr - 1), rr + 1)]
+            row[0] += w * cdf_rows[base + min(max(low - b, -rr - 1), rr + 1)]
         if high < s + width:
-            out[o + high - s] += w * (full - cdf_rows[base + min(max(high + 1 - b, -rr - 1), rr + 1)])
+            row[high - s] += w * (full - cdf_rows[base + min(max(high + 1 - b, -rr - 1), rr + 1)])
     acc = 0.0
     for j in range(width):
-        acc += out[o + j]
-    out[o + width] = total * full - acc
+        acc += row[j]
+    row[width] = total * full - acc
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, fastmath=EXACT_FLOAT_FLAGS)
 def _window_masses(weights, means, rows, start, width, lo, hi, cdf_rows, cdf_base, mass_rows, mass_base, reach,
                    out):  # pragma: no cover - compiled
     flat = out.reshape(-1)
@@ -331,7 +339,7 @@ def _runs_by_width(log2w):  # pragma: no cover - compiled
     return order, runs, off
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, fastmath=EXACT_FLOAT_FLAGS)
 def _plan_windows(logits, means_px, log_scales, width_px, lo, hi, weight_t, log_width, index_offset, half_window,
                   major_weight, cdf_rows, cdf_base, mass_rows, mass_base, reach):  # pragma: no cover - compiled
     n, K = logits.shape
@@ -372,7 +380,7 @@ def _plan_windows(logits, means_px, log_scales, width_px, lo, hi, weight_t, log_
     return weights, means, rows, first, size, order, runs, masses
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, fastmath=EXACT_FLOAT_FLAGS)
 def _plan_escapes(escaped, weights, means, rows, first, size, lo, hi, cdf_rows, cdf_base, mass_rows, mass_base,
                   reach):  # pragma: no cover - compiled
     n = escaped.shape[0]
