@@ -122,17 +122,20 @@ class ResidualCoder:
         """Encode ``bins`` given their mixtures (:meth:`mixtures`)."""
         enc = SymbolEncoder()
         order, ends = self._decode_order(patches.valid)
+        order = order.numpy()
         channels = []
-        for c, p in enumerate(params):
-            fields = [t.reshape(-1, t.shape[-1])[order] for t in (p.logits, p.means, p.log_scales)]
-            channels.append((fields, *(t[:, c].reshape(-1)[order] for t in (patches.lo, patches.hi, bins))))
+        for c, p in enumerate(params):  # every field in decoding order (NumPy's take: a fast gather)
+            fields = [np.take(t.numpy().reshape(-1, t.shape[-1]), order, axis=0)
+                      for t in (p.logits, p.means, p.log_scales)]
+            channels.append((fields, *(np.take(t[:, c].numpy().reshape(-1), order)
+                                       for t in (patches.lo, patches.hi, bins))))
         start = 0
         for end in ends:
             if end == start:
                 continue
             for fields, lo, hi, sym in channels:
-                group = ChannelParams(*(f[start:end] for f in fields))
-                self._code_group(enc, group, tau, lo[start:end], hi[start:end], sym[start:end])
+                self._code_group(enc, [f[start:end] for f in fields], tau, lo[start:end], hi[start:end],
+                                 sym[start:end])
             start = end
         return enc.finish()
 
@@ -157,8 +160,8 @@ class ResidualCoder:
         where = (pix // PATCH + h) * side + pix % PATCH + h  # position in a bordered plane
         planes = (patch * CHANNELS)[:, None] * plane + (np.arange(CHANNELS) * plane)[None, :]  # [N, 3]
         taps_at = np.array([di * side + dj for di, dj in self.offsets], dtype=np.int64)
-        lo = [patches.lo[:, c].reshape(-1)[order] for c in range(n_ch)]
-        hi = [patches.hi[:, c].reshape(-1)[order] for c in range(n_ch)]
+        lo = [np.take(patches.lo[:, c].numpy().reshape(-1), order_n) for c in range(n_ch)]
+        hi = [np.take(patches.hi[:, c].numpy().reshape(-1), order_n) for c in range(n_ch)]
         device = self.head.device
         feats = None if patches.features is None else patches.features.reshape(-1, patches.features.shape[-1])[order]
         feats = None if feats is None else feats.to(device)
@@ -176,26 +179,27 @@ class ResidualCoder:
             current = torch.zeros(end - start, CHANNELS, device=device)
             for c in range(n_ch):
                 with exact_float32():
-                    group = _cpu(self.head.channel_params(c, trunk, skip, current, layers[c]))
-                k = self._code_group(dec, group, tau, lo[c][run], hi[c][run])
-                out[c, order_n[run]] = k.numpy()
-                current[:, c] = (k * w).float().to(device)
+                    p = self.head.channel_params(c, trunk, skip, current, layers[c])
+                fields = [t.cpu().numpy() for t in (p.logits, p.means, p.log_scales)]
+                k = self._code_group(dec, fields, tau, lo[c][run], hi[c][run])
+                out[c, order_n[run]] = k
+                current[:, c] = torch.from_numpy(k * w).float().to(device)
             _scatter_residuals(buffer, where, planes, start, current.cpu().numpy(), n_ch)
             start = end
         return torch.from_numpy(out).reshape(n_ch, P, PATCH, PATCH).permute(1, 0, 2, 3)
 
     # ------------------------------------------------------------------ one group of symbols
     @staticmethod
-    def _code_group(coder: SymbolEncoder | SymbolDecoder, params: ChannelParams, tau: int, lo: Tensor,
-                    hi: Tensor, symbols: Tensor | None = None) -> Tensor:
-        """Code one channel of one wavefront: encode ``symbols`` (bins) or decode and return them.
+    def _code_group(coder: SymbolEncoder | SymbolDecoder, params: Sequence[np.ndarray], tau: int, lo: np.ndarray,
+                    hi: np.ndarray, symbols: np.ndarray | None = None) -> np.ndarray:
+        """Code one channel of one wavefront: encode ``symbols`` (bins) or decode and return them;
+        ``params``: the integer mixture's logits, means and log-scales, ``[N, K]`` each.
 
         Window step: one range-coder call per window width, ascending (the decoder meets them in
         this order); escape step: the symbols outside their window, one call per span width.
         """
-        lo_n, hi_n = lo.numpy(), hi.numpy()
-        plan = plan_group(params.logits.numpy(), params.means.numpy(), params.log_scales.numpy(), tau, lo_n, hi_n)
-        sym = None if symbols is None else symbols.numpy()
+        lo_n, hi_n, sym = lo, hi, symbols
+        plan = plan_group(*params, tau, lo_n, hi_n)
         out = np.zeros(len(lo_n), dtype=np.int64)
         for idx, pmf in plan.windows.tables():
             width = pmf.shape[1] - 1
@@ -215,7 +219,7 @@ class ResidualCoder:
                     out[idx] = lo_n[idx] + coder.decode(pmf)
         if sym is None and bool(((out < lo_n) | (out > hi_n)).any()):
             raise BitstreamError("residual stream decodes outside the feasible range")
-        return torch.from_numpy(out)
+        return out
 
 
 @numba.njit(cache=True, nogil=True)
