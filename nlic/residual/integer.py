@@ -177,18 +177,11 @@ class IntLinear:
                 + self.bias.abs().double().cpu().numpy())
 
     def __call__(self, *parts: Tensor) -> Tensor:
-        """``W [parts...] + b``: the inputs as consecutive column blocks, no concatenation (each
-        block's product is exact, and so is their sum: all are within the layer's bound)."""
+        """``W [parts...] + b``: the inputs as consecutive column blocks (one product: exact in any
+        summation order, all within the layer's bound)."""
         if len(parts) == 1:
             return F.linear(parts[0], self.weight, self.bias)
-        out, at = None, 0
-        for x in parts:
-            n = x.shape[-1]
-            if n:
-                y = F.linear(x, self.weight[:, at : at + n], self.bias if out is None else None)
-                out = y if out is None else out + y
-            at += n
-        return out
+        return F.linear(torch.cat(parts, -1), self.weight, self.bias)
 
 
 @dataclass
