@@ -45,10 +45,11 @@ class Summary:
     dec_s_per_mp: float | None
     violations: list[str]
     failures: list[str]
+    channels: int = 3  # samples per pixel (1 for a grey bench)
 
     @property
     def bpsp(self) -> float | None:
-        return None if self.bpp is None else self.bpp / 3
+        return None if self.bpp is None else self.bpp / self.channels
 
     @property
     def status(self) -> str:
@@ -68,8 +69,9 @@ def _mean(values: Sequence[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def summarize(rows: Sequence[BenchRow]) -> list[Summary]:
-    """Group rows by (codec, tau, distance), keeping the rows' order."""
+def summarize(rows: Sequence[BenchRow], channels: int = 3) -> list[Summary]:
+    """Group rows by (codec, tau, distance), keeping the rows' order; ``channels``: samples per
+    pixel of the coded images (bpsp = bpp / channels)."""
     groups: dict[tuple, list[BenchRow]] = {}
     for r in rows:
         groups.setdefault((r.codec, r.tau, r.distance), []).append(r)
@@ -96,6 +98,7 @@ def summarize(rows: Sequence[BenchRow]) -> list[Summary]:
                 dec_s_per_mp=sum(r.dec_s for r in good) / mp if good else None,
                 violations=[r.image for r in group if r.bound_ok is False],
                 failures=[r.image for r in group if r.error is not None and r.bound_ok is not False],
+                channels=channels,
             )
         )
     return out
@@ -141,7 +144,8 @@ def markdown(summary: Sequence[Summary], title: str = "nlic bench") -> str:
     lines += [
         "",
         "bpp = 8 * bytes / (H * W) and PSNR are means of per-image values (∞ = lossless); "
-        "bpsp = bpp / 3; max err = worst image; s/MP = total seconds / total megapixels.",
+        f"bpsp = bpp / {summary[0].channels if summary else 3}; max err = worst image; "
+        "s/MP = total seconds / total megapixels.",
         "",
     ]
     return "\n".join(lines)

@@ -145,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
         rows = runner.run_bench(tasks, options, jobs=args.jobs, on_row=on_row)
 
     runner.write_results_json(rows, out / "results.json")
-    summary = report.summarize(rows)
+    summary = report.summarize(rows, channels=1 if args.gray else 3)
     title = f"nlic bench: {len(readable)} images from {args.folder}"
     report.write_reports(summary, out, title)
     console.print(_rich_table(summary, title))
