@@ -14,7 +14,7 @@ from PIL import Image
 from skimage import data as skdata
 from torch.utils.data import DistributedSampler
 
-from nlic.data.datamodule import ImageDataModule
+from nlic.data.datamodule import ImageDataModule, to_gray
 from nlic.data.images import load_rgb
 from nlic.data.shards import iter_shard_files, key_name, pack_folder
 
@@ -180,6 +180,19 @@ def test_shards_validation_and_held_out_files(shard_dir):
     assert held == {"astronaut", "chelsea", "rocket"} and len(crops) == 32
     with pytest.raises(FileNotFoundError, match="nosuch"):
         _module(shard_dir, "shards", val_files=["coffee", "nosuch"])
+
+
+def test_grey_training_validates_on_grey_photos(photo_dir):
+    """gray_fraction=1 with val_gray: every crop and every validation photo has R = G = B, and the
+    validation photos are the grey versions of the colour ones."""
+    colour = _module(photo_dir, "memory", val_files=["coffee", "chelsea"])
+    grey = _module(photo_dir, "memory", val_files=["coffee", "chelsea"], gray_fraction=1.0, val_gray=True)
+    for c, g in zip(colour.val_set, grey.val_set):
+        assert (g[0] == g[1]).all() and (g[1] == g[2]).all()
+        assert np.array_equal(g[0].numpy(), to_gray(c.permute(1, 2, 0).numpy()))
+    for crop in _crops(grey.train_loader()):
+        rgb = np.frombuffer(crop, dtype=np.uint8).reshape(3, 64, 64)
+        assert (rgb[0] == rgb[1]).all() and (rgb[1] == rgb[2]).all()
 
 
 # ------------------------------------------------------------------------------ bad files

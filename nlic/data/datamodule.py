@@ -46,13 +46,15 @@ class ImageDataModule(pl.LightningDataModule):
     first images of ``root``; at most ``max_val_images``, whole (``val_crop=None``) or centre-cropped.
     ``cache_mb`` bounds the decoded images each process keeps (lazy: cache, shards: shuffle buffer);
     ``crops_per_image`` is how many crops a shard stream draws from an image before replacing it.
+    ``val_gray`` validates on the grey versions of the validation images (for grey heads, trained
+    with ``gray_fraction=1``).
     """
 
     def __init__(
         self, root: str | None = None, val_root: str | None = None, crop: int = 64, val_crop: int | None = 256,
         batch_size: int = 8, epoch_size: int = 256, num_workers: int = 0, max_val_images: int = 8,
         gray_fraction: float = 0.0, val_files: list[str] | None = None, mode: str = "memory",
-        cache_mb: float = 256.0, crops_per_image: int = 8, seed: int = 0,
+        cache_mb: float = 256.0, crops_per_image: int = 8, seed: int = 0, val_gray: bool = False,
     ) -> None:
         super().__init__()
         self.root, self.val_root = root, val_root
@@ -61,6 +63,7 @@ class ImageDataModule(pl.LightningDataModule):
         self.num_workers = num_workers
         self.max_val_images = max_val_images
         self.gray_fraction = gray_fraction
+        self.val_gray = val_gray
         # names (file stems) in ``root`` held out of training and validated on (when no val_root)
         self.val_files = set(val_files or [])
         self.mode, self.cache_mb, self.crops_per_image, self.seed = mode, cache_mb, crops_per_image, seed
@@ -83,7 +86,10 @@ class ImageDataModule(pl.LightningDataModule):
         else:
             train, val = self._setup_shards(val_min)
         self.train_set = train
-        self.val_set = ValImages([a for _, a in val[: self.max_val_images]], self.val_crop)
+        val_images = [a for _, a in val[: self.max_val_images]]
+        if self.val_gray:
+            val_images = [np.repeat(to_gray(a)[..., None], 3, axis=2) for a in val_images]
+        self.val_set = ValImages(val_images, self.val_crop)
 
     def _check_val_files(self, names: set[str]) -> None:
         missing = self.val_files - names
