@@ -101,28 +101,27 @@ class ResidualCoder:
         with exact_float32():
             return [_cpu(self.head.channel_output(c, x, layer)) for c, (x, layer) in enumerate(zip(inputs, layers))]
 
-    def _decode_order(self, valid: Tensor) -> tuple[Tensor, list[int]]:
+    def _decode_order(self, valid: Tensor) -> tuple[np.ndarray, list[int]]:
         """Flat indices (into ``[P*S*S]``) of the valid pixels in decoding order, and where each
         wavefront's run ends: what the decoder meets step by step, as one permutation."""
         P = valid.shape[0]
-        flat = valid.reshape(P, -1)
+        flat = valid.reshape(P, -1).numpy()
+        base = (np.arange(P) * PATCH * PATCH)[:, None]
         order, ends = [], []
         count = 0
         for rows, cols in self.steps:
-            pix = torch.as_tensor(rows * PATCH + cols)
-            v = flat[:, pix]  # [P, n], patch-major like the decoder's gather
-            idx = (torch.arange(P)[:, None] * PATCH * PATCH + pix[None, :])[v]
+            pix = rows * PATCH + cols
+            idx = (base + pix[None, :])[flat[:, pix]]  # [P, n] patch-major, like the decoder's gather
             order.append(idx)
             count += len(idx)
             ends.append(count)
-        return torch.cat(order), ends
+        return np.concatenate(order).astype(np.int64), ends
 
     @torch.no_grad()
     def encode(self, params: list[ChannelParams], bins: Tensor, patches: Patches, tau: int) -> bytes:
         """Encode ``bins`` given their mixtures (:meth:`mixtures`)."""
         enc = SymbolEncoder()
         order, ends = self._decode_order(patches.valid)
-        order = order.numpy()
         channels = []
         for c, p in enumerate(params):  # every field in decoding order (NumPy's take: a fast gather)
             fields = [np.take(t.numpy().reshape(-1, t.shape[-1]), order, axis=0)
@@ -154,8 +153,7 @@ class ResidualCoder:
         side = PATCH + 2 * h
         plane = side * side
         buffer = np.zeros(P * CHANNELS * plane, dtype=np.float32)
-        order, ends = self._decode_order(patches.valid)
-        order_n = order.numpy()
+        order_n, ends = self._decode_order(patches.valid)
         patch, pix = order_n // (PATCH * PATCH), order_n % (PATCH * PATCH)
         where = (pix // PATCH + h) * side + pix % PATCH + h  # position in a bordered plane
         planes = (patch * CHANNELS)[:, None] * plane + (np.arange(CHANNELS) * plane)[None, :]  # [N, 3]
@@ -163,7 +161,8 @@ class ResidualCoder:
         lo = [np.take(patches.lo[:, c].numpy().reshape(-1), order_n) for c in range(n_ch)]
         hi = [np.take(patches.hi[:, c].numpy().reshape(-1), order_n) for c in range(n_ch)]
         device = self.head.device
-        feats = None if patches.features is None else patches.features.reshape(-1, patches.features.shape[-1])[order]
+        feats = (None if patches.features is None
+                 else patches.features.reshape(-1, patches.features.shape[-1])[torch.from_numpy(order_n)])
         feats = None if feats is None else feats.to(device)
         out = np.zeros((n_ch, P * PATCH * PATCH), dtype=np.int64)
         dec = SymbolDecoder(data)
