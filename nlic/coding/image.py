@@ -241,8 +241,9 @@ class ImageCodec:
         learned = self._encode_learned(pixels, tau, adapt)
         if not self.stored_fallback:
             return learned
-        kind, stored, stored_rec = fallback.encode(pixels, tau)
-        if len(learned[0].pack()) <= len(stored) + 5:
+        learned_size = len(learned[0].pack())
+        kind, stored, stored_rec = fallback.encode(pixels, tau, beat=learned_size)
+        if learned_size <= len(stored) + 5:
             return learned
         return TileChunk(kind, stored=stored), stored_rec
 
