@@ -260,12 +260,16 @@ class ImageCodec:
         patches = self._patches(x_hat, features, h, w, tau, channels, coder.head)
         r_hat = quantize_residual(xp[:, :channels] - x_hat[:, :channels], tau)
         bins = patchify(torch.div(r_hat, bin_width(tau), rounding_mode="floor").long()) * patches.valid[:, None]
-        inputs = coder.analyse(bins, patches, tau)
-        deltas = self._adapt(coder.head, inputs, bins, patches, tau) if adapt else [None] * channels
-        layers = [None if d is None else adaptation.adapted_layer(coder.head.channel_out[c], d,
-                                                                  coder.head.output_limits(c))
-                  for c, d in enumerate(deltas)]
-        stream = coder.encode(coder.mixtures(inputs, layers), bins, patches, tau)
+        if adapt:
+            inputs = coder.analyse(bins, patches, tau)
+            deltas = self._adapt(coder.head, inputs, bins, patches, tau)
+            layers = [None if d is None else adaptation.adapted_layer(coder.head.channel_out[c], d,
+                                                                      coder.head.output_limits(c))
+                      for c, d in enumerate(deltas)]
+            params = coder.mixtures(inputs, layers)
+        else:
+            deltas, params = [None] * channels, coder.whole_mixtures(bins, patches, tau)
+        stream = coder.encode(params, bins, patches, tau)
         rec = torch.clamp(x_hat[:, :channels] + r_hat, 0, 255)[0, :, :h, :w].permute(1, 2, 0)
         return TileChunk(LEARNED, latents, adaptation.pack(deltas), stream), rec.to(torch.uint8).numpy()
 

@@ -23,7 +23,7 @@ the rest; the tables are filled through slices the compiler vectorizes, the gath
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numba
@@ -85,9 +85,22 @@ class ResidualCoder:
     def analyse(self, bins: Tensor, patches: Patches, tau: int) -> list[tuple[Tensor, ...]]:
         """The inputs of every channel's output layer for every symbol of ``bins`` ``[P, c, S, S]``
         (each block ``[P, S, S, *]``): the whole-patch evaluation only the encoder can do."""
+        parts = list(self._evaluate(bins, patches, tau, lambda c, x: x))
+        return [tuple(torch.cat(block) for block in zip(*(p[c] for p in parts))) for c in range(patches.channels)]
+
+    @torch.no_grad()
+    def whole_mixtures(self, bins: Tensor, patches: Patches, tau: int) -> list[ChannelParams]:
+        """:meth:`mixtures` of :meth:`analyse` under the shared output layers, without keeping the
+        output layers' inputs of the whole tile (tens of MB) in between."""
+        parts = list(self._evaluate(bins, patches, tau, lambda c, x: self.head.channel_output(c, x)))
+        return [ChannelParams(*(torch.cat([getattr(p[c], f) for p in parts]).cpu()
+                                for f in ("logits", "means", "log_scales"))) for c in range(patches.channels)]
+
+    def _evaluate(self, bins: Tensor, patches: Patches, tau: int, finish: Callable) -> Iterator[list]:
+        """``finish(c, output-layer inputs of channel c)`` for every channel, a few patches at a time
+        (their activations stay in the CPU's cache)."""
         w = bin_width(tau)
         device = self.head.device
-        inputs: list[list[tuple[Tensor, ...]]] = [[] for _ in range(patches.channels)]
         with exact_float32():
             r = (bins * w).float().expand(-1, CHANNELS, -1, -1).to(device)  # grey: context replicated
             chunk = ANALYSE_CHUNK if device.type == "cpu" else r.shape[0]
@@ -97,9 +110,7 @@ class ResidualCoder:
                 act, skip = self.head.context_full(r[part], feats)
                 trunk = self.head.trunk_features(act)
                 current = r[part].permute(0, 2, 3, 1)
-                for c in range(patches.channels):
-                    inputs[c].append(self.head.channel_inputs(c, trunk, skip, current))
-        return [tuple(torch.cat(block) for block in zip(*parts)) for parts in inputs]
+                yield [finish(c, self.head.channel_inputs(c, trunk, skip, current)) for c in range(patches.channels)]
 
     @torch.no_grad()
     def mixtures(self, inputs: list[tuple[Tensor, ...]], layers: Sequence[IntLinear | None]) -> list[ChannelParams]:
