@@ -214,13 +214,12 @@ class ResidualCoder:
         Window step: one range-coder call per window width, ascending (the decoder meets them in
         this order); escape step: the symbols outside their window, one call per span width.
         """
-        lo_n, hi_n, sym = lo, hi, symbols
-        plan = plan_group(*params, tau, lo_n, hi_n)
-        out = np.zeros(len(lo_n), dtype=np.int64)
+        plan = plan_group(*params, tau, lo, hi)
+        out = np.zeros(len(lo), dtype=np.int64)
         for idx, pmf in plan.windows.tables():
             width = pmf.shape[1] - 1
-            if sym is not None:
-                local = sym[idx] - plan.first[idx]
+            if symbols is not None:
+                local = symbols[idx] - plan.first[idx]
                 local = np.where((local < 0) | (local >= width), width, local)
                 coder.encode(local, pmf)
             else:
@@ -228,12 +227,12 @@ class ResidualCoder:
             out[idx] = plan.first[idx] + local
         escaped = np.flatnonzero(out >= plan.first + plan.width)
         if len(escaped):
-            for idx, pmf in plan_escapes(plan, escaped, lo_n, hi_n).tables():
-                if sym is not None:
-                    coder.encode(sym[idx] - lo_n[idx], pmf)
+            for idx, pmf in plan_escapes(plan, escaped, lo, hi).tables():
+                if symbols is not None:
+                    coder.encode(symbols[idx] - lo[idx], pmf)
                 else:
-                    out[idx] = lo_n[idx] + coder.decode(pmf)
-        if sym is None and bool(((out < lo_n) | (out > hi_n)).any()):
+                    out[idx] = lo[idx] + coder.decode(pmf)
+        if symbols is None and bool(((out < lo) | (out > hi)).any()):
             raise BitstreamError("residual stream decodes outside the feasible range")
         return out
 

@@ -141,6 +141,11 @@ class BinParams:
         return cls(weights, means, log_scales - t.log_width[width] + t.index_offset)
 
 
+# The step-by-step NumPy definitions below (BinParams.of, window_bounds, window_width, window_pmf)
+# are what plan_group computes in one compiled call; the coder uses plan_group, the tests hold it
+# to these definitions.
+
+
 def window_bounds(p: BinParams, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """First and last bin (inclusive) of each symbol's window, inside its feasible ``[lo, hi]``:
     ``SPREAD`` scales around every major component."""
