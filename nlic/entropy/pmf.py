@@ -249,17 +249,17 @@ MAX_WIDTH_LOG2 = 12
 @dataclass
 class Classes:
     """Symbols grouped by table width: ``order`` (indices into the group, each width's run in
-    ascending index order), and per width ``(width, first position in order, count, offset of its
-    [count, width+1] tables in masses)``."""
+    ascending index order), and per width ``(columns, first position in order, count, offset of
+    its [count, columns] tables in masses)``."""
 
     order: np.ndarray
     runs: list[tuple[int, int, int, int]]
     masses: np.ndarray
 
     def tables(self) -> list[tuple[np.ndarray, np.ndarray]]:
-        """``(indices, [count, width+1] tables)`` per width, ascending."""
-        return [(self.order[at : at + count], self.masses[off : off + count * (width + 1)].reshape(count, width + 1))
-                for width, at, count, off in self.runs]
+        """``(indices, [count, columns] tables)`` per width, ascending."""
+        return [(self.order[at : at + count], self.masses[off : off + count * cols].reshape(count, cols))
+                for cols, at, count, off in self.runs]
 
 
 @dataclass
@@ -310,8 +310,9 @@ def _pow2_width(n):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, nogil=True)
-def _runs_by_width(log2w):  # pragma: no cover - compiled
-    """Stable grouping of symbols by width: order and (width, at, count, offset) runs."""
+def _runs_by_width(log2w, extra):  # pragma: no cover - compiled
+    """Stable grouping of symbols by width: order and (columns, at, count, offset) runs, each table
+    ``width + extra`` columns wide (extra 1: the escape entry of a window)."""
     n = log2w.shape[0]
     count = np.zeros(MAX_WIDTH_LOG2 + 1, dtype=np.int64)
     for i in range(n):
@@ -329,12 +330,12 @@ def _runs_by_width(log2w):  # pragma: no cover - compiled
     off = 0
     for e in range(MAX_WIDTH_LOG2 + 1):
         if count[e]:
-            width = 1 << e
-            runs[j, 0] = width
+            columns = (1 << e) + extra
+            runs[j, 0] = columns
             runs[j, 1] = at[e]
             runs[j, 2] = count[e]
             runs[j, 3] = off
-            off += count[e] * (width + 1)
+            off += count[e] * columns
             j += 1
     order = np.empty(n, dtype=np.int64)
     fill = at.copy()
@@ -374,13 +375,13 @@ def _plan_windows(logits, means_px, log_scales, width_px, lo, hi, weight_t, log_
         first[i] = f
         log2w[i] = _pow2_width(last - f + 1)
         size[i] = 1 << log2w[i]
-    order, runs, total = _runs_by_width(log2w)
+    order, runs, total = _runs_by_width(log2w, 1)
     masses = np.empty(total, dtype=np.float64)
     for r in range(runs.shape[0]):
-        width, at, count, off = runs[r, 0], runs[r, 1], runs[r, 2], runs[r, 3]
+        cols, at, count, off = runs[r, 0], runs[r, 1], runs[r, 2], runs[r, 3]
         for j in range(count):
             i = order[at + j]
-            _fill_row(masses, off + j * (width + 1), first[i], width, lo[i], hi[i], weights, means, rows, i,
+            _fill_row(masses, off + j * cols, first[i], cols - 1, lo[i], hi[i], weights, means, rows, i,
                       cdf_rows, cdf_base, mass_rows, mass_base, reach)
     return weights, means, rows, first, size, order, runs, masses
 
@@ -393,15 +394,12 @@ def _plan_escapes(escaped, weights, means, rows, first, size, lo, hi, cdf_rows, 
     for j in range(n):
         i = escaped[j]
         log2w[j] = _pow2_width(hi[i] - lo[i] + 1)
-    local, runs, total = _runs_by_width(log2w)
-    # tables of span width (the escape entry of the window layout is dropped)
+    local, runs, total = _runs_by_width(log2w, 0)  # tables of span width: no escape entry
     masses = np.empty(total, dtype=np.float64)
-    off_out = 0
-    row = np.empty(1 << MAX_WIDTH_LOG2 + 1, dtype=np.float64)
+    row = np.empty((1 << MAX_WIDTH_LOG2) + 1, dtype=np.float64)
     order = np.empty(n, dtype=np.int64)
     for r in range(runs.shape[0]):
-        span, at, count = runs[r, 0], runs[r, 1], runs[r, 2]
-        runs[r, 3] = off_out
+        span, at, count, off = runs[r, 0], runs[r, 1], runs[r, 2], runs[r, 3]
         for j in range(count):
             i = escaped[local[at + j]]
             order[at + j] = i
@@ -409,9 +407,5 @@ def _plan_escapes(escaped, weights, means, rows, first, size, lo, hi, cdf_rows, 
                       mass_base, reach)
             for b in range(span):
                 inside = first[i] <= lo[i] + b < first[i] + size[i]
-                masses[off_out + b] = 0.0 if inside else row[b] + 1.0
-            off_out += span
-    # each table is [count, span] (no escape entry): runs record width span - 1 for Classes.tables
-    for r in range(runs.shape[0]):
-        runs[r, 0] -= 1
+                masses[off + j * span + b] = 0.0 if inside else row[b] + 1.0
     return order, runs, masses

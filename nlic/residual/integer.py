@@ -81,8 +81,9 @@ class Requantizer:
     @classmethod
     def of(cls, shift: Tensor, low: Sequence[float] | float, high: Sequence[float] | float,
            offset: Sequence[float] | None = None) -> Requantizer:
+        """On ``shift``'s device."""
         n = shift.shape[0]
-        vec = lambda v: torch.as_tensor(v, dtype=torch.float32).expand(n).clone()  # noqa: E731
+        vec = lambda v: torch.as_tensor(v, dtype=torch.float32).expand(n).clone().to(shift.device)  # noqa: E731
         return cls(torch.exp2(shift.float()), vec(low), vec(high), None if offset is None else vec(offset))
 
     def to(self, device: torch.device | str) -> Requantizer:
@@ -263,7 +264,8 @@ class IntegerHead:
         self._build_requantizers()
 
     def _build_requantizers(self) -> None:
-        """Per-column scales and limits of every layer's output (computed once, not per call)."""
+        """Per-column scales and limits of every layer's output (computed once, not per call), on
+        the layers' device."""
         C, u = self.context_channels, self.units
         e = self.context.exponent
         n_skip = e.shape[0] - C
@@ -283,10 +285,6 @@ class IntegerHead:
         self.channel_out = [lin.to(device) for lin in self.channel_out]
         self._kernel = self._kernel.to(device)
         self._build_requantizers()
-        self._context_q = self._context_q.to(device)
-        self._trunk_q = [q.to(device) for q in self._trunk_q]
-        self._channel_q = [q.to(device) for q in self._channel_q]
-        self._out_q = [q.to(device) for q in self._out_q]
         return self
 
     def _output_layer(self, head: ContextHead, c: int, n_cur: int, u_z: int, u_skip: int, R: int) -> IntLinear:
@@ -382,7 +380,6 @@ class IntegerHead:
         """Output-layer accumulators (units ``2**e``) -> logits (1/LOGIT_STEPS), means (1/MEAN_STEPS
         pixel) and log-scale grid indices (0 = LOG_SCALE_MIN)."""
         K = self.mixtures
-        e = e.cpu()
         shift = torch.cat([e[:K] + int(math.log2(LOGIT_STEPS)), e[K : 2 * K] + int(math.log2(MEAN_SCALE * MEAN_STEPS)),
                            e[2 * K :] + int(math.log2(LOG_SCALE_STEPS))])
         first = LOG_SCALE_MIN * LOG_SCALE_STEPS  # index 0 of the log-scale grid
