@@ -38,7 +38,7 @@ out = codec.decompress(result.data)
 dec = time.perf_counter() - t0
 print(json.dumps({"load_s": load_s, "encode_s": enc, "decode_s": dec, "bytes": len(result.data),
                   "pixels": result.width * result.height, "max_error": result.max_error,
-                  "stored_tiles": sum(v for k, v in result.tile_kinds.items() if k != "learned"),
+                  "stored_tiles": sum(v for k, v in result.tile_kinds.items() if k.startswith("stored")),
                   "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
 

@@ -16,7 +16,7 @@ from nlic.rate import latent_bits, log_likelihood_bits
 from nlic.residual.mixture import bin_edges, log_likelihood
 from nlic.residual.network import CHANNELS, ContextHead, ResidualNetwork
 from nlic.residual.patches import PATCH, patchify, unpatchify
-from nlic.residual.quantizer import quantize_residual
+from nlic.residual.quantizer import grid_offsets, quantize_residual, shift_grid
 
 
 def lossy_to_uint8(x_tilde: Tensor) -> Tensor:
@@ -56,6 +56,26 @@ class NearLosslessCodec(nn.Module):
     @property
     def pad_multiple(self) -> int:
         return max(self.lossy.pad_multiple, PATCH)
+
+    def shifted_grid(self, x: Tensor, x_hat: Tensor, tau: int | Tensor) -> Tensor:
+        """``x_hat`` with each 64x64 patch's bin grid moved as the coder moves it at ``tau`` >= 1
+        (:mod:`nlic.coding.grid`); ``tau`` may be one per batch item."""
+        B, _, H, W = x.shape
+        taus = torch.as_tensor(tau).reshape(-1).expand(B).to(torch.long).cpu()
+        out = x_hat.clone()
+        for t in torch.unique(taus).tolist():
+            if t == 0:
+                continue
+            items = torch.nonzero(taus == t)[:, 0].to(x.device)
+            px, xh = patchify(x[items]), patchify(x_hat[items])
+            out[items] = unpatchify(shift_grid(xh, grid_offsets(px, xh, t).to(x.device)), len(items), H, W)
+        return out
+
+    def context_of(self, r_q: Tensor) -> Tensor:
+        """Quantized residuals as the coder's network reads them on shifted grids (clamped to the
+        bound its integer layers are built for)."""
+        limit = self.lossy.residual_limit
+        return r_q.clamp(-limit, limit)
 
     # ------------------------------------------------------------------ rate of a residual
     @staticmethod
@@ -114,13 +134,15 @@ class NearLosslessCodec(nn.Module):
         out["residual_bits"] = self.residual_bits(self.residual.head, features, r, r_cl, lo, hi)
         tau_head = self.residual.tau_head
         if bias_tau is not None and tau_head is not None:
-            # the tau head learns the ORIGINAL residual from quantized context; its inputs are
-            # detached so it never changes the main model
-            r_q = quantize_residual(r.detach(), bias_tau.view(-1, 1, 1, 1).to(r.dtype))
+            # the tau head learns the ORIGINAL residual from quantized context, on the grids the
+            # coder would choose; its inputs are detached so it never changes the main model
+            x_hat_t = self.shifted_grid(x, x_hat, bias_tau)
+            r_t = r.detach() - (x_hat_t - x_hat)
+            r_q = self.context_of(quantize_residual(r_t, bias_tau.view(-1, 1, 1, 1).to(r.dtype)))
+            lo_t, hi_t = bin_edges(channel_last(r_t), 0, channel_last(-x_hat_t), channel_last(255.0 - x_hat_t))
             feats = None if features is None else features.detach()
             tau_index = bias_tau.long().clamp(1, tau_head.num_taus) - 1
-            out["bias_bits"] = self.residual_bits(tau_head, feats, r_q, channel_last(r_q), lo.detach(),
-                                                  hi.detach(), tau_index)
+            out["bias_bits"] = self.residual_bits(tau_head, feats, r_q, channel_last(r_q), lo_t, hi_t, tau_index)
         return out
 
     # ---------------------------------------------------------------- estimation
@@ -132,6 +154,8 @@ class NearLosslessCodec(nn.Module):
         """
         out, features = self._lossy_pass(x)
         x_hat = lossy_to_uint8(out["x_hat"].float())
+        if tau > 0:
+            x_hat = self.shifted_grid(x, x_hat, tau)
         r_q = quantize_residual(x - x_hat, tau)
         rq_cl = channel_last(r_q)
         lo_b = channel_last(quantize_residual(-x_hat, tau))
@@ -141,7 +165,8 @@ class NearLosslessCodec(nn.Module):
         tau_index = None if index is None else torch.full((x.shape[0],), index, dtype=torch.long)
         return {
             "latent_bits": latent_bits(out["likelihoods"], x.shape[0], x.device),
-            "residual_bits": self.residual_bits(head, features, r_q, rq_cl, lo, hi, tau_index),
+            "residual_bits": self.residual_bits(head, features, self.context_of(r_q) if tau > 0 else r_q,
+                                                self.context_of(rq_cl) if tau > 0 else rq_cl, lo, hi, tau_index),
             "x_rec": torch.clamp(x_hat + r_q, 0, 255),
             "x_hat": x_hat,
         }

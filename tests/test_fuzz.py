@@ -30,7 +30,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from skimage import data as skdata
 
-from nlic.bitstream.container import FORMAT_VERSION, LEARNED, STORED_PNG, STORED_UNIFORM, Container, TileChunk
+from nlic.bitstream.container import (
+    FORMAT_VERSION,
+    LEARNED,
+    LEARNED_GRID,
+    LEARNED_KINDS,
+    STORED_PNG,
+    STORED_UNIFORM,
+    Container,
+    TileChunk,
+)
 from nlic.cli.main import main
 from nlic.codecs.base import LossyCodec, unpack_payload
 from nlic.errors import BitstreamError, NlicError
@@ -91,7 +100,7 @@ def files(codec) -> dict[str, tuple[bytes, tuple]]:
     blob = stored.compress(noise, 3).data
     out["stored"] = (blob, Decoder(stored)(blob))
     assert len(Container.from_bytes(out["tiled"][0]).tiles) == 2
-    assert all(t.kind == LEARNED for t in Container.from_bytes(out["tiled"][0]).tiles)
+    assert all(t.kind in LEARNED_KINDS for t in Container.from_bytes(out["tiled"][0]).tiles)
     assert {t.kind for t in Container.from_bytes(out["stored"][0]).tiles} <= {STORED_UNIFORM, STORED_PNG}
     return out
 
@@ -262,18 +271,18 @@ def _edit_field(data, c: Container) -> str:
     """Change one structured field of a parsed container; return what was changed."""
     t = c.tiles[data.draw(st.integers(0, len(c.tiles) - 1), label="tile")]
     field = data.draw(
-        st.sampled_from(["latent_bytes", "latent_len", "latent_ff", "latent_count", "shape", "adapt", "kind",
-                         "residual_bytes", "residual_len", "extras", "header"]),
+        st.sampled_from(["latent_bytes", "latent_len", "latent_ff", "latent_count", "shape", "adapt", "grid",
+                         "kind", "residual_bytes", "residual_len", "extras", "header"]),
         label="field",
     )  # fmt: skip
-    if t.kind != LEARNED and field not in ("kind", "extras", "header"):
+    if t.kind not in LEARNED_KINDS and field not in ("kind", "extras", "header"):
         field = "stored"
         body = bytearray(t.stored)
         if body:
             body[data.draw(st.integers(0, len(body) - 1), label="pos")] ^= data.draw(st.integers(1, 255), label="xor")
         t.stored = bytes(body[: data.draw(st.integers(0, len(body) + 8), label="len")])
         return field
-    strings = unpack_payload(t.latents).strings if t.kind == LEARNED else []
+    strings = unpack_payload(t.latents).strings if t.kind in LEARNED_KINDS else []
     i = data.draw(st.integers(0, max(0, len(strings) - 1)), label="string")
     if field == "latent_bytes" and strings and strings[i]:
         s = bytearray(strings[i])
@@ -297,9 +306,11 @@ def _edit_field(data, c: Container) -> str:
     elif field == "adapt":
         t.adapt = data.draw(st.binary(max_size=64) | st.just(bytes([7]) + __import__("zlib").compress(bytes(3000))),
                             label="adapt")
+    elif field == "grid":
+        t.grid = data.draw(st.binary(max_size=16) | st.just(t.grid[:-1]) | st.just(b"\xff" * len(t.grid)), label="grid")
     elif field == "kind":
-        t.kind = data.draw(st.sampled_from([LEARNED, STORED_UNIFORM, STORED_PNG]), label="kind")
-        if t.kind != LEARNED and not t.stored:
+        t.kind = data.draw(st.sampled_from([LEARNED, STORED_UNIFORM, STORED_PNG, LEARNED_GRID]), label="kind")
+        if t.kind not in LEARNED_KINDS and not t.stored:
             t.stored = t.residual
     elif field == "residual_bytes" and t.residual:
         r = bytearray(t.residual)

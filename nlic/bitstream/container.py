@@ -6,7 +6,7 @@
     | model_id 8 bytes | recon_crc u32 | n_tiles u32 | extras_len u32
     | n_tiles x tile chunk | extras | payload_crc u32 (crc32 of every byte before it)
 
-tile chunk (format 2)::
+tile chunk (formats 2 and 3)::
 
     kind u8 | length u32 | body
 
@@ -15,11 +15,14 @@ tile chunk (format 2)::
                       | residual stream
     kind 1, stored:   the tau-quantized samples, uniform code (see nlic.coding.fallback)
     kind 2, stored:   the tau-quantized samples as a PNG
+    kind 3, learned on shifted grids (format 3): as kind 0 with
+                      | grid_len u16 | grid (per-patch grid offsets, nlic.coding.grid)
+                      between adapt and the residual stream
 
 ``extras`` holds an optional losslessly coded alpha plane.  ``recon_crc`` is the crc32 of the
 reconstruction the encoder computed: a decoder that diverged would be caught instead of writing a
-wrong image.  Format 1 (nlic 0.1, float probabilities) is refused with a message naming the
-release that reads it.
+wrong image.  Format 2 files (no kind 3) decode as before; format 1 (nlic 0.1, float
+probabilities) is refused with a message naming the release that reads it.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from dataclasses import dataclass, field
 from nlic.errors import BitstreamError
 
 MAGIC = b"NLIC"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 #: largest tau a file may carry (same as the encoder's limit)
 MAX_TAU = 255
 #: largest image a file may describe, in pixels (same as the input limit of nlic.io.read_image),
@@ -40,8 +43,10 @@ MAX_PIXELS = 100_000_000
 MODES = {0: "RGB", 1: "L", 2: "RGBA", 3: "LA"}
 MODE_CODES = {v: k for k, v in MODES.items()}
 #: tile kinds
-LEARNED, STORED_UNIFORM, STORED_PNG = 0, 1, 2
-TILE_KINDS = {LEARNED: "learned", STORED_UNIFORM: "stored-uniform", STORED_PNG: "stored-png"}
+LEARNED, STORED_UNIFORM, STORED_PNG, LEARNED_GRID = 0, 1, 2, 3
+TILE_KINDS = {LEARNED: "learned", STORED_UNIFORM: "stored-uniform", STORED_PNG: "stored-png",
+              LEARNED_GRID: "learned-shifted-grid"}
+LEARNED_KINDS = (LEARNED, LEARNED_GRID)
 
 _HEADER = struct.Struct("<4sBBHIIH8sIII")
 _CRC = struct.Struct("<I")
@@ -50,51 +55,65 @@ _CHUNK = struct.Struct("<BI")
 
 @dataclass
 class TileChunk:
-    """One tile: ``kind`` and its parts (learned tiles: latents, adaptation, residual; stored: data)."""
+    """One tile: ``kind`` and its parts (learned tiles: latents, adaptation, grid offsets, residual;
+    stored: data)."""
 
     kind: int
     latents: bytes = b""
     adapt: bytes = b""
     residual: bytes = b""
     stored: bytes = b""
+    grid: bytes = b""
 
     def pack(self) -> bytes:
-        if self.kind == LEARNED:
+        if self.kind in LEARNED_KINDS:
             body = struct.pack("<I", len(self.latents)) + self.latents
-            body += struct.pack("<H", len(self.adapt)) + self.adapt + self.residual
+            body += struct.pack("<H", len(self.adapt)) + self.adapt
+            if self.kind == LEARNED_GRID:
+                body += struct.pack("<H", len(self.grid)) + self.grid
+            body += self.residual
         else:
             body = self.stored
         return _CHUNK.pack(self.kind, len(body)) + body
 
     @classmethod
-    def unpack(cls, buf: memoryview, pos: int) -> tuple[TileChunk, int]:
+    def unpack(cls, buf: memoryview, pos: int, version: int = FORMAT_VERSION) -> tuple[TileChunk, int]:
         try:
             kind, length = _CHUNK.unpack_from(buf, pos)
         except struct.error:
             raise BitstreamError("file is truncated (tile header)") from None
         pos += _CHUNK.size
-        if kind not in TILE_KINDS:
+        if kind not in TILE_KINDS or (kind == LEARNED_GRID and version < 3):
             raise BitstreamError(f"unknown tile kind {kind}")
         if pos + length > len(buf):
             raise BitstreamError("file is truncated (tile data)")
         body = bytes(buf[pos : pos + length])
         pos += length
-        if kind != LEARNED:
+        if kind not in LEARNED_KINDS:
             return cls(kind, stored=body), pos
         try:
             (n_lat,) = struct.unpack_from("<I", body, 0)
             latents = body[4 : 4 + n_lat]
-            (n_adapt,) = struct.unpack_from("<H", body, 4 + n_lat)
-            adapt = body[6 + n_lat : 6 + n_lat + n_adapt]
+            at = 4 + n_lat
+            (n_adapt,) = struct.unpack_from("<H", body, at)
+            adapt = body[at + 2 : at + 2 + n_adapt]
+            at += 2 + n_adapt
+            grid = b""
+            if kind == LEARNED_GRID:
+                (n_grid,) = struct.unpack_from("<H", body, at)
+                grid = body[at + 2 : at + 2 + n_grid]
+                at += 2 + n_grid
+                if len(grid) != n_grid:
+                    raise struct.error
             if len(latents) != n_lat or len(adapt) != n_adapt:
                 raise struct.error
         except struct.error:
             raise BitstreamError("file is corrupt (tile layout)") from None
-        return cls(kind, latents, adapt, body[6 + n_lat + n_adapt :]), pos
+        return cls(kind, latents, adapt, body[at:], grid=grid), pos
 
     def sizes(self) -> dict[str, int]:
-        return {"latents": len(self.latents), "adaptation": len(self.adapt), "residual": len(self.residual),
-                "stored": len(self.stored)}
+        return {"latents": len(self.latents), "adaptation": len(self.adapt), "grid": len(self.grid),
+                "residual": len(self.residual), "stored": len(self.stored)}
 
 
 @dataclass
@@ -137,7 +156,7 @@ class Container:
             )
         if version == 1:
             raise BitstreamError(
-                "file format 1 was written by nlic 0.1 (float probabilities); this nlic reads format 2. "
+                "file format 1 was written by nlic 0.1 (float probabilities); this nlic reads formats 2 and 3. "
                 "Decode it with nlic 0.1 (pip install 'nlic<0.2') and compress the image again"
             )
         if version < 1:
@@ -161,7 +180,7 @@ class Container:
         pos = _HEADER.size
         tiles = []
         for _ in range(n_tiles):
-            chunk, pos = TileChunk.unpack(buf, pos)
+            chunk, pos = TileChunk.unpack(buf, pos, version)
             tiles.append(chunk)
         if pos + n_extras != len(buf):
             raise BitstreamError("file length does not match its header")
@@ -170,7 +189,8 @@ class Container:
 
     def part_sizes(self, total: int) -> dict[str, int]:
         """Bytes per part of a file of ``total`` bytes (no re-serialisation)."""
-        parts = {k: sum(t.sizes()[k] for t in self.tiles) for k in ("latents", "adaptation", "residual", "stored")}
+        parts = {k: sum(t.sizes()[k] for t in self.tiles)
+                 for k in ("latents", "adaptation", "grid", "residual", "stored")}
         parts["alpha"] = len(self.extras)
         parts["header"] = total - sum(parts.values())
         parts["total"] = total

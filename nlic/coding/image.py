@@ -21,15 +21,15 @@ import imagecodecs
 import numpy as np
 import torch
 
-from nlic.bitstream.container import LEARNED, Container, TileChunk
-from nlic.coding import adaptation, fallback
+from nlic.bitstream.container import LEARNED, LEARNED_GRID, LEARNED_KINDS, Container, TileChunk
+from nlic.coding import adaptation, fallback, grid
 from nlic.coding.residual import Patches, ResidualCoder
 from nlic.entropy.range_coder import guard_latent_decoders
 from nlic.errors import BitstreamError, NlicError
 from nlic.model_io import LoadedModel
 from nlic.residual.integer import IntegerHead, head_key, integer_head
-from nlic.residual.patches import patchify, unpatchify
-from nlic.residual.quantizer import bin_width, quantize_residual
+from nlic.residual.patches import PATCH, patchify, unpatchify
+from nlic.residual.quantizer import bin_width, grid_offsets, quantize_residual, shift_grid
 from nlic.system import lossy_to_uint8, pad_to_multiple
 
 MAX_TAU = 255
@@ -120,15 +120,17 @@ class ImageCodec:
     """Compresses uint8 images with a loaded model (:func:`nlic.model_io.load_model`)."""
 
     def __init__(self, model: LoadedModel, tile: int = DEFAULT_TILE, stored_fallback: bool = True,
-                 device: str = "cpu", threads: int | None = None) -> None:
+                 device: str = "cpu", threads: int | None = None, shift_grids: bool = True) -> None:
         """``stored_fallback=False`` keeps the learned code of every tile even where the stored
         fallback is smaller (for studies and tests of the learned path).  ``device``: where the
         networks run (``cpu``, ``cuda``, ``auto``); files are the same bytes on every device.
         ``threads``: tiles coded at once on the CPU (default: torch's thread count); files are the
-        same bytes whatever it is."""
+        same bytes whatever it is.  ``shift_grids=False`` keeps the lossy image's bin grid in every
+        patch at tau >= 1 (format 2 files; see :mod:`nlic.coding.grid`)."""
         if tile % 64 or tile <= 0:
             raise ValueError("tile size must be a positive multiple of 64")
         self.stored_fallback = stored_fallback
+        self.shift_grids = shift_grids
         self.device = resolve_device(device)
         self.loaded = model
         self.model = model.codec.eval().to(self.device)
@@ -177,8 +179,9 @@ class ImageCodec:
                 yield y, x, min(tile, height - y), min(tile, width - x)
 
     def _patches(self, x_hat: torch.Tensor, features: torch.Tensor | None, h: int, w: int, tau: int,
-                 channels: int, head: IntegerHead) -> Patches:
-        """Feasible bins, valid pixels and integer features of a padded tile, as patches."""
+                 channels: int, head: IntegerHead, shifted: bool = False) -> Patches:
+        """Feasible bins, valid pixels and integer features of a padded tile, as patches
+        (``shifted``: ``x_hat`` carries grid offsets, see :mod:`nlic.coding.grid`)."""
         wb = bin_width(tau)
         xh = x_hat[:, :channels]
         lo = torch.div(quantize_residual(-xh, tau), wb, rounding_mode="floor").long()
@@ -188,7 +191,15 @@ class ImageCodec:
         feats = None
         if features is not None and features.shape[1]:
             feats = head.quantize_features(patchify(features).permute(0, 2, 3, 1))
-        return Patches(patchify(lo), patchify(hi), patchify(valid)[:, 0] > 0.5, feats)
+        limit = head.residual_limit if shifted else None
+        return Patches(patchify(lo), patchify(hi), patchify(valid)[:, 0] > 0.5, feats, limit)
+
+    @staticmethod
+    def _shift_grid(x_hat: torch.Tensor, offsets: torch.Tensor, channels: int) -> torch.Tensor:
+        """``x_hat`` ``[1, 3, H, W]`` with each patch's grid moved by ``offsets`` ``[P, channels]``."""
+        out = x_hat.clone()
+        out[:, :channels] = unpatchify(shift_grid(patchify(x_hat[:, :channels]), offsets), 1, *x_hat.shape[-2:])
+        return out
 
     def _lossy_decode(self, payload) -> tuple[torch.Tensor, torch.Tensor | None]:
         out = self.model.lossy.decompress_latents(payload)
@@ -228,7 +239,10 @@ class ImageCodec:
         chunks = [chunk for chunk, _ in coded]
         for (y, x, h, w), (_, rec) in zip(tiles, coded):
             recon[y : y + h, x : x + w] = rec
-        container = Container(H, W, tau, self.tile, self.model_id, zlib.crc32(recon.tobytes()), mode, chunks, extras)
+        # format 2 unless a tile needs format 3's shifted grids (older readers keep reading the rest)
+        version = 3 if any(chunk.kind == LEARNED_GRID for chunk in chunks) else 2
+        container = Container(H, W, tau, self.tile, self.model_id, zlib.crc32(recon.tobytes()), mode, chunks, extras,
+                              version)
         data = container.to_bytes()
         max_error = int(np.abs(recon.astype(np.int16) - pixels.astype(np.int16)).max())
         if max_error > tau:  # the quantizer guarantees it; never write a file that breaks the bound
@@ -257,7 +271,11 @@ class ImageCodec:
         # decode our own latents: the residual is taken against exactly what the decoder sees
         x_hat, features = self._lossy_decode(lossy.payload_from_bytes(latents, *xp.shape[-2:]))
         coder = self.coder(tau, gray=channels == 1)
-        patches = self._patches(x_hat, features, h, w, tau, channels, coder.head)
+        offsets = None
+        if tau > 0 and self.shift_grids:  # (all-zero offsets too: such tiles clamp the context, see Patches)
+            offsets = grid_offsets(patchify(xp[:, :channels]), patchify(x_hat[:, :channels]), tau)
+            x_hat = self._shift_grid(x_hat, offsets, channels)
+        patches = self._patches(x_hat, features, h, w, tau, channels, coder.head, shifted=offsets is not None)
         r_hat = quantize_residual(xp[:, :channels] - x_hat[:, :channels], tau)
         bins = patchify(torch.div(r_hat, bin_width(tau), rounding_mode="floor").long()) * patches.valid[:, None]
         if adapt:
@@ -271,7 +289,10 @@ class ImageCodec:
             deltas, params = [None] * channels, coder.whole_mixtures(bins, patches, tau)
         stream = coder.encode(params, bins, patches, tau)
         rec = torch.clamp(x_hat[:, :channels] + r_hat, 0, 255)[0, :, :h, :w].permute(1, 2, 0)
-        return TileChunk(LEARNED, latents, adaptation.pack(deltas), stream), rec.to(torch.uint8).numpy()
+        if offsets is None:
+            return TileChunk(LEARNED, latents, adaptation.pack(deltas), stream), rec.to(torch.uint8).numpy()
+        return (TileChunk(LEARNED_GRID, latents, adaptation.pack(deltas), stream, grid=grid.pack(offsets, tau)),
+                rec.to(torch.uint8).numpy())
 
     @staticmethod
     def _adapt(head: IntegerHead, inputs: list, bins: torch.Tensor, patches: Patches, tau: int) -> list:
@@ -306,7 +327,7 @@ class ImageCodec:
         out = np.empty((c.height, c.width, channels), dtype=np.uint8)
         # the file's tile size, not this codec's: files coded with any --tile decode
         tiles = list(self._tiles(c.height, c.width, c.tile))
-        if any(chunk.kind == LEARNED for chunk in c.tiles):
+        if any(chunk.kind in LEARNED_KINDS for chunk in c.tiles):
             self.coder(c.tau, gray=channels == 1)  # built once, before any thread needs it
         decoded = self._map_tiles(self._decode_tile, [(chunk, h, w, channels, c.tau)
                                                       for (_, _, h, w), chunk in zip(tiles, c.tiles)])
@@ -326,7 +347,7 @@ class ImageCodec:
         return Decompressed(out, alpha, c.mode, time.perf_counter() - t0)
 
     def _decode_tile(self, chunk: TileChunk, h: int, w: int, channels: int, tau: int) -> np.ndarray:
-        if chunk.kind != LEARNED:
+        if chunk.kind not in LEARNED_KINDS:
             return fallback.decode(chunk.kind, chunk.stored, (h, w, channels), tau)
         m = self.model.pad_multiple
         hp, wp = -(-h // m) * m, -(-w // m) * m
@@ -339,7 +360,13 @@ class ImageCodec:
             raise BitstreamError("latent shape does not match the image size in the header")
         coder = self.coder(tau, gray=channels == 1)
         layers = adaptation.unpack(chunk.adapt, coder.head, channels)
-        patches = self._patches(x_hat, features, h, w, tau, channels, coder.head)
+        shifted = chunk.kind == LEARNED_GRID
+        if shifted:
+            if tau == 0:
+                raise BitstreamError("file is corrupt (grid offsets in a lossless tile)")
+            offsets = grid.unpack(chunk.grid, ((hp // PATCH) * (wp // PATCH), channels), tau)
+            x_hat = self._shift_grid(x_hat, offsets, channels)
+        patches = self._patches(x_hat, features, h, w, tau, channels, coder.head, shifted=shifted)
         try:
             bins = coder.decode(chunk.residual, patches, tau, layers)
         except BitstreamError as err:

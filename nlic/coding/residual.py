@@ -55,6 +55,13 @@ class Patches:
     hi: Tensor
     valid: Tensor
     features: Tensor | None = None
+    #: the network reads residuals clamped to +-context_limit, the magnitude its integer layers are
+    #: bounded for (a bin's value can reach tau past it); None: as they are (format 2 tiles)
+    context_limit: int | None = None
+
+    def context(self, r: Tensor) -> Tensor:
+        """Reconstructed residuals as the network reads them."""
+        return r if self.context_limit is None else r.clamp(-self.context_limit, self.context_limit)
 
     @property
     def channels(self) -> int:
@@ -102,7 +109,7 @@ class ResidualCoder:
         w = bin_width(tau)
         device = self.head.device
         with exact_float32():
-            r = (bins * w).float().expand(-1, CHANNELS, -1, -1).to(device)  # grey: context replicated
+            r = patches.context(bins * w).float().expand(-1, CHANNELS, -1, -1).to(device)  # grey: replicated
             chunk = ANALYSE_CHUNK if device.type == "cpu" else r.shape[0]
             for at in range(0, r.shape[0], chunk):
                 part = slice(at, at + chunk)
@@ -199,7 +206,7 @@ class ResidualCoder:
                 fields = [t.cpu().numpy() for t in (p.logits, p.means, p.log_scales)]
                 k = self._code_group(dec, fields, tau, lo[c][run], hi[c][run])
                 out[c, order_n[run]] = k
-                current[:, c] = torch.from_numpy(k * w).float().to(device)
+                current[:, c] = patches.context(torch.from_numpy(k * w)).float().to(device)
             _scatter_residuals(buffer, where, planes, start, current.cpu().numpy(), n_ch)
             start = end
         return torch.from_numpy(out).reshape(n_ch, P, PATCH, PATCH).permute(1, 0, 2, 3)
