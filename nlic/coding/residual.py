@@ -147,9 +147,8 @@ class ResidualCoder:
         enc = SymbolEncoder()
         order, ends = self._decode_order(patches.valid)
         channels = []
-        for c, p in enumerate(params):  # every field in decoding order (NumPy's take: a fast gather)
-            fields = [np.take(t.numpy().reshape(-1, t.shape[-1]), order, axis=0)
-                      for t in (p.logits, p.means, p.log_scales)]
+        for c, p in enumerate(params):  # the mixtures stay in patch order, read through `order`
+            fields = [t.numpy().reshape(-1, t.shape[-1]) for t in (p.logits, p.means, p.log_scales)]
             channels.append((fields, *(np.take(t[:, c].numpy().reshape(-1), order)
                                        for t in (patches.lo, patches.hi, bins))))
         start = 0
@@ -157,8 +156,7 @@ class ResidualCoder:
             if end == start:
                 continue
             for fields, lo, hi, sym in channels:
-                self._code_group(enc, [f[start:end] for f in fields], tau, lo[start:end], hi[start:end],
-                                 sym[start:end])
+                self._code_group(enc, fields, tau, lo[start:end], hi[start:end], sym[start:end], order[start:end])
             start = end
         return enc.finish()
 
@@ -214,14 +212,15 @@ class ResidualCoder:
     # ------------------------------------------------------------------ one group of symbols
     @staticmethod
     def _code_group(coder: SymbolEncoder | SymbolDecoder, params: Sequence[np.ndarray], tau: int, lo: np.ndarray,
-                    hi: np.ndarray, symbols: np.ndarray | None = None) -> np.ndarray:
+                    hi: np.ndarray, symbols: np.ndarray | None = None, rows: np.ndarray | None = None) -> np.ndarray:
         """Code one channel of one wavefront: encode ``symbols`` (bins) or decode and return them;
-        ``params``: the integer mixture's logits, means and log-scales, ``[N, K]`` each.
+        ``params``: the integer mixture's logits, means and log-scales, ``[N, K]`` each (``rows``:
+        the group's rows of them, default all).
 
         Window step: one range-coder call per window width, ascending (the decoder meets them in
         this order); escape step: the symbols outside their window, one call per span width.
         """
-        plan = plan_group(*params, tau, lo, hi)
+        plan = plan_group(*params, tau, lo, hi, rows)
         out = np.zeros(len(lo), dtype=np.int64)
         for idx, pmf in plan.windows.tables():
             width = pmf.shape[1] - 1

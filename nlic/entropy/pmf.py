@@ -274,15 +274,18 @@ class GroupPlan:
 
 
 def plan_group(logits: np.ndarray, means: np.ndarray, log_scales: np.ndarray, tau: int, lo: np.ndarray,
-               hi: np.ndarray) -> GroupPlan:
+               hi: np.ndarray, rows: np.ndarray | None = None) -> GroupPlan:
     """Every window and window table of a group, from the integer network's outputs (``[N, K]``
-    int64) and the feasible bins ``lo``/``hi`` (``[N]`` int64).  Same integers as
-    :meth:`BinParams.of`, :func:`window_bounds`, :func:`window_width` and :func:`window_pmf`."""
+    int64; ``rows``: the group's rows of them, default all) and the feasible bins ``lo``/``hi``
+    (``[n]`` int64).  Same integers as :meth:`BinParams.of`, :func:`window_bounds`,
+    :func:`window_width` and :func:`window_pmf`.  ``rows`` lets the encoder plan each group straight
+    from the whole tile's outputs (gathering them into decoding order first cost a full copy)."""
     t = tables()
     width_px = 2 * tau + 1
+    rows = np.arange(len(lo), dtype=np.int64) if rows is None else np.ascontiguousarray(rows, dtype=np.int64)
     w, m, r, first, size, order, runs, masses = _plan_windows(
         np.ascontiguousarray(logits, dtype=np.int64), np.ascontiguousarray(means, dtype=np.int64),
-        np.ascontiguousarray(log_scales, dtype=np.int64), width_px, np.ascontiguousarray(lo, dtype=np.int64),
+        np.ascontiguousarray(log_scales, dtype=np.int64), rows, width_px, np.ascontiguousarray(lo, dtype=np.int64),
         np.ascontiguousarray(hi, dtype=np.int64), t.weight, int(t.log_width[width_px]), t.index_offset, t.half_window,
         int(t.weight[MAJOR_GAP]), t.cdf_rows, t.cdf_base, t.mass_rows, t.mass_base, t.reach)
     return GroupPlan(BinParams(w, m, r), first, size, Classes(order, [tuple(x) for x in runs.tolist()], masses))
@@ -346,9 +349,9 @@ def _runs_by_width(log2w, extra):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, nogil=True, fastmath=EXACT_FLOAT_FLAGS)
-def _plan_windows(logits, means_px, log_scales, width_px, lo, hi, weight_t, log_width, index_offset, half_window,
+def _plan_windows(logits, means_px, log_scales, at, width_px, lo, hi, weight_t, log_width, index_offset, half_window,
                   major_weight, cdf_rows, cdf_base, mass_rows, mass_base, reach):  # pragma: no cover - compiled
-    n, K = logits.shape
+    n, K = at.shape[0], logits.shape[1]
     weights = np.empty((n, K), dtype=np.int64)
     means = np.empty((n, K), dtype=np.int64)
     rows = np.empty((n, K), dtype=np.int64)
@@ -358,14 +361,15 @@ def _plan_windows(logits, means_px, log_scales, width_px, lo, hi, weight_t, log_
     big = np.iinfo(np.int64).max
     half_step = MEAN_STEPS // 2
     for i in range(n):
-        top = logits[i, 0]
+        a = at[i]
+        top = logits[a, 0]
         for k in range(1, K):
-            top = max(top, logits[i, k])
+            top = max(top, logits[a, k])
         f, last = big, -big
         for k in range(K):
-            weights[i, k] = weight_t[min(max(top - logits[i, k], 0), 2 * LOGIT_LIMIT)] if K > 1 else 1
-            means[i, k] = (2 * means_px[i, k] + width_px) // (2 * width_px)  # round(mean / width), halves up
-            rows[i, k] = log_scales[i, k] - log_width + index_offset
+            weights[i, k] = weight_t[min(max(top - logits[a, k], 0), 2 * LOGIT_LIMIT)] if K > 1 else 1
+            means[i, k] = (2 * means_px[a, k] + width_px) // (2 * width_px)  # round(mean / width), halves up
+            rows[i, k] = log_scales[a, k] - log_width + index_offset
             if weights[i, k] >= major_weight:
                 half = half_window[rows[i, k]]
                 f = min(f, (means[i, k] - half + half_step) // MEAN_STEPS)

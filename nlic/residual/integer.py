@@ -333,14 +333,19 @@ class IntegerHead:
         if self.taps == 0:
             acc = self.context.bias.expand(P, S, S, -1)
         else:
-            acc = F.conv2d(r, self._kernel, self.context.bias, padding=self._kernel.shape[-1] // 2)
-            acc = acc.permute(0, 2, 3, 1).contiguous()  # channel-last, contiguous for the products
+            # causal taps only: the kernel's rows above and at the pixel (the rows below are all
+            # zero), padded above and at the sides; channels-last memory, so the channel-last view
+            # the products read needs no copy
+            h = self._kernel.shape[-1] // 2
+            r = F.pad(r, (h, h, h, 0)).contiguous(memory_format=torch.channels_last)
+            acc = F.conv2d(r, self._kernel, self.context.bias).permute(0, 2, 3, 1)
         if features is not None and self.feature_channels:
             acc = acc + F.linear(features, self.context.weight[:, n_taps:])
         return self._split_context(acc)
 
     def _conv_kernel(self, size: int) -> Tensor:
-        """The context weight as a masked ``size x size`` convolution kernel."""
+        """The context weight as a masked convolution kernel: its ``size // 2 + 1`` causal rows
+        (every tap lies above the pixel or left of it), ``size`` columns."""
         h = size // 2
         out = self.context.weight.shape[0]
         kernel = torch.zeros(out, CHANNELS, size, size)
@@ -349,7 +354,7 @@ class IntegerHead:
             jj = torch.tensor([h + dj for _, dj in self.offsets])
             taps = self.context.weight[:, : 3 * self.taps]
             kernel[:, :, ii, jj] = taps.reshape(out, self.taps, CHANNELS).permute(0, 2, 1)
-        return kernel
+        return kernel[:, :, : h + 1].contiguous(memory_format=torch.channels_last)
 
     def _split_context(self, acc: Tensor) -> tuple[Tensor, Tensor]:
         y = self._context_q(acc)
