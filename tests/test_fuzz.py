@@ -33,8 +33,8 @@ from skimage import data as skdata
 from nlic.bitstream.container import (
     FORMAT_VERSION,
     LEARNED,
-    LEARNED_GRID,
     LEARNED_KINDS,
+    LEARNED_V3,
     STORED_PNG,
     STORED_UNIFORM,
     Container,
@@ -271,7 +271,7 @@ def _edit_field(data, c: Container) -> str:
     """Change one structured field of a parsed container; return what was changed."""
     t = c.tiles[data.draw(st.integers(0, len(c.tiles) - 1), label="tile")]
     field = data.draw(
-        st.sampled_from(["latent_bytes", "latent_len", "latent_ff", "latent_count", "shape", "adapt", "grid",
+        st.sampled_from(["latent_bytes", "latent_len", "latent_ff", "latent_count", "shape", "adapt", "grid", "scales",
                          "kind", "residual_bytes", "residual_len", "extras", "header"]),
         label="field",
     )  # fmt: skip
@@ -308,8 +308,10 @@ def _edit_field(data, c: Container) -> str:
                             label="adapt")
     elif field == "grid":
         t.grid = data.draw(st.binary(max_size=16) | st.just(t.grid[:-1]) | st.just(b"\xff" * len(t.grid)), label="grid")
+    elif field == "scales":
+        t.scales = data.draw(st.binary(max_size=4), label="scales")
     elif field == "kind":
-        t.kind = data.draw(st.sampled_from([LEARNED, STORED_UNIFORM, STORED_PNG, LEARNED_GRID]), label="kind")
+        t.kind = data.draw(st.sampled_from([LEARNED, STORED_UNIFORM, STORED_PNG, LEARNED_V3]), label="kind")
         if t.kind not in LEARNED_KINDS and not t.stored:
             t.stored = t.residual
     elif field == "residual_bytes" and t.residual:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from nlic.bitstream.container import LEARNED, LEARNED_GRID, Container
+from nlic.bitstream.container import LEARNED, LEARNED_V3, Container
 from nlic.coding import grid
 from nlic.errors import BitstreamError
 from nlic.residual.quantizer import bin_width, grid_offsets, quantize_residual, shift_grid
@@ -50,12 +50,12 @@ def codecs(tiny_model):
     from nlic.api import load_codec
 
     return (load_codec(tiny_model, tile=64, stored_fallback=False).image_codec,
-            load_codec(tiny_model, tile=64, stored_fallback=False, shift_grids=False).image_codec)
+            load_codec(tiny_model, tile=64, stored_fallback=False, shift_grids=False, fit_scales=False).image_codec)
 
 
 def test_shifted_grids_are_exact_and_keep_the_bound(codecs, photos) -> None:
     """Shifted tiles (a lossy layer's image moved per patch) decode to the encoder's reconstruction
-    within tau; tau 0 files stay format 2 and never shift."""
+    within tau; tau 0 tiles never shift; with grids and scale offsets off, files are format 2."""
     shifted, fixed = codecs
     for name in ("astronaut", "chelsea"):
         img = photos[name]
@@ -64,9 +64,9 @@ def test_shifted_grids_are_exact_and_keep_the_bound(codecs, photos) -> None:
             c = Container.from_bytes(out.data)
             kinds = {t.kind for t in c.tiles}
             if tau == 0:
-                assert kinds == {LEARNED} and c.version == 2
+                assert not any(t.grid for t in c.tiles)
             else:
-                assert LEARNED_GRID in kinds and c.version == 3, (name, tau)
+                assert kinds == {LEARNED_V3} and all(t.grid for t in c.tiles) and c.version == 3, (name, tau)
             dec = fixed.decompress(out.data).pixels  # the same decoder reads both
             assert int(np.abs(dec.astype(int) - img.astype(int)).max()) <= tau, (name, tau)
             old = fixed.compress(img, tau)
@@ -91,8 +91,8 @@ def test_shifted_grids_pay_on_a_smooth_photo() -> None:
     from nlic.api import load_codec
 
     sky = np.ascontiguousarray(data.astronaut()[:128, 320:512])  # flat studio backdrop
-    shifted = load_codec(tile=512).image_codec
-    fixed = load_codec(tile=512, shift_grids=False).image_codec
+    shifted = load_codec(tile=512, fit_scales=False).image_codec
+    fixed = load_codec(tile=512, shift_grids=False, fit_scales=False).image_codec
     for tau in (1, 2, 4):
         a, b = shifted.compress(sky, tau), fixed.compress(sky, tau)
         assert a.bpp < b.bpp, (tau, a.bpp, b.bpp)

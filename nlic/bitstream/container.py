@@ -15,9 +15,10 @@ tile chunk (formats 2 and 3)::
                       | residual stream
     kind 1, stored:   the tau-quantized samples, uniform code (see nlic.coding.fallback)
     kind 2, stored:   the tau-quantized samples as a PNG
-    kind 3, learned on shifted grids (format 3): as kind 0 with
-                      | grid_len u16 | grid (per-patch grid offsets, nlic.coding.grid)
-                      between adapt and the residual stream
+    kind 3, learned (format 3): as kind 0 with, between adapt and the residual stream,
+                      | grid_len u16 | grid (per-patch grid offsets, nlic.coding.grid; none at tau 0)
+                      | scales_len u8 | scales (per-channel log-scale offsets, nlic.coding.scales)
+                      and the network reads residuals clamped to its bound (Patches.context_limit)
 
 ``extras`` holds an optional losslessly coded alpha plane.  ``recon_crc`` is the crc32 of the
 reconstruction the encoder computed: a decoder that diverged would be caught instead of writing a
@@ -43,10 +44,10 @@ MAX_PIXELS = 100_000_000
 MODES = {0: "RGB", 1: "L", 2: "RGBA", 3: "LA"}
 MODE_CODES = {v: k for k, v in MODES.items()}
 #: tile kinds
-LEARNED, STORED_UNIFORM, STORED_PNG, LEARNED_GRID = 0, 1, 2, 3
+LEARNED, STORED_UNIFORM, STORED_PNG, LEARNED_V3 = 0, 1, 2, 3
 TILE_KINDS = {LEARNED: "learned", STORED_UNIFORM: "stored-uniform", STORED_PNG: "stored-png",
-              LEARNED_GRID: "learned-shifted-grid"}
-LEARNED_KINDS = (LEARNED, LEARNED_GRID)
+              LEARNED_V3: "learned-v3"}
+LEARNED_KINDS = (LEARNED, LEARNED_V3)
 
 _HEADER = struct.Struct("<4sBBHIIH8sIII")
 _CRC = struct.Struct("<I")
@@ -55,8 +56,8 @@ _CHUNK = struct.Struct("<BI")
 
 @dataclass
 class TileChunk:
-    """One tile: ``kind`` and its parts (learned tiles: latents, adaptation, grid offsets, residual;
-    stored: data)."""
+    """One tile: ``kind`` and its parts (learned tiles: latents, adaptation, grid and log-scale
+    offsets, residual; stored: data)."""
 
     kind: int
     latents: bytes = b""
@@ -64,13 +65,15 @@ class TileChunk:
     residual: bytes = b""
     stored: bytes = b""
     grid: bytes = b""
+    scales: bytes = b""
 
     def pack(self) -> bytes:
         if self.kind in LEARNED_KINDS:
             body = struct.pack("<I", len(self.latents)) + self.latents
             body += struct.pack("<H", len(self.adapt)) + self.adapt
-            if self.kind == LEARNED_GRID:
+            if self.kind == LEARNED_V3:
                 body += struct.pack("<H", len(self.grid)) + self.grid
+                body += struct.pack("<B", len(self.scales)) + self.scales
             body += self.residual
         else:
             body = self.stored
@@ -83,7 +86,7 @@ class TileChunk:
         except struct.error:
             raise BitstreamError("file is truncated (tile header)") from None
         pos += _CHUNK.size
-        if kind not in TILE_KINDS or (kind == LEARNED_GRID and version < 3):
+        if kind not in TILE_KINDS or (kind == LEARNED_V3 and version < 3):
             raise BitstreamError(f"unknown tile kind {kind}")
         if pos + length > len(buf):
             raise BitstreamError("file is truncated (tile data)")
@@ -98,22 +101,26 @@ class TileChunk:
             (n_adapt,) = struct.unpack_from("<H", body, at)
             adapt = body[at + 2 : at + 2 + n_adapt]
             at += 2 + n_adapt
-            grid = b""
-            if kind == LEARNED_GRID:
+            grid = log_scales = b""
+            if kind == LEARNED_V3:
                 (n_grid,) = struct.unpack_from("<H", body, at)
                 grid = body[at + 2 : at + 2 + n_grid]
                 at += 2 + n_grid
-                if len(grid) != n_grid:
+                (n_scales,) = struct.unpack_from("<B", body, at)
+                log_scales = body[at + 1 : at + 1 + n_scales]
+                at += 1 + n_scales
+                if len(grid) != n_grid or len(log_scales) != n_scales:
                     raise struct.error
             if len(latents) != n_lat or len(adapt) != n_adapt:
                 raise struct.error
         except struct.error:
             raise BitstreamError("file is corrupt (tile layout)") from None
-        return cls(kind, latents, adapt, body[at:], grid=grid), pos
+        return cls(kind, latents, adapt, body[at:], grid=grid, scales=log_scales), pos
 
     def sizes(self) -> dict[str, int]:
-        return {"latents": len(self.latents), "adaptation": len(self.adapt), "grid": len(self.grid),
-                "residual": len(self.residual), "stored": len(self.stored)}
+        return {"latents": len(self.latents), "adaptation": len(self.adapt),
+                "offsets": len(self.grid) + len(self.scales), "residual": len(self.residual),
+                "stored": len(self.stored)}
 
 
 @dataclass
@@ -190,7 +197,7 @@ class Container:
     def part_sizes(self, total: int) -> dict[str, int]:
         """Bytes per part of a file of ``total`` bytes (no re-serialisation)."""
         parts = {k: sum(t.sizes()[k] for t in self.tiles)
-                 for k in ("latents", "adaptation", "grid", "residual", "stored")}
+                 for k in ("latents", "adaptation", "offsets", "residual", "stored")}
         parts["alpha"] = len(self.extras)
         parts["header"] = total - sum(parts.values())
         parts["total"] = total

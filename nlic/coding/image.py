@@ -21,8 +21,8 @@ import imagecodecs
 import numpy as np
 import torch
 
-from nlic.bitstream.container import LEARNED, LEARNED_GRID, LEARNED_KINDS, Container, TileChunk
-from nlic.coding import adaptation, fallback, grid
+from nlic.bitstream.container import LEARNED, LEARNED_KINDS, LEARNED_V3, Container, TileChunk
+from nlic.coding import adaptation, fallback, grid, scales
 from nlic.coding.residual import Patches, ResidualCoder
 from nlic.entropy.range_coder import guard_latent_decoders
 from nlic.errors import BitstreamError, NlicError
@@ -120,17 +120,20 @@ class ImageCodec:
     """Compresses uint8 images with a loaded model (:func:`nlic.model_io.load_model`)."""
 
     def __init__(self, model: LoadedModel, tile: int = DEFAULT_TILE, stored_fallback: bool = True,
-                 device: str = "cpu", threads: int | None = None, shift_grids: bool = True) -> None:
+                 device: str = "cpu", threads: int | None = None, shift_grids: bool = True,
+                 fit_scales: bool = True) -> None:
         """``stored_fallback=False`` keeps the learned code of every tile even where the stored
         fallback is smaller (for studies and tests of the learned path).  ``device``: where the
         networks run (``cpu``, ``cuda``, ``auto``); files are the same bytes on every device.
         ``threads``: tiles coded at once on the CPU (default: torch's thread count); files are the
         same bytes whatever it is.  ``shift_grids=False`` keeps the lossy image's bin grid in every
-        patch at tau >= 1 (format 2 files; see :mod:`nlic.coding.grid`)."""
+        patch at tau >= 1 (format 2 files; see :mod:`nlic.coding.grid`); ``fit_scales=False`` stores
+        no per-tile log-scale offsets (:mod:`nlic.coding.scales`)."""
         if tile % 64 or tile <= 0:
             raise ValueError("tile size must be a positive multiple of 64")
         self.stored_fallback = stored_fallback
         self.shift_grids = shift_grids
+        self.fit_scales = fit_scales
         self.device = resolve_device(device)
         self.loaded = model
         self.model = model.codec.eval().to(self.device)
@@ -179,9 +182,9 @@ class ImageCodec:
                 yield y, x, min(tile, height - y), min(tile, width - x)
 
     def _patches(self, x_hat: torch.Tensor, features: torch.Tensor | None, h: int, w: int, tau: int,
-                 channels: int, head: IntegerHead, shifted: bool = False) -> Patches:
+                 channels: int, head: IntegerHead, clamped: bool = False) -> Patches:
         """Feasible bins, valid pixels and integer features of a padded tile, as patches
-        (``shifted``: ``x_hat`` carries grid offsets, see :mod:`nlic.coding.grid`)."""
+        (``clamped``: a format 3 tile, whose network reads clamped residuals)."""
         wb = bin_width(tau)
         xh = x_hat[:, :channels]
         lo = torch.div(quantize_residual(-xh, tau), wb, rounding_mode="floor").long()
@@ -191,7 +194,7 @@ class ImageCodec:
         feats = None
         if features is not None and features.shape[1]:
             feats = head.quantize_features(patchify(features).permute(0, 2, 3, 1))
-        limit = head.residual_limit if shifted else None
+        limit = head.residual_limit if clamped else None
         return Patches(patchify(lo), patchify(hi), patchify(valid)[:, 0] > 0.5, feats, limit)
 
     @staticmethod
@@ -240,7 +243,7 @@ class ImageCodec:
         for (y, x, h, w), (_, rec) in zip(tiles, coded):
             recon[y : y + h, x : x + w] = rec
         # format 2 unless a tile needs format 3's shifted grids (older readers keep reading the rest)
-        version = 3 if any(chunk.kind == LEARNED_GRID for chunk in chunks) else 2
+        version = 3 if any(chunk.kind == LEARNED_V3 for chunk in chunks) else 2
         container = Container(H, W, tau, self.tile, self.model_id, zlib.crc32(recon.tobytes()), mode, chunks, extras,
                               version)
         data = container.to_bytes()
@@ -275,7 +278,9 @@ class ImageCodec:
         if tau > 0 and self.shift_grids:  # (all-zero offsets too: such tiles clamp the context, see Patches)
             offsets = grid_offsets(patchify(xp[:, :channels]), patchify(x_hat[:, :channels]), tau)
             x_hat = self._shift_grid(x_hat, offsets, channels)
-        patches = self._patches(x_hat, features, h, w, tau, channels, coder.head, shifted=offsets is not None)
+        # format 3 tiles clamp the context (a no-op at tau 0, where residuals stay within the limit)
+        format3 = offsets is not None or tau == 0
+        patches = self._patches(x_hat, features, h, w, tau, channels, coder.head, clamped=format3)
         r_hat = quantize_residual(xp[:, :channels] - x_hat[:, :channels], tau)
         bins = patchify(torch.div(r_hat, bin_width(tau), rounding_mode="floor").long()) * patches.valid[:, None]
         if adapt:
@@ -287,12 +292,14 @@ class ImageCodec:
             params = coder.mixtures(inputs, layers)
         else:
             deltas, params = [None] * channels, coder.whole_mixtures(bins, patches, tau)
-        stream = coder.encode(params, bins, patches, tau)
-        rec = torch.clamp(x_hat[:, :channels] + r_hat, 0, 255)[0, :, :h, :w].permute(1, 2, 0)
-        if offsets is None:
-            return TileChunk(LEARNED, latents, adaptation.pack(deltas), stream), rec.to(torch.uint8).numpy()
-        return (TileChunk(LEARNED_GRID, latents, adaptation.pack(deltas), stream, grid=grid.pack(offsets, tau)),
-                rec.to(torch.uint8).numpy())
+        log_scales = coder.scale_offsets(params, bins, patches, tau) if format3 and self.fit_scales else None
+        stream = coder.encode(params, bins, patches, tau, log_scales)
+        rec = torch.clamp(x_hat[:, :channels] + r_hat, 0, 255)[0, :, :h, :w].permute(1, 2, 0).to(torch.uint8).numpy()
+        if offsets is None and not any(log_scales or []):  # nothing of format 3: a format 2 tile
+            return TileChunk(LEARNED, latents, adaptation.pack(deltas), stream), rec
+        return TileChunk(LEARNED_V3, latents, adaptation.pack(deltas), stream,
+                         grid=b"" if offsets is None else grid.pack(offsets, tau),
+                         scales=scales.pack(log_scales or [])), rec
 
     @staticmethod
     def _adapt(head: IntegerHead, inputs: list, bins: torch.Tensor, patches: Patches, tau: int) -> list:
@@ -360,15 +367,16 @@ class ImageCodec:
             raise BitstreamError("latent shape does not match the image size in the header")
         coder = self.coder(tau, gray=channels == 1)
         layers = adaptation.unpack(chunk.adapt, coder.head, channels)
-        shifted = chunk.kind == LEARNED_GRID
-        if shifted:
+        format3 = chunk.kind == LEARNED_V3
+        if chunk.grid:
             if tau == 0:
                 raise BitstreamError("file is corrupt (grid offsets in a lossless tile)")
             offsets = grid.unpack(chunk.grid, ((hp // PATCH) * (wp // PATCH), channels), tau)
             x_hat = self._shift_grid(x_hat, offsets, channels)
-        patches = self._patches(x_hat, features, h, w, tau, channels, coder.head, shifted=shifted)
+        log_scales = scales.unpack(chunk.scales, channels)
+        patches = self._patches(x_hat, features, h, w, tau, channels, coder.head, clamped=format3)
         try:
-            bins = coder.decode(chunk.residual, patches, tau, layers)
+            bins = coder.decode(chunk.residual, patches, tau, layers, log_scales)
         except BitstreamError as err:
             # the container's CRC already passed: the bytes are what the encoder wrote
             raise BitstreamError(f"{err}. {MISMATCH_HINT}") from None

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from nlic.coding import scales
 from nlic.entropy.pmf import plan_escapes, plan_group
 from nlic.entropy.range_coder import SymbolDecoder, SymbolEncoder
 from nlic.errors import BitstreamError
@@ -141,14 +142,30 @@ class ResidualCoder:
             ends.append(count)
         return np.concatenate(order).astype(np.int64), ends
 
+    def scale_offsets(self, params: list[ChannelParams], bins: Tensor, patches: Patches, tau: int) -> list[int]:
+        """Each channel's log-scale offset for this tile (:mod:`nlic.coding.scales`), chosen on an
+        evenly spaced sample of its symbols."""
+        order, _ = self._decode_order(patches.valid)
+        take = order[np.linspace(0, len(order) - 1, min(scales.SAMPLES, len(order))).astype(np.int64)]
+        fields, symbols, lo, hi = [], [], [], []
+        for c, p in enumerate(params):
+            fields.append(tuple(t.numpy().reshape(-1, t.shape[-1])[take] for t in (p.logits, p.means, p.log_scales)))
+            symbols.append(bins[:, c].numpy().reshape(-1)[take])
+            lo.append(patches.lo[:, c].numpy().reshape(-1)[take])
+            hi.append(patches.hi[:, c].numpy().reshape(-1)[take])
+        return scales.choose(fields, symbols, lo, hi, tau)
+
     @torch.no_grad()
-    def encode(self, params: list[ChannelParams], bins: Tensor, patches: Patches, tau: int) -> bytes:
-        """Encode ``bins`` given their mixtures (:meth:`mixtures`)."""
+    def encode(self, params: list[ChannelParams], bins: Tensor, patches: Patches, tau: int,
+               scale_offsets: Sequence[int] | None = None) -> bytes:
+        """Encode ``bins`` given their mixtures (:meth:`mixtures`) and the tile's log-scale offsets."""
         enc = SymbolEncoder()
         order, ends = self._decode_order(patches.valid)
+        offsets = scale_offsets or [0] * len(params)
         channels = []
         for c, p in enumerate(params):  # the mixtures stay in patch order, read through `order`
             fields = [t.numpy().reshape(-1, t.shape[-1]) for t in (p.logits, p.means, p.log_scales)]
+            fields[2] = scales.apply(fields[2], offsets[c])
             channels.append((fields, *(np.take(t[:, c].numpy().reshape(-1), order)
                                        for t in (patches.lo, patches.hi, bins))))
         start = 0
@@ -162,8 +179,10 @@ class ResidualCoder:
 
     # ------------------------------------------------------------------ decode
     @torch.no_grad()
-    def decode(self, data: bytes, patches: Patches, tau: int, layers: Sequence[IntLinear | None]) -> Tensor:
-        """Decode the bins ``[P, c, 64, 64]`` (zero outside ``valid``).
+    def decode(self, data: bytes, patches: Patches, tau: int, layers: Sequence[IntLinear | None],
+               scale_offsets: Sequence[int] | None = None) -> Tensor:
+        """Decode the bins ``[P, c, 64, 64]`` (zero outside ``valid``) under the tile's output layers
+        and log-scale offsets.
 
         Residuals live in a zero-bordered float32 buffer per patch and channel; each wavefront's
         context taps are one compiled gather from it (torch's advanced indexing, and NumPy's, cost
@@ -187,6 +206,7 @@ class ResidualCoder:
                  else patches.features.reshape(-1, patches.features.shape[-1])[torch.from_numpy(order_n)])
         feats = None if feats is None else feats.to(device)
         out = np.zeros((n_ch, P * PATCH * PATCH), dtype=np.int64)
+        offsets = scale_offsets or [0] * n_ch
         dec = SymbolDecoder(data)
         start = 0
         for end in ends:
@@ -202,6 +222,7 @@ class ResidualCoder:
                 with exact_float32():
                     p = self.head.channel_params(c, trunk, skip, current, layers[c])
                 fields = [t.cpu().numpy() for t in (p.logits, p.means, p.log_scales)]
+                fields[2] = scales.apply(fields[2], offsets[c])
                 k = self._code_group(dec, fields, tau, lo[c][run], hi[c][run])
                 out[c, order_n[run]] = k
                 current[:, c] = patches.context(torch.from_numpy(k * w)).float().to(device)
