@@ -51,9 +51,9 @@ def test_the_estimate_the_choice_rests_on_matches_the_real_code(default_codecs) 
     bins = patchify((x - x_hat).long())
     params = coder.whole_mixtures(bins, patches, 0)
     estimate = sum(
-        scales._bits(*(t.numpy().reshape(-1, t.shape[-1]) for t in (p.logits, p.means, p.log_scales)),
-                     bins[:, c].numpy().reshape(-1), patches.lo[:, c].numpy().reshape(-1),
-                     patches.hi[:, c].numpy().reshape(-1), 0)
+        scales._CodeLength(*(t.numpy().reshape(-1, t.shape[-1]) for t in (p.logits, p.means, p.log_scales)),
+                           bins[:, c].numpy().reshape(-1), patches.lo[:, c].numpy().reshape(-1),
+                           patches.hi[:, c].numpy().reshape(-1), 0)(0)
         for c, p in enumerate(params))
     real = 8 * len(coder.encode(params, bins, patches, 0))
     assert abs(real - estimate) < 0.01 * real, (real, estimate)
