@@ -283,6 +283,8 @@ class ImageCodec:
         patches = self._patches(x_hat, features, h, w, tau, channels, coder.head, clamped=format3)
         r_hat = quantize_residual(xp[:, :channels] - x_hat[:, :channels], tau)
         bins = patchify(torch.div(r_hat, bin_width(tau), rounding_mode="floor").long()) * patches.valid[:, None]
+        fit_scales = format3 and self.fit_scales
+        deltas, params = [None] * channels, None
         if adapt:
             inputs = coder.analyse(bins, patches, tau)
             deltas = self._adapt(coder.head, inputs, bins, patches, tau)
@@ -290,9 +292,15 @@ class ImageCodec:
                                                                       coder.head.output_limits(c))
                       for c, d in enumerate(deltas)]
             params = coder.mixtures(inputs, layers)
-        else:
-            deltas, params = [None] * channels, coder.whole_mixtures(bins, patches, tau)
-        log_scales = coder.scale_offsets(params, bins, patches, tau) if format3 and self.fit_scales else None
+            if fit_scales and any(d is not None for d in deltas):
+                # the adaptation fitted without scale offsets; keep it only if it still pays with them
+                plain = coder.mixtures(inputs, [None] * channels)
+                adapted_bits = coder.scale_offsets(params, bins, patches, tau)[1] + 8 * len(adaptation.pack(deltas))
+                if adapted_bits >= coder.scale_offsets(plain, bins, patches, tau)[1]:
+                    deltas, params = [None] * channels, plain
+        if params is None:
+            params = coder.whole_mixtures(bins, patches, tau)
+        log_scales = coder.scale_offsets(params, bins, patches, tau)[0] if fit_scales else None
         stream = coder.encode(params, bins, patches, tau, log_scales)
         rec = torch.clamp(x_hat[:, :channels] + r_hat, 0, 255)[0, :, :h, :w].permute(1, 2, 0).to(torch.uint8).numpy()
         if offsets is None and not any(log_scales or []):  # nothing of format 3: a format 2 tile

@@ -142,9 +142,10 @@ class ResidualCoder:
             ends.append(count)
         return np.concatenate(order).astype(np.int64), ends
 
-    def scale_offsets(self, params: list[ChannelParams], bins: Tensor, patches: Patches, tau: int) -> list[int]:
+    def scale_offsets(self, params: list[ChannelParams], bins: Tensor, patches: Patches,
+                      tau: int) -> tuple[list[int], float]:
         """Each channel's log-scale offset for this tile (:mod:`nlic.coding.scales`), chosen on an
-        evenly spaced sample of its symbols."""
+        evenly spaced sample of its symbols, and the tile's estimated bits under them."""
         order, _ = self._decode_order(patches.valid)
         take = order[np.linspace(0, len(order) - 1, min(scales.SAMPLES, len(order))).astype(np.int64)]
         fields, symbols, lo, hi = [], [], [], []
@@ -153,7 +154,8 @@ class ResidualCoder:
             symbols.append(bins[:, c].numpy().reshape(-1)[take])
             lo.append(patches.lo[:, c].numpy().reshape(-1)[take])
             hi.append(patches.hi[:, c].numpy().reshape(-1)[take])
-        return scales.choose(fields, symbols, lo, hi, tau)
+        offsets, sample_bits = scales.choose(fields, symbols, lo, hi, tau)
+        return offsets, sample_bits * len(order) / max(1, len(take))
 
     @torch.no_grad()
     def encode(self, params: list[ChannelParams], bins: Tensor, patches: Patches, tau: int,

@@ -57,11 +57,16 @@ class _CodeLength:
 
 
 def choose(fields: list[tuple[np.ndarray, np.ndarray, np.ndarray]], symbols: list[np.ndarray],
-           lo: list[np.ndarray], hi: list[np.ndarray], tau: int) -> list[int]:
-    """The offset of each channel from a sample of its symbols: ``fields[c]`` their mixtures
-    (logits, means, log-scales ``[n, K]``), ``symbols``/``lo``/``hi`` ``[n]`` their bins and feasible
-    bins."""
-    return [_best_offset(_CodeLength(*f, sym, low, high, tau)) for f, sym, low, high in zip(fields, symbols, lo, hi)]
+           lo: list[np.ndarray], hi: list[np.ndarray], tau: int) -> tuple[list[int], float]:
+    """The offset of each channel from a sample of its symbols, and the sample's estimated bits
+    under them: ``fields[c]`` their mixtures (logits, means, log-scales ``[n, K]``),
+    ``symbols``/``lo``/``hi`` ``[n]`` their bins and feasible bins."""
+    offsets, total = [], 0.0
+    for f, sym, low, high in zip(fields, symbols, lo, hi):
+        bits = _CodeLength(*f, sym, low, high, tau)
+        offsets.append(_best_offset(bits))
+        total += bits(offsets[-1])
+    return offsets, total
 
 
 def _best_offset(bits: _CodeLength) -> int:
