@@ -72,8 +72,8 @@ class NearLosslessCodec(nn.Module):
         return out
 
     def context_of(self, r_q: Tensor) -> Tensor:
-        """Quantized residuals as the coder's network reads them on shifted grids (clamped to the
-        bound its integer layers are built for)."""
+        """Quantized residuals as the coder's network reads them in format 3 tiles (clamped to the
+        bound its integer layers are built for; residuals at tau = 0 are within it already)."""
         limit = self.lossy.residual_limit
         return r_q.clamp(-limit, limit)
 
@@ -165,8 +165,8 @@ class NearLosslessCodec(nn.Module):
         tau_index = None if index is None else torch.full((x.shape[0],), index, dtype=torch.long)
         return {
             "latent_bits": latent_bits(out["likelihoods"], x.shape[0], x.device),
-            "residual_bits": self.residual_bits(head, features, self.context_of(r_q) if tau > 0 else r_q,
-                                                self.context_of(rq_cl) if tau > 0 else rq_cl, lo, hi, tau_index),
+            "residual_bits": self.residual_bits(head, features, self.context_of(r_q), self.context_of(rq_cl), lo, hi,
+                                                tau_index),
             "x_rec": torch.clamp(x_hat + r_q, 0, 255),
             "x_hat": x_hat,
         }

@@ -127,8 +127,8 @@ class ImageCodec:
         networks run (``cpu``, ``cuda``, ``auto``); files are the same bytes on every device.
         ``threads``: tiles coded at once on the CPU (default: torch's thread count); files are the
         same bytes whatever it is.  ``shift_grids=False`` keeps the lossy image's bin grid in every
-        patch at tau >= 1 (format 2 files; see :mod:`nlic.coding.grid`); ``fit_scales=False`` stores
-        no per-tile log-scale offsets (:mod:`nlic.coding.scales`)."""
+        patch at tau >= 1 (:mod:`nlic.coding.grid`); ``fit_scales=False`` stores no per-tile
+        log-scale offsets (:mod:`nlic.coding.scales`); with both off, files are format 2."""
         if tile % 64 or tile <= 0:
             raise ValueError("tile size must be a positive multiple of 64")
         self.stored_fallback = stored_fallback
@@ -242,7 +242,7 @@ class ImageCodec:
         chunks = [chunk for chunk, _ in coded]
         for (y, x, h, w), (_, rec) in zip(tiles, coded):
             recon[y : y + h, x : x + w] = rec
-        # format 2 unless a tile needs format 3's shifted grids (older readers keep reading the rest)
+        # format 2 unless a tile carries format 3's grid or scale offsets (older readers keep reading the rest)
         version = 3 if any(chunk.kind == LEARNED_V3 for chunk in chunks) else 2
         container = Container(H, W, tau, self.tile, self.model_id, zlib.crc32(recon.tobytes()), mode, chunks, extras,
                               version)
@@ -284,7 +284,7 @@ class ImageCodec:
         r_hat = quantize_residual(xp[:, :channels] - x_hat[:, :channels], tau)
         bins = patchify(torch.div(r_hat, bin_width(tau), rounding_mode="floor").long()) * patches.valid[:, None]
         fit_scales = format3 and self.fit_scales
-        deltas, params = [None] * channels, None
+        deltas, params, choice = [None] * channels, None, None
         if adapt:
             inputs = coder.analyse(bins, patches, tau)
             deltas = self._adapt(coder.head, inputs, bins, patches, tau)
@@ -295,12 +295,15 @@ class ImageCodec:
             if fit_scales and any(d is not None for d in deltas):
                 # the adaptation fitted without scale offsets; keep it only if it still pays with them
                 plain = coder.mixtures(inputs, [None] * channels)
-                adapted_bits = coder.scale_offsets(params, bins, patches, tau)[1] + 8 * len(adaptation.pack(deltas))
-                if adapted_bits >= coder.scale_offsets(plain, bins, patches, tau)[1]:
-                    deltas, params = [None] * channels, plain
+                choice = coder.scale_offsets(params, bins, patches, tau)
+                plain_choice = coder.scale_offsets(plain, bins, patches, tau)
+                if choice[1] + 8 * len(adaptation.pack(deltas)) >= plain_choice[1]:
+                    deltas, params, choice = [None] * channels, plain, plain_choice
         if params is None:
             params = coder.whole_mixtures(bins, patches, tau)
-        log_scales = coder.scale_offsets(params, bins, patches, tau)[0] if fit_scales else None
+        if fit_scales and choice is None:
+            choice = coder.scale_offsets(params, bins, patches, tau)
+        log_scales = None if choice is None else choice[0]
         stream = coder.encode(params, bins, patches, tau, log_scales)
         rec = torch.clamp(x_hat[:, :channels] + r_hat, 0, 255)[0, :, :h, :w].permute(1, 2, 0).to(torch.uint8).numpy()
         if offsets is None and not any(log_scales or []):  # nothing of format 3: a format 2 tile
