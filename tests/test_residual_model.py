@@ -248,7 +248,8 @@ def test_planned_group_equals_the_step_by_step_tables(tau: int) -> None:
     log_scales = rng.integers(0, 120, (n, K))
     lo = np.full(n, -128 // (2 * tau + 1)) + rng.integers(-3, 3, n)
     hi = lo + 255 // (2 * tau + 1) + rng.integers(-3, 3, n)
-    plan = plan_group(logits, means, log_scales, tau, lo, hi)
+    table = np.concatenate([logits, means, log_scales], 1).astype(np.int32)
+    plan = plan_group(table, tau, lo, hi)
     p = BinParams.of(logits, means, log_scales, tau)
     assert all(np.array_equal(a, b) for a, b in zip((plan.params.weights, plan.params.means, plan.params.rows),
                                                     (p.weights, p.means, p.rows)))
@@ -269,3 +270,13 @@ def test_planned_group_equals_the_step_by_step_tables(tau: int) -> None:
         col = np.arange(span)[None, :] + lo[idx, None]
         inside = (col >= first[idx, None]) & (col < (first + widths)[idx, None])
         assert np.array_equal(pmf, np.where(inside, 0.0, full + 1.0))
+    # a tile's log-scale offset, applied inside the plan, is the offset applied to the table first
+    from nlic.coding.scales import apply
+
+    for offset in (-20, 7):
+        moved = table.copy()
+        moved[:, 2 * K :] = apply(log_scales, offset)
+        shifted, expected = plan_group(table, tau, lo, hi, offset), plan_group(moved, tau, lo, hi)
+        assert np.array_equal(shifted.first, expected.first)
+        assert np.array_equal(shifted.windows.masses, expected.windows.masses)
+        assert not np.array_equal(shifted.windows.masses, plan.windows.masses)

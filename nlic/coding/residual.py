@@ -70,7 +70,7 @@ class Patches:
 
 
 def _cpu(params: ChannelParams) -> ChannelParams:
-    return ChannelParams(params.logits.cpu(), params.means.cpu(), params.log_scales.cpu())
+    return ChannelParams(params.table.cpu())
 
 
 class ResidualCoder:
@@ -101,8 +101,7 @@ class ResidualCoder:
         """:meth:`mixtures` of :meth:`analyse` under the shared output layers, without keeping the
         output layers' inputs of the whole tile (tens of MB) in between."""
         parts = list(self._evaluate(bins, patches, tau, lambda c, x: self.head.channel_output(c, x)))
-        return [ChannelParams(*(torch.cat([getattr(p[c], f) for p in parts]).cpu()
-                                for f in ("logits", "means", "log_scales"))) for c in range(patches.channels)]
+        return [ChannelParams(torch.cat([p[c].table for p in parts]).cpu()) for c in range(patches.channels)]
 
     def _evaluate(self, bins: Tensor, patches: Patches, tau: int, finish: Callable) -> Iterator[list]:
         """``finish(c, output-layer inputs of channel c)`` for every channel, a few patches at a time
@@ -117,8 +116,10 @@ class ResidualCoder:
                 feats = None if patches.features is None else patches.features[part].to(device)
                 act, skip = self.head.context_full(r[part], feats)
                 trunk = self.head.trunk_features(act)
+                hidden = self.head.channel_hidden(trunk)
                 current = r[part].permute(0, 2, 3, 1)
-                yield [finish(c, self.head.channel_inputs(c, trunk, skip, current)) for c in range(patches.channels)]
+                yield [finish(c, self.head.channel_inputs(c, trunk, skip, current, hidden))
+                       for c in range(patches.channels)]
 
     @torch.no_grad()
     def mixtures(self, inputs: list[tuple[Tensor, ...]], layers: Sequence[IntLinear | None]) -> list[ChannelParams]:
@@ -150,7 +151,8 @@ class ResidualCoder:
         take = order[np.linspace(0, len(order) - 1, min(scales.SAMPLES, len(order))).astype(np.int64)]
         fields, symbols, lo, hi = [], [], [], []
         for c, p in enumerate(params):
-            fields.append(tuple(t.numpy().reshape(-1, t.shape[-1])[take] for t in (p.logits, p.means, p.log_scales)))
+            table = p.table.numpy().reshape(-1, p.table.shape[-1])[take].astype(np.int64)
+            fields.append(tuple(np.split(table, 3, axis=1)))
             symbols.append(bins[:, c].numpy().reshape(-1)[take])
             lo.append(patches.lo[:, c].numpy().reshape(-1)[take])
             hi.append(patches.hi[:, c].numpy().reshape(-1)[take])
@@ -165,17 +167,17 @@ class ResidualCoder:
         order, ends = self._decode_order(patches.valid)
         offsets = scale_offsets or [0] * len(params)
         channels = []
-        for c, p in enumerate(params):  # the mixtures stay in patch order, read through `order`
-            fields = [t.numpy().reshape(-1, t.shape[-1]) for t in (p.logits, p.means, p.log_scales)]
-            fields[2] = scales.apply(fields[2], offsets[c])
-            channels.append((fields, *(np.take(t[:, c].numpy().reshape(-1), order)
-                                       for t in (patches.lo, patches.hi, bins))))
+        for c, p in enumerate(params):  # into decoding order: one gather of int32 rows, then read in order
+            table = np.take(p.table.numpy().reshape(-1, p.table.shape[-1]), order, axis=0)
+            channels.append((table, offsets[c], *(np.take(t[:, c].numpy().reshape(-1), order)
+                                                  for t in (patches.lo, patches.hi, bins))))
         start = 0
         for end in ends:
             if end == start:
                 continue
-            for fields, lo, hi, sym in channels:
-                self._code_group(enc, fields, tau, lo[start:end], hi[start:end], sym[start:end], order[start:end])
+            for table, offset, lo, hi, sym in channels:
+                run = slice(start, end)
+                self._code_group(enc, table[run], offset, tau, lo[run], hi[run], sym[run])
             start = end
         return enc.finish()
 
@@ -184,66 +186,54 @@ class ResidualCoder:
     def decode(self, data: bytes, patches: Patches, tau: int, layers: Sequence[IntLinear | None],
                scale_offsets: Sequence[int] | None = None) -> Tensor:
         """Decode the bins ``[P, c, 64, 64]`` (zero outside ``valid``) under the tile's output layers
-        and log-scale offsets.
-
-        Residuals live in a zero-bordered float32 buffer per patch and channel; each wavefront's
-        context taps are one compiled gather from it (torch's advanced indexing, and NumPy's, cost
-        more than the network at these sizes).
+        and log-scale offsets: wavefront by wavefront, the context, the network, then channel by
+        channel the window and escape steps (the channel's residuals join the next channels' inputs).
         """
         w = bin_width(tau)
-        h = self.halo
         P, n_ch = patches.valid.shape[0], patches.channels
-        side = PATCH + 2 * h
-        plane = side * side
-        buffer = np.zeros(P * CHANNELS * plane, dtype=np.float32)
-        order_n, ends = self._decode_order(patches.valid)
-        patch, pix = order_n // (PATCH * PATCH), order_n % (PATCH * PATCH)
-        where = (pix // PATCH + h) * side + pix % PATCH + h  # position in a bordered plane
-        planes = (patch * CHANNELS)[:, None] * plane + (np.arange(CHANNELS) * plane)[None, :]  # [N, 3]
-        taps_at = np.array([di * side + dj for di, dj in self.offsets], dtype=np.int64)
-        lo = [np.take(patches.lo[:, c].numpy().reshape(-1), order_n) for c in range(n_ch)]
-        hi = [np.take(patches.hi[:, c].numpy().reshape(-1), order_n) for c in range(n_ch)]
+        order, ends = self._decode_order(patches.valid)
+        residuals = _ResidualBuffer.of(order, P, self.halo, self.offsets)
+        lo = [np.take(patches.lo[:, c].numpy().reshape(-1), order) for c in range(n_ch)]
+        hi = [np.take(patches.hi[:, c].numpy().reshape(-1), order) for c in range(n_ch)]
         device = self.head.device
         feats = (None if patches.features is None
-                 else patches.features.reshape(-1, patches.features.shape[-1])[torch.from_numpy(order_n)])
-        feats = None if feats is None else feats.to(device)
+                 else patches.features.reshape(-1, patches.features.shape[-1])[torch.from_numpy(order)].to(device))
         out = np.zeros((n_ch, P * PATCH * PATCH), dtype=np.int64)
         offsets = scale_offsets or [0] * n_ch
         dec = SymbolDecoder(data)
         start = 0
-        for end in ends:
-            if end == start:
-                continue
-            run = slice(start, end)
-            taps = torch.from_numpy(_gather_taps(buffer, where, planes, taps_at, start, end)).to(device)
-            with exact_float32():
+        with exact_float32():  # (entered once: it takes a lock)
+            for end in ends:
+                if end == start:
+                    continue
+                run = slice(start, end)
+                taps = torch.from_numpy(residuals.gather(start, end)).to(device)
                 act, skip = self.head.context_gathered(taps, None if feats is None else feats[run])
                 trunk = self.head.trunk_features(act)
-            current = torch.zeros(end - start, CHANNELS, device=device)
-            for c in range(n_ch):
-                with exact_float32():
-                    p = self.head.channel_params(c, trunk, skip, current, layers[c])
-                fields = [t.cpu().numpy() for t in (p.logits, p.means, p.log_scales)]
-                fields[2] = scales.apply(fields[2], offsets[c])
-                k = self._code_group(dec, fields, tau, lo[c][run], hi[c][run])
-                out[c, order_n[run]] = k
-                current[:, c] = patches.context(torch.from_numpy(k * w)).float().to(device)
-            _scatter_residuals(buffer, where, planes, start, current.cpu().numpy(), n_ch)
-            start = end
+                hidden = self.head.channel_hidden(trunk)
+                current = torch.zeros(end - start, CHANNELS, device=device)
+                for c in range(n_ch):
+                    p = self.head.channel_output(c, self.head.channel_inputs(c, trunk, skip, current, hidden),
+                                                 layers[c])
+                    k = self._code_group(dec, p.table.cpu().numpy(), offsets[c], tau, lo[c][run], hi[c][run])
+                    out[c, order[run]] = k
+                    current[:, c] = patches.context(torch.from_numpy(k * w)).float().to(device)
+                residuals.scatter(start, current.cpu().numpy(), n_ch)
+                start = end
         return torch.from_numpy(out).reshape(n_ch, P, PATCH, PATCH).permute(1, 0, 2, 3)
 
     # ------------------------------------------------------------------ one group of symbols
     @staticmethod
-    def _code_group(coder: SymbolEncoder | SymbolDecoder, params: Sequence[np.ndarray], tau: int, lo: np.ndarray,
-                    hi: np.ndarray, symbols: np.ndarray | None = None, rows: np.ndarray | None = None) -> np.ndarray:
+    def _code_group(coder: SymbolEncoder | SymbolDecoder, table: np.ndarray, scale_offset: int, tau: int,
+                    lo: np.ndarray, hi: np.ndarray, symbols: np.ndarray | None = None) -> np.ndarray:
         """Code one channel of one wavefront: encode ``symbols`` (bins) or decode and return them;
-        ``params``: the integer mixture's logits, means and log-scales, ``[N, K]`` each (``rows``:
-        the group's rows of them, default all).
+        ``table``: the integer mixtures ``[n, 3K]`` (:class:`ChannelParams`), ``scale_offset``: the
+        tile's log-scale offset of the channel.
 
         Window step: one range-coder call per window width, ascending (the decoder meets them in
         this order); escape step: the symbols outside their window, one call per span width.
         """
-        plan = plan_group(*params, tau, lo, hi, rows)
+        plan = plan_group(table, tau, lo, hi, scale_offset)
         out = np.zeros(len(lo), dtype=np.int64)
         for idx, pmf in plan.windows.tables():
             width = pmf.shape[1] - 1
@@ -264,6 +254,38 @@ class ResidualCoder:
         if symbols is None and bool(((out < lo) | (out > hi)).any()):
             raise BitstreamError("residual stream decodes outside the feasible range")
         return out
+
+
+@dataclass
+class _ResidualBuffer:
+    """The decoded residuals, in a zero-bordered float32 plane per patch and channel; each
+    wavefront's context taps are one compiled gather from it (torch's advanced indexing, and
+    NumPy's, cost more than the network at these sizes)."""
+
+    buffer: np.ndarray  # [P * 3 * side * side]
+    where: np.ndarray  # [N] position of each pixel of the decoding order in its bordered plane
+    planes: np.ndarray  # [N, 3] start of its patch's plane per channel
+    taps_at: np.ndarray  # [taps] offsets of the context taps in a plane
+
+    @classmethod
+    def of(cls, order: np.ndarray, patches: int, halo: int, taps: Sequence[tuple[int, int]]) -> _ResidualBuffer:
+        """For the pixels ``order`` (flat indices into ``[patches, 64, 64]``, decoding order)."""
+        side = PATCH + 2 * halo
+        plane = side * side
+        patch, pix = order // (PATCH * PATCH), order % (PATCH * PATCH)
+        where = (pix // PATCH + halo) * side + pix % PATCH + halo
+        planes = (patch * CHANNELS)[:, None] * plane + (np.arange(CHANNELS) * plane)[None, :]
+        taps_at = np.array([di * side + dj for di, dj in taps], dtype=np.int64)
+        return cls(np.zeros(patches * CHANNELS * plane, dtype=np.float32), where, planes, taps_at)
+
+    def gather(self, start: int, end: int) -> np.ndarray:
+        """``[end-start, taps*3]`` context of pixels ``start..end-1``, in (tap, rgb) order."""
+        return _gather_taps(self.buffer, self.where, self.planes, self.taps_at, start, end)
+
+    def scatter(self, start: int, values: np.ndarray, coded: int) -> None:
+        """Store the residuals ``values`` ``[n, 3]`` of pixels ``start..`` (``coded`` = 1: a grey
+        image, its channel into all three planes)."""
+        _scatter_residuals(self.buffer, self.where, self.planes, start, values, coded)
 
 
 @numba.njit(cache=True, nogil=True)

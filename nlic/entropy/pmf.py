@@ -187,15 +187,22 @@ def window_pmf(p: BinParams, start: np.ndarray, width: int, lo: np.ndarray, hi: 
 EXACT_FLOAT_FLAGS = {"reassoc", "contract"}
 
 
-@numba.njit(cache=True, nogil=True, inline="always", fastmath=EXACT_FLOAT_FLAGS)
+@numba.njit(cache=True, nogil=True, inline="always", fastmath=EXACT_FLOAT_FLAGS, error_model="numpy")
 def _fill_row(out, o, s, width, low, high, weights, means, rows, n, cdf_rows, cdf_base, mass_rows, mass_base,
               reach):  # pragma: no cover - compiled
-    """Masses of bins ``s .. s+width-1`` of symbol ``n`` and its escape mass into ``out[o : o+width+1]``."""
+    """Masses of bins ``s .. s+width-1`` of symbol ``n`` and its escape mass into ``out[o : o+width+1]``.
+
+    Short runs (most windows are 4 or 8 bins) index ``out`` directly; long ones go through slices
+    (views with non-negative indices: loops the compiler vectorizes), whose set-up costs more than
+    a few bins."""
     full = 1 << CDF_BITS
     half_step = MEAN_STEPS // 2
     bins = min(width, high - s + 1)  # window bins beyond the last feasible one get no mass
-    row = out[o : o + width + 1]  # views with non-negative indices: loops the compiler vectorizes
-    row[:] = 0.0
+    if width > 8:
+        out[o : o + width + 1] = 0.0
+    else:
+        for j in range(width + 1):
+            out[o + j] = 0.0
     total = 0.0
     for k in range(weights.shape[1]):
         w = float(weights[n, k])
@@ -207,25 +214,33 @@ def _fill_row(out, o, s, width, low, high, weights, means, rows, n, cdf_rows, cd
         # bins b-rr-1 .. b+rr carry this component's mass: a contiguous slice of its row
         j0 = max(0, b - rr - 1 - s)
         j1 = min(bins, b + rr + 1 - s)
-        if j1 > j0:
-            at = mass_base[r, f] + rr + 1 + s - b
+        at = mass_base[r, f] + rr + 1 + s - b
+        if j1 - j0 > 8:  # long runs: views (non-negative indices) the compiler vectorizes
             src = mass_rows[at + j0 : at + j1]
-            dst = row[j0:j1]
+            dst = out[o + j0 : o + j1]
             for j in range(j1 - j0):
                 dst[j] += w * src[j]
+        else:
+            for j in range(j0, j1):
+                out[o + j] += w * mass_rows[at + j]
         # the end bins of the feasible range take the tails beyond them
         base = cdf_base[r, f] + rr + 1
         if s == low:
-            row[0] += w * cdf_rows[base + min(max(low - b, -rr - 1), rr + 1)]
+            out[o] += w * cdf_rows[base + min(max(low - b, -rr - 1), rr + 1)]
         if high < s + width:
-            row[high - s] += w * (full - cdf_rows[base + min(max(high + 1 - b, -rr - 1), rr + 1)])
+            out[o + high - s] += w * (full - cdf_rows[base + min(max(high + 1 - b, -rr - 1), rr + 1)])
     acc = 0.0
-    for j in range(width):
-        acc += row[j]
-    row[width] = total * full - acc
+    if width > 8:
+        row = out[o : o + width]
+        for j in range(width):
+            acc += row[j]
+    else:
+        for j in range(width):
+            acc += out[o + j]
+    out[o + width] = total * full - acc
 
 
-@numba.njit(cache=True, nogil=True, fastmath=EXACT_FLOAT_FLAGS)
+@numba.njit(cache=True, nogil=True, fastmath=EXACT_FLOAT_FLAGS, error_model="numpy")
 def _window_masses(weights, means, rows, start, width, lo, hi, cdf_rows, cdf_base, mass_rows, mass_base, reach,
                    out):  # pragma: no cover - compiled
     flat = out.reshape(-1)
@@ -273,19 +288,16 @@ class GroupPlan:
     windows: Classes
 
 
-def plan_group(logits: np.ndarray, means: np.ndarray, log_scales: np.ndarray, tau: int, lo: np.ndarray,
-               hi: np.ndarray, rows: np.ndarray | None = None) -> GroupPlan:
-    """Every window and window table of a group, from the integer network's outputs (``[N, K]``
-    int64; ``rows``: the group's rows of them, default all) and the feasible bins ``lo``/``hi``
-    (``[n]`` int64).  Same integers as :meth:`BinParams.of`, :func:`window_bounds`,
-    :func:`window_width` and :func:`window_pmf`.  ``rows`` lets the encoder plan each group straight
-    from the whole tile's outputs (gathering them into decoding order first cost a full copy)."""
+def plan_group(table: np.ndarray, tau: int, lo: np.ndarray, hi: np.ndarray, log_scale_offset: int = 0) -> GroupPlan:
+    """Every window and window table of a group, from the integer network's outputs (``table``
+    ``[n, 3K]``: logits, means, log-scale indices, see :class:`nlic.residual.integer.ChannelParams`),
+    a log-scale offset (added to the indices, kept on the grid: :func:`nlic.coding.scales.apply`) and
+    the feasible bins ``lo``/``hi`` (``[n]`` int64).  Same integers as :meth:`BinParams.of`,
+    :func:`window_bounds`, :func:`window_width` and :func:`window_pmf`."""
     t = tables()
     width_px = 2 * tau + 1
-    rows = np.arange(len(lo), dtype=np.int64) if rows is None else np.ascontiguousarray(rows, dtype=np.int64)
     w, m, r, first, size, order, runs, masses = _plan_windows(
-        np.ascontiguousarray(logits, dtype=np.int64), np.ascontiguousarray(means, dtype=np.int64),
-        np.ascontiguousarray(log_scales, dtype=np.int64), rows, width_px, np.ascontiguousarray(lo, dtype=np.int64),
+        np.ascontiguousarray(table), int(log_scale_offset), width_px, np.ascontiguousarray(lo, dtype=np.int64),
         np.ascontiguousarray(hi, dtype=np.int64), t.weight, int(t.log_width[width_px]), t.index_offset, t.half_window,
         int(t.weight[MAJOR_GAP]), t.cdf_rows, t.cdf_base, t.mass_rows, t.mass_base, t.reach)
     return GroupPlan(BinParams(w, m, r), first, size, Classes(order, [tuple(x) for x in runs.tolist()], masses))
@@ -348,10 +360,10 @@ def _runs_by_width(log2w, extra):  # pragma: no cover - compiled
     return order, runs, off
 
 
-@numba.njit(cache=True, nogil=True, fastmath=EXACT_FLOAT_FLAGS)
-def _plan_windows(logits, means_px, log_scales, at, width_px, lo, hi, weight_t, log_width, index_offset, half_window,
+@numba.njit(cache=True, nogil=True, fastmath=EXACT_FLOAT_FLAGS, error_model="numpy")
+def _plan_windows(table, log_scale_offset, width_px, lo, hi, weight_t, log_width, index_offset, half_window,
                   major_weight, cdf_rows, cdf_base, mass_rows, mass_base, reach):  # pragma: no cover - compiled
-    n, K = at.shape[0], logits.shape[1]
+    n, K = table.shape[0], table.shape[1] // 3
     weights = np.empty((n, K), dtype=np.int64)
     means = np.empty((n, K), dtype=np.int64)
     rows = np.empty((n, K), dtype=np.int64)
@@ -361,15 +373,15 @@ def _plan_windows(logits, means_px, log_scales, at, width_px, lo, hi, weight_t, 
     big = np.iinfo(np.int64).max
     half_step = MEAN_STEPS // 2
     for i in range(n):
-        a = at[i]
-        top = logits[a, 0]
+        top = table[i, 0]
         for k in range(1, K):
-            top = max(top, logits[a, k])
+            top = max(top, table[i, k])
         f, last = big, -big
         for k in range(K):
-            weights[i, k] = weight_t[min(max(top - logits[a, k], 0), 2 * LOGIT_LIMIT)] if K > 1 else 1
-            means[i, k] = (2 * means_px[a, k] + width_px) // (2 * width_px)  # round(mean / width), halves up
-            rows[i, k] = log_scales[a, k] - log_width + index_offset
+            weights[i, k] = weight_t[min(max(top - table[i, k], 0), 2 * LOGIT_LIMIT)] if K > 1 else 1
+            means[i, k] = (2 * np.int64(table[i, K + k]) + width_px) // (2 * width_px)  # round(mean / width), halves up
+            log_scale = min(max(np.int64(table[i, 2 * K + k]) + log_scale_offset, 0), LOG_SCALE_LEVELS - 1)
+            rows[i, k] = log_scale - log_width + index_offset
             if weights[i, k] >= major_weight:
                 half = half_window[rows[i, k]]
                 f = min(f, (means[i, k] - half + half_step) // MEAN_STEPS)
@@ -390,7 +402,7 @@ def _plan_windows(logits, means_px, log_scales, at, width_px, lo, hi, weight_t, 
     return weights, means, rows, first, size, order, runs, masses
 
 
-@numba.njit(cache=True, nogil=True, fastmath=EXACT_FLOAT_FLAGS)
+@numba.njit(cache=True, nogil=True, fastmath=EXACT_FLOAT_FLAGS, error_model="numpy")
 def _plan_escapes(escaped, weights, means, rows, first, size, lo, hi, cdf_rows, cdf_base, mass_rows, mass_base,
                   reach):  # pragma: no cover - compiled
     n = escaped.shape[0]

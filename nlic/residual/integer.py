@@ -91,8 +91,8 @@ class Requantizer:
                            None if self.offset is None else self.offset.to(device))
 
     def __call__(self, acc: Tensor) -> Tensor:
-        y = acc * self.scale
-        y.add_(0.5).floor_().clamp_(min=self.low, max=self.high)
+        """Requantize ``acc`` in place (callers pass a fresh accumulator) and return it."""
+        y = acc.mul_(self.scale).add_(0.5).floor_().clamp_(min=self.low, max=self.high)
         return y if self.offset is None else y.sub_(self.offset)
 
 
@@ -178,20 +178,61 @@ class IntLinear:
                 + self.bias.abs().double().cpu().numpy())
 
     def __call__(self, *parts: Tensor) -> Tensor:
-        """``W [parts...] + b``: the inputs as consecutive column blocks (one product: exact in any
-        summation order, all within the layer's bound)."""
+        """``W [parts...] + b``: the inputs as consecutive column blocks.  One product per block
+        added up, not one product of the concatenated inputs: copying the blocks together cost more
+        than the extra small products, and every partial sum lies within the layer's bound, so the
+        integers are the same in any order."""
         if len(parts) == 1:
             return F.linear(parts[0], self.weight, self.bias)
-        return F.linear(torch.cat(parts, -1), self.weight, self.bias)
+        blocks = self._blocks(tuple(p.shape[-1] for p in parts))
+        out = F.linear(parts[0], blocks[0], self.bias)
+        for part, block in zip(parts[1:], blocks[1:]):
+            if part.shape[-1]:
+                out.add_(torch.matmul(part, block))
+        return out
+
+    def _blocks(self, widths: tuple[int, ...]) -> list[Tensor]:
+        """The weight's column blocks for inputs of ``widths``: the first ``[out, w0]`` (for
+        ``F.linear``), the others transposed ``[w, out]`` (for ``matmul``), contiguous, cached."""
+        cache = self.__dict__.setdefault("_block_cache", {})
+        if widths not in cache:
+            if sum(widths) != self.weight.shape[1]:
+                raise ValueError(f"inputs of widths {widths} for a layer of {self.weight.shape[1]} inputs")
+            bounds = np.cumsum((0, *widths))
+            cache[widths] = [self.weight[:, bounds[0]:bounds[1]].contiguous()] + [
+                self.weight[:, a:b].t().contiguous() for a, b in zip(bounds[1:-1], bounds[2:])]
+        return cache[widths]
 
 
 @dataclass
 class ChannelParams:
-    """Integer mixture parameters of one channel, each ``[N, K]`` (int64)."""
+    """Integer mixture parameters of one channel as one table ``[..., 3K]`` (int32): K logits (unit
+    1/LOGIT_STEPS), K means (1/MEAN_STEPS pixel), K log-scale indices (LOG_SCALE_STEPS grid, 0 =
+    LOG_SCALE_MIN).  One row per symbol: the coder reads a symbol's parameters from one cache line
+    (three separate int64 arrays read in decoding order cost a cache miss each)."""
 
-    logits: Tensor  # unit 1/LOGIT_STEPS
-    means: Tensor  # unit 1/MEAN_STEPS pixel
-    log_scales: Tensor  # index on the LOG_SCALE_STEPS grid, 0 = LOG_SCALE_MIN
+    table: Tensor
+
+    @property
+    def mixtures(self) -> int:
+        return self.table.shape[-1] // 3
+
+    def field(self, i: int) -> Tensor:
+        """Logits (0), means (1) or log-scales (2), ``[..., K]`` int64."""
+        K = self.mixtures
+        return self.table[..., i * K : (i + 1) * K].long()
+
+    @property
+    def logits(self) -> Tensor:
+        return self.field(0)
+
+    @property
+    def means(self) -> Tensor:
+        return self.field(1)
+
+    @property
+    def log_scales(self) -> Tensor:
+        return self.field(2)
 
 
 def _film_folded(head: ContextHead, layer: int, tau_index: int | None, weight: Tensor, bias: Tensor,
@@ -261,11 +302,11 @@ class IntegerHead:
                 self.channel_out.append(self._output_layer(head, c, n_cur, units[f"channel{c}"], u_skip, R))
         self._kernel = self._conv_kernel(head.kernel)
         self.device = torch.device("cpu")
-        self._build_requantizers()
+        self._build_derived()
 
-    def _build_requantizers(self) -> None:
-        """Per-column scales and limits of every layer's output (computed once, not per call), on
-        the layers' device."""
+    def _build_derived(self) -> None:
+        """What every call would otherwise recompute, on the layers' device: per-column scales and
+        limits of every layer's output, the channels' joint hidden layer."""
         C, u = self.context_channels, self.units
         e = self.context.exponent
         n_skip = e.shape[0] - C
@@ -275,6 +316,16 @@ class IntegerHead:
         self._channel_q = [Requantizer.of(lin.exponent - u[f"channel{c}"], 0, ACT_MAX)
                            for c, lin in enumerate(self.channel_in)]
         self._out_q = [self._mixture_requantizer(lin.exponent) for lin in self.channel_out]
+        # every channel's hidden layer reads the same trunk features: one product serves the three
+        # (the decoder has it before any channel of the pixel is known); each channel then adds its
+        # current-channel columns
+        n_cur = [c if self.channel_conditioning else 0 for c in range(CHANNELS)]
+        width = [lin.weight.shape[1] - k for lin, k in zip(self.channel_in, n_cur)]
+        self._hidden = IntLinear(torch.cat([lin.weight[:, :w] for lin, w in zip(self.channel_in, width)]),
+                                 torch.cat([lin.bias for lin in self.channel_in]),
+                                 torch.cat([lin.exponent for lin in self.channel_in]))
+        self._hidden_at = np.cumsum([0] + [lin.weight.shape[0] for lin in self.channel_in]).tolist()
+        self._current_in = [lin.weight[:, w:].t().contiguous() for lin, w in zip(self.channel_in, width)]
 
     def to(self, device: torch.device | str) -> IntegerHead:
         """Run on ``device`` (the integers, hence the results, are the same everywhere)."""
@@ -284,7 +335,7 @@ class IntegerHead:
         self.channel_in = [lin.to(device) for lin in self.channel_in]
         self.channel_out = [lin.to(device) for lin in self.channel_out]
         self._kernel = self._kernel.to(device)
-        self._build_requantizers()
+        self._build_derived()
         return self
 
     def _output_layer(self, head: ContextHead, c: int, n_cur: int, u_z: int, u_skip: int, R: int) -> IntLinear:
@@ -318,7 +369,7 @@ class IntegerHead:
         """Gathered raw residuals ``[N, taps*3]`` (and integer features ``[N, F]``) -> (context
         activations, linear mean predictions)."""
         parts = (taps,) if features is None else (taps, features)
-        acc = self.context(*parts) if sum(x.shape[-1] for x in parts) else self.context.bias.expand(taps.shape[0], -1)
+        acc = self.context(*parts) if sum(x.shape[-1] for x in parts) else self._bias_rows(taps.shape[0])
         return self._split_context(acc)
 
     def context_full(self, r: Tensor, features: Tensor | None = None) -> tuple[Tensor, Tensor]:
@@ -331,7 +382,7 @@ class IntegerHead:
         P, _, S, _ = r.shape
         n_taps = 3 * self.taps
         if self.taps == 0:
-            acc = self.context.bias.expand(P, S, S, -1)
+            acc = self._bias_rows(P * S * S).reshape(P, S, S, -1)
         else:
             # causal taps only: the kernel's rows above and at the pixel (the rows below are all
             # zero), padded above and at the sides; channels-last memory, so the channel-last view
@@ -342,6 +393,11 @@ class IntegerHead:
         if features is not None and self.feature_channels:
             acc = acc + F.linear(features, self.context.weight[:, n_taps:])
         return self._split_context(acc)
+
+    def _bias_rows(self, n: int) -> Tensor:
+        """The context layer's accumulators without taps: its bias, copied ``n`` times (the
+        requantizers work in place)."""
+        return self.context.bias.expand(n, -1).clone(memory_format=torch.contiguous_format)
 
     def _conv_kernel(self, size: int) -> Tensor:
         """The context weight as a masked convolution kernel: its ``size // 2 + 1`` causal rows
@@ -366,12 +422,24 @@ class IntegerHead:
             h = q(lin(h))
         return h
 
-    def channel_inputs(self, c: int, trunk: Tensor, skip: Tensor, current: Tensor) -> tuple[Tensor, ...]:
+    def channel_hidden(self, trunk: Tensor) -> Tensor:
+        """The trunk's part of every channel's hidden layer, ``[..., 3 * hidden]`` accumulators:
+        the argument ``hidden`` of :meth:`channel_inputs`."""
+        return self._hidden(trunk)
+
+    def channel_inputs(self, c: int, trunk: Tensor, skip: Tensor, current: Tensor,
+                       hidden: Tensor | None = None) -> tuple[Tensor, ...]:
         """The inputs of channel ``c``'s output layer: ``(z, current channels, linear prediction)``;
-        ``current`` ``[..., 3]`` holds the raw residuals of this pixel (only those before ``c`` read)."""
+        ``current`` ``[..., 3]`` holds the raw residuals of this pixel (only those before ``c`` read).
+        ``hidden``: :meth:`channel_hidden` of ``trunk`` (channel ``c``'s block of it is used up)."""
         cur = current[..., :c] if self.channel_conditioning else current[..., :0]
-        lin_in = self.channel_in[c]
-        z = self._channel_q[c](lin_in(trunk, cur))
+        if hidden is None:
+            acc = self.channel_in[c](trunk, cur)
+        else:  # the same integers: every partial sum is within the layer's bound
+            acc = hidden[..., self._hidden_at[c] : self._hidden_at[c + 1]]
+            if cur.shape[-1]:
+                acc = acc + torch.matmul(cur, self._current_in[c])
+        z = self._channel_q[c](acc)
         return z, cur, skip[..., c : c + 1]
 
     def channel_output(self, c: int, inputs: tuple[Tensor, ...], layer: IntLinear | None = None) -> ChannelParams:
@@ -392,10 +460,9 @@ class IntegerHead:
                               [LOGIT_LIMIT] * K + [MEAN_LIMIT] * K + [first + LOG_SCALE_LEVELS - 1] * K,
                               [0] * (2 * K) + [first] * K)
 
-    def _mixture(self, y: Tensor) -> ChannelParams:
-        K = self.mixtures
-        y = y.long()
-        return ChannelParams(*(y[..., i * K : (i + 1) * K].contiguous() for i in range(3)))
+    @staticmethod
+    def _mixture(y: Tensor) -> ChannelParams:
+        return ChannelParams(y.to(torch.int32))  # integers within +-2**14
 
     def mixture_of(self, acc: Tensor, e: Tensor) -> ChannelParams:
         """Output-layer accumulators (units ``2**e``) -> integer mixture parameters."""
