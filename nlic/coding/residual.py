@@ -64,6 +64,10 @@ class Patches:
         """Reconstructed residuals as the network reads them."""
         return r if self.context_limit is None else r.clamp(-self.context_limit, self.context_limit)
 
+    def context_array(self, r: np.ndarray) -> np.ndarray:
+        """:meth:`context` of a NumPy array (in place)."""
+        return r if self.context_limit is None else np.clip(r, -self.context_limit, self.context_limit, out=r)
+
     @property
     def channels(self) -> int:
         return self.lo.shape[1]
@@ -196,6 +200,7 @@ class ResidualCoder:
         lo = [np.take(patches.lo[:, c].numpy().reshape(-1), order) for c in range(n_ch)]
         hi = [np.take(patches.hi[:, c].numpy().reshape(-1), order) for c in range(n_ch)]
         device = self.head.device
+        on_cpu = device.type == "cpu"
         feats = (None if patches.features is None
                  else patches.features.reshape(-1, patches.features.shape[-1])[torch.from_numpy(order)].to(device))
         out = np.zeros((n_ch, P * PATCH * PATCH), dtype=np.int64)
@@ -207,18 +212,22 @@ class ResidualCoder:
                 if end == start:
                     continue
                 run = slice(start, end)
-                taps = torch.from_numpy(residuals.gather(start, end)).to(device)
-                act, skip = self.head.context_gathered(taps, None if feats is None else feats[run])
+                taps = torch.from_numpy(residuals.gather(start, end))
+                act, skip = self.head.context_gathered(taps if on_cpu else taps.to(device),
+                                                       None if feats is None else feats[run])
                 trunk = self.head.trunk_features(act)
                 hidden = self.head.channel_hidden(trunk)
-                current = torch.zeros(end - start, CHANNELS, device=device)
+                current = np.zeros((end - start, CHANNELS), dtype=np.float32)  # this pixel's channels so far
+                current_t = torch.from_numpy(current)  # (the same memory on the CPU)
                 for c in range(n_ch):
-                    p = self.head.channel_output(c, self.head.channel_inputs(c, trunk, skip, current, hidden),
+                    p = self.head.channel_output(c, self.head.channel_inputs(c, trunk, skip, current_t, hidden),
                                                  layers[c])
                     k = self._code_group(dec, p.table.cpu().numpy(), offsets[c], tau, lo[c][run], hi[c][run])
                     out[c, order[run]] = k
-                    current[:, c] = patches.context(torch.from_numpy(k * w)).float().to(device)
-                residuals.scatter(start, current.cpu().numpy(), n_ch)
+                    current[:, c] = patches.context_array(k * w)
+                    if not on_cpu:
+                        current_t = torch.from_numpy(current).to(device)
+                residuals.scatter(start, current, n_ch)
                 start = end
         return torch.from_numpy(out).reshape(n_ch, P, PATCH, PATCH).permute(1, 0, 2, 3)
 

@@ -24,6 +24,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -86,14 +87,37 @@ class Requantizer:
         vec = lambda v: torch.as_tensor(v, dtype=torch.float32).expand(n).clone().to(shift.device)  # noqa: E731
         return cls(torch.exp2(shift.float()), vec(low), vec(high), None if offset is None else vec(offset))
 
+    def __post_init__(self) -> None:
+        if self.scale.device.type == "cpu":  # NumPy views of the same memory, for the compiled path
+            zero = torch.zeros_like(self.scale) if self.offset is None else self.offset
+            self._arrays = tuple(t.numpy() for t in (self.scale, self.low, self.high, zero))
+
     def to(self, device: torch.device | str) -> Requantizer:
         return Requantizer(self.scale.to(device), self.low.to(device), self.high.to(device),
                            None if self.offset is None else self.offset.to(device))
 
     def __call__(self, acc: Tensor) -> Tensor:
-        """Requantize ``acc`` in place (callers pass a fresh accumulator) and return it."""
+        """Requantize ``acc`` in place (callers pass a fresh accumulator) and return it.
+
+        Rows of a CPU wavefront (2-D) take one compiled pass: the decoder requantizes eight small
+        blocks per wavefront, where torch's four passes cost more in dispatch than in arithmetic.
+        The same float32 operations either way (see :func:`_requantize`)."""
+        if acc.dim() == 2 and acc.device.type == "cpu" and acc.dtype == torch.float32:
+            _requantize(acc.numpy(), *self._arrays)
+            return acc
         y = acc.mul_(self.scale).add_(0.5).floor_().clamp_(min=self.low, max=self.high)
         return y if self.offset is None else y.sub_(self.offset)
+
+
+@numba.njit(cache=True, nogil=True)
+def _requantize(acc, scale, low, high, offset):  # pragma: no cover - compiled
+    """``acc = clamp(floor(acc * scale + 0.5), low, high) - offset`` per column, in place, float32
+    throughout like the torch path (``acc * scale`` is exact: a power of two)."""
+    half = np.float32(0.5)
+    for i in range(acc.shape[0]):
+        for j in range(acc.shape[1]):
+            v = np.floor(acc[i, j] * scale[j] + half)
+            acc[i, j] = min(max(v, low[j]), high[j]) - offset[j]
 
 
 _exact_lock = threading.Lock()
@@ -182,25 +206,28 @@ class IntLinear:
         added up, not one product of the concatenated inputs: copying the blocks together cost more
         than the extra small products, and every partial sum lies within the layer's bound, so the
         integers are the same in any order."""
-        if len(parts) == 1:
-            return F.linear(parts[0], self.weight, self.bias)
-        blocks = self._blocks(tuple(p.shape[-1] for p in parts))
-        out = F.linear(parts[0], blocks[0], self.bias)
+        bias, *blocks = self._blocks(tuple(p.shape[-1] for p in parts))
+        out = F.linear(parts[0], blocks[0], bias)
         for part, block in zip(parts[1:], blocks[1:]):
             if part.shape[-1]:
                 out.add_(torch.matmul(part, block))
-        return out
+        rows = self.weight.shape[0]
+        return out if out.shape[-1] == rows else out[..., :rows]
 
     def _blocks(self, widths: tuple[int, ...]) -> list[Tensor]:
-        """The weight's column blocks for inputs of ``widths``: the first ``[out, w0]`` (for
-        ``F.linear``), the others transposed ``[w, out]`` (for ``matmul``), contiguous, cached."""
+        """The bias and the weight's column blocks for inputs of ``widths`` (the first ``[out, w0]``
+        for ``F.linear``, the others transposed ``[w, out]`` for ``matmul``), contiguous, cached.
+        Outputs are padded with zero rows to a multiple of 8: products with 9 or 67 outputs ran 3x
+        and 1.2x slower than with 16 or 72 on the CPU; the padding is sliced off."""
         cache = self.__dict__.setdefault("_block_cache", {})
         if widths not in cache:
             if sum(widths) != self.weight.shape[1]:
                 raise ValueError(f"inputs of widths {widths} for a layer of {self.weight.shape[1]} inputs")
+            pad = -self.weight.shape[0] % 8
+            weight = F.pad(self.weight, (0, 0, 0, pad))
             bounds = np.cumsum((0, *widths))
-            cache[widths] = [self.weight[:, bounds[0]:bounds[1]].contiguous()] + [
-                self.weight[:, a:b].t().contiguous() for a, b in zip(bounds[1:-1], bounds[2:])]
+            cache[widths] = [F.pad(self.bias, (0, pad)), weight[:, bounds[0] : bounds[1]].contiguous()] + [
+                weight[:, a:b].t().contiguous() for a, b in zip(bounds[1:-1], bounds[2:])]
         return cache[widths]
 
 
