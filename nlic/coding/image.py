@@ -23,7 +23,7 @@ import torch
 
 from nlic.bitstream.container import LEARNED, LEARNED_KINDS, LEARNED_V3, Container, TileChunk
 from nlic.coding import adaptation, fallback, grid, scales
-from nlic.coding.residual import Patches, ResidualCoder
+from nlic.coding.residual import Patches, ResidualCoder, TileStream
 from nlic.entropy.range_coder import guard_latent_decoders
 from nlic.errors import BitstreamError, NlicError
 from nlic.model_io import LoadedModel
@@ -39,6 +39,8 @@ MISMATCH_HINT = (
     "crafted (no image was written)"
 )
 DEFAULT_TILE = 512
+#: pixels of the tiles one thread decodes in lockstep (the joint buffers take ~250 bytes a pixel)
+LOCKSTEP_PIXELS = 4 * DEFAULT_TILE**2
 T = TypeVar("T")
 
 
@@ -347,8 +349,14 @@ class ImageCodec:
         tiles = list(self._tiles(c.height, c.width, c.tile))
         if any(chunk.kind in LEARNED_KINDS for chunk in c.tiles):
             self.coder(c.tau, gray=channels == 1)  # built once, before any thread needs it
-        decoded = self._map_tiles(self._decode_tile, [(chunk, h, w, channels, c.tau)
-                                                      for (_, _, h, w), chunk in zip(tiles, c.tiles)])
+        decoded = self._map_tiles(self._prepare_tile, [(chunk, h, w, channels, c.tau)
+                                                       for (_, _, h, w), chunk in zip(tiles, c.tiles)])
+        pending = [i for i, tile in enumerate(decoded) if isinstance(tile, _PendingTile)]
+        groups = self._lockstep_groups([decoded[i] for i in pending], pending)
+        for group, tiles_out in zip(groups, self._map_tiles(self._decode_lockstep,
+                                                            [([decoded[i] for i in g], c.tau) for g in groups])):
+            for i, tile in zip(group, tiles_out):
+                decoded[i] = tile
         for (y, x, h, w), tile in zip(tiles, decoded):
             out[y : y + h, x : x + w] = tile
         alpha = None
@@ -364,7 +372,8 @@ class ImageCodec:
                                  + MISMATCH_HINT)
         return Decompressed(out, alpha, c.mode, time.perf_counter() - t0)
 
-    def _decode_tile(self, chunk: TileChunk, h: int, w: int, channels: int, tau: int) -> np.ndarray:
+    def _prepare_tile(self, chunk: TileChunk, h: int, w: int, channels: int, tau: int) -> np.ndarray | _PendingTile:
+        """A stored tile decoded, or what the residual decoder needs of a learned one."""
         if chunk.kind not in LEARNED_KINDS:
             return fallback.decode(chunk.kind, chunk.stored, (h, w, channels), tau)
         m = self.model.pad_multiple
@@ -386,11 +395,58 @@ class ImageCodec:
             x_hat = self._shift_grid(x_hat, offsets, channels)
         log_scales = scales.unpack(chunk.scales, channels)
         patches = self._patches(x_hat, features, h, w, tau, channels, coder.head, clamped=format3)
+        return _PendingTile(x_hat[:, :channels], TileStream(chunk.residual, patches, layers, log_scales), h, w)
+
+    def _lockstep_groups(self, tiles: list[_PendingTile], index: list[int]) -> list[list[int]]:
+        """The pending tiles (``index``: their positions) in groups decoded in lockstep: tiles that
+        share the context clamp, at least one group per worker thread and at most LOCKSTEP_PIXELS a
+        group, balanced by area (largest first, into the lightest group); a tile with adapted output
+        layers alone."""
+        workers = self.threads if self.device.type == "cpu" else 1
+        groups: list[list[int]] = []
+        by_clamp: dict[int | None, list[tuple[int, _PendingTile]]] = {}
+        for i, tile in zip(index, tiles):
+            if any(layer is not None for layer in tile.stream.layers):
+                groups.append([i])
+            else:
+                by_clamp.setdefault(tile.stream.patches.context_limit, []).append((i, tile))
+        for members in by_clamp.values():
+            area = {i: tile.x_hat.shape[-2] * tile.x_hat.shape[-1] for i, tile in members}
+            count = max(workers, -(-sum(area.values()) // LOCKSTEP_PIXELS))
+            bins: list[list[int]] = [[] for _ in range(min(count, len(members)))]
+            load = [0] * len(bins)
+            for i in sorted(area, key=lambda i: -area[i]):
+                lightest = load.index(min(load))
+                bins[lightest].append(i)
+                load[lightest] += area[i]
+            groups += [sorted(b) for b in bins if b]
+        return groups
+
+    def _decode_lockstep(self, tiles: list[_PendingTile], tau: int) -> list[np.ndarray]:
+        """Residuals of ``tiles`` decoded together (:meth:`ResidualCoder.decode_tiles`), added to their
+        lossy images."""
+        channels = tiles[0].x_hat.shape[1]
+        coder = self.coder(tau, gray=channels == 1)
         try:
-            bins = coder.decode(chunk.residual, patches, tau, layers, log_scales)
+            bins = coder.decode_tiles([t.stream for t in tiles], tau)
         except BitstreamError as err:
             # the container's CRC already passed: the bytes are what the encoder wrote
             raise BitstreamError(f"{err}. {MISMATCH_HINT}") from None
-        r_hat = unpatchify(bins, 1, hp, wp).float() * bin_width(tau)
-        rec = torch.clamp(x_hat[:, :channels] + r_hat, 0, 255)[0, :, :h, :w].permute(1, 2, 0)
-        return rec.to(torch.uint8).numpy()
+        out = []
+        for tile, b in zip(tiles, bins):
+            hp, wp = tile.x_hat.shape[-2:]
+            r_hat = unpatchify(b, 1, hp, wp).float() * bin_width(tau)
+            rec = torch.clamp(tile.x_hat + r_hat, 0, 255)[0, :, : tile.height, : tile.width].permute(1, 2, 0)
+            out.append(rec.to(torch.uint8).numpy())
+        return out
+
+
+@dataclass
+class _PendingTile:
+    """A learned tile between its lossy image and its residuals: ``x_hat`` ``[1, c, Hp, Wp]`` (grid
+    shifted), its stream for the residual decoder, its size in the image."""
+
+    x_hat: torch.Tensor
+    stream: TileStream
+    height: int
+    width: int

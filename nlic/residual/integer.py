@@ -99,12 +99,17 @@ class Requantizer:
     def __call__(self, acc: Tensor) -> Tensor:
         """Requantize ``acc`` in place (callers pass a fresh accumulator) and return it.
 
-        Rows of a CPU wavefront (2-D) take one compiled pass: the decoder requantizes eight small
-        blocks per wavefront, where torch's four passes cost more in dispatch than in arithmetic.
-        The same float32 operations either way (see :func:`_requantize`)."""
-        if acc.dim() == 2 and acc.device.type == "cpu" and acc.dtype == torch.float32:
-            _requantize(acc.numpy(), *self._arrays)
-            return acc
+        On the CPU one compiled pass over the rows: the decoder requantizes eight small blocks per
+        wavefront, where torch's four passes cost more in dispatch than in arithmetic.  The same
+        float32 operations either way (see :func:`_requantize`)."""
+        if acc.device.type == "cpu" and acc.dtype == torch.float32:
+            try:
+                rows = acc.view(-1, acc.shape[-1])  # (a view: the leading dimensions flatten)
+            except RuntimeError:
+                rows = None
+            if rows is not None:
+                _requantize(rows.numpy(), *self._arrays)
+                return acc
         y = acc.mul_(self.scale).add_(0.5).floor_().clamp_(min=self.low, max=self.high)
         return y if self.offset is None else y.sub_(self.offset)
 
