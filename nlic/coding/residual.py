@@ -32,7 +32,7 @@ import torch
 from torch import Tensor
 
 from nlic.coding import scales
-from nlic.entropy.pmf import plan_escapes, plan_group
+from nlic.entropy.pmf import Classes, plan_escapes, plan_group
 from nlic.entropy.range_coder import SymbolDecoder, SymbolEncoder
 from nlic.errors import BitstreamError
 from nlic.residual.integer import ChannelParams, IntegerHead, IntLinear, exact_float32
@@ -44,6 +44,8 @@ CHANNELS = 3
 #: patches evaluated together by the encoder: activations of a few patches stay in the CPU's cache
 #: (a whole tile's, tens of MB, do not; evaluating it in one go was 2x slower)
 ANALYSE_CHUNK = 2
+#: wavefronts the encoder plans together (their tables, about 1 MB, stay in the CPU's cache)
+PLAN_STEPS = 8
 
 
 @dataclass
@@ -186,23 +188,27 @@ class ResidualCoder:
     @torch.no_grad()
     def encode(self, params: list[ChannelParams], bins: Tensor, patches: Patches, tau: int,
                scale_offsets: Sequence[int] | None = None) -> bytes:
-        """Encode ``bins`` given their mixtures (:meth:`mixtures`) and the tile's log-scale offsets."""
+        """Encode ``bins`` given their mixtures (:meth:`mixtures`) and the tile's log-scale offsets:
+        the symbols in the order the decoder meets them (wavefront by wavefront, channel by channel,
+        each group's windows by width, then its escapes by span), planned a channel at a time."""
         enc = SymbolEncoder()
         order, ends = self._decode_order(patches.valid)
         offsets = scale_offsets or [0] * len(params)
+        steps = np.array([0, *ends], dtype=np.int64)
         channels = []
         for c, p in enumerate(params):  # into decoding order: one gather of int32 rows, then read in order
             table = np.take(p.table.numpy().reshape(-1, p.table.shape[-1]), order, axis=0)
             channels.append((table, offsets[c], *(np.take(t[:, c].numpy().reshape(-1), order)
                                                   for t in (patches.lo, patches.hi, bins))))
-        start = 0
-        for end in ends:
-            if end == start:
-                continue
-            for table, offset, lo, hi, sym in channels:
-                run = slice(start, end)
-                self._code_group(enc, table[run], offset, tau, lo[run], hi[run], sym[run])
-            start = end
+        for first in range(0, len(ends), PLAN_STEPS):
+            last = min(first + PLAN_STEPS, len(ends))
+            rows = slice(steps[first], steps[last])
+            plans = [_ChannelPlan.of(table[rows], offset, tau, lo[rows], hi[rows], sym[rows],
+                                     steps[first : last + 1] - steps[first])
+                     for table, offset, lo, hi, sym in channels]
+            for step in range(last - first):
+                for plan in plans:
+                    plan.emit(enc, step)
         return enc.finish()
 
     # ------------------------------------------------------------------ decode
@@ -277,36 +283,70 @@ class ResidualCoder:
 
     # ------------------------------------------------------------------ one group of symbols
     @staticmethod
-    def _code_group(coder: SymbolEncoder | SymbolDecoder, table: np.ndarray, scale_offset: int, tau: int,
-                    lo: np.ndarray, hi: np.ndarray, symbols: np.ndarray | None = None) -> np.ndarray:
-        """Code one channel of one wavefront: encode ``symbols`` (bins) or decode and return them;
-        ``table``: the integer mixtures ``[n, 3K]`` (:class:`ChannelParams`), ``scale_offset``: the
-        tile's log-scale offset of the channel.
+    def _code_group(coder: SymbolDecoder, table: np.ndarray, scale_offset: int, tau: int, lo: np.ndarray,
+                    hi: np.ndarray) -> np.ndarray:
+        """Decode one channel of one wavefront and return its bins; ``table``: the integer mixtures
+        ``[n, 3K]`` (:class:`ChannelParams`), ``scale_offset``: the tile's log-scale offset of the
+        channel.
 
-        Window step: one range-coder call per window width, ascending (the decoder meets them in
-        this order); escape step: the symbols outside their window, one call per span width.
+        Window step: one range-coder call per window width, ascending; escape step: the symbols
+        outside their window, one call per span width (:class:`_ChannelPlan` encodes them so).
         """
         plan = plan_group(table, tau, lo, hi, scale_offset)
         out = np.zeros(len(lo), dtype=np.int64)
         for idx, pmf in plan.windows.tables():
-            width = pmf.shape[1] - 1
-            if symbols is not None:
-                local = symbols[idx] - plan.first[idx]
-                local = np.where((local < 0) | (local >= width), width, local)
-                coder.encode(local, pmf)
-            else:
-                local = coder.decode(pmf)
-            out[idx] = plan.first[idx] + local
+            out[idx] = plan.first[idx] + coder.decode(pmf)
         escaped = np.flatnonzero(out >= plan.first + plan.width)
         if len(escaped):
             for idx, pmf in plan_escapes(plan, escaped, lo, hi).tables():
-                if symbols is not None:
-                    coder.encode(symbols[idx] - lo[idx], pmf)
-                else:
-                    out[idx] = lo[idx] + coder.decode(pmf)
-        if symbols is None and bool(((out < lo) | (out > hi)).any()):
+                out[idx] = lo[idx] + coder.decode(pmf)
+        if bool(((out < lo) | (out > hi)).any()):
             raise BitstreamError("residual stream decodes outside the feasible range")
         return out
+
+
+@dataclass
+class _ChannelPlan:
+    """One channel of a few wavefronts planned for the encoder in one go.
+
+    A symbol's window, table and escape table depend on its own mixture only, so planning several
+    wavefronts at once gives each one's tables; each width class lists its symbols in ascending
+    order, so a wavefront's part of it is one contiguous slice (``cuts``).  Planning per wavefront,
+    as the decoder must, cost the encoder more in per-call NumPy work than in the tables; planning a
+    whole tile at once, tens of MB of tables, ran out of the CPU's caches (PLAN_STEPS)."""
+
+    windows: Classes
+    window_symbols: np.ndarray  # bin minus window start, the width for an escape
+    window_cuts: np.ndarray  # [classes, steps + 1]: where each wavefront starts in each class
+    escapes: Classes
+    escape_symbols: np.ndarray  # bin minus the first feasible bin
+    escape_cuts: np.ndarray
+
+    @classmethod
+    def of(cls, table: np.ndarray, scale_offset: int, tau: int, lo: np.ndarray, hi: np.ndarray, bins: np.ndarray,
+           steps: np.ndarray) -> _ChannelPlan:
+        """Symbols in decoding order: mixtures ``table`` ``[n, 3K]``, feasible bins, bins; ``steps``:
+        where each wavefront starts among them (and the end)."""
+        plan = plan_group(table, tau, lo, hi, scale_offset)
+        local = bins - plan.first
+        inside = (local >= 0) & (local < plan.width)
+        escapes = plan_escapes(plan, np.flatnonzero(~inside), lo, hi)
+
+        def cuts(classes: Classes) -> np.ndarray:
+            return np.array([np.searchsorted(classes.order[at : at + count], steps)
+                             for _, at, count, _ in classes.runs], dtype=np.int64).reshape(-1, len(steps))
+
+        return cls(plan.windows, np.where(inside, local, plan.width), cuts(plan.windows), escapes, bins - lo,
+                   cuts(escapes))
+
+    def emit(self, enc: SymbolEncoder, step: int) -> None:
+        """Encode wavefront ``step``'s symbols of this channel: windows by width, then escapes."""
+        for classes, symbols, cuts in ((self.windows, self.window_symbols, self.window_cuts),
+                                       (self.escapes, self.escape_symbols, self.escape_cuts)):
+            for (cols, at, _, off), (a, b) in zip(classes.runs, cuts[:, step : step + 2]):
+                if b > a:
+                    idx = classes.order[at + a : at + b]
+                    enc.encode(symbols[idx], classes.masses[off + a * cols : off + b * cols].reshape(b - a, cols))
 
 
 @dataclass
