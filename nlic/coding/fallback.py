@@ -47,21 +47,26 @@ PNG_RETRY_MARGIN = 1.10
 def encode(samples: np.ndarray, tau: int, beat: int | None = None) -> tuple[int, bytes, np.ndarray]:
     """The smaller stored code of ``samples`` (``h x w x c`` uint8): ``(kind, data, reconstruction)``.
 
-    ``beat``: the size of the code it competes with (the learned one); zlib level 9 is only tried
-    where the default level's PNG comes within ``PNG_RETRY_MARGIN`` of it (or without ``beat``).
+    ``beat``: the size of the code it competes with (the learned one); the uniform code is only
+    made where it could be smaller than that, zlib level 9 only where the default level's PNG comes
+    within ``PNG_RETRY_MARGIN`` of it (both always without ``beat``).
     """
     level = quantize(samples, tau)
     n = levels(tau)
-    enc = SymbolEncoder()
-    flat = level.ravel().astype(np.int64)
-    enc.encode_uniform(flat, np.full(flat.shape, n, dtype=np.int64))
-    uniform = enc.finish()
+    uniform = None
+    # the uniform code takes log2(levels) bits a sample (and a few bytes of flushing): coding it is
+    # only worth the time where it could beat the learned code
+    if beat is None or level.size * np.log2(n) / 8 - 8 < beat:
+        enc = SymbolEncoder()
+        flat = level.ravel().astype(np.int64)
+        enc.encode_uniform(flat, np.full(flat.shape, n, dtype=np.int64))
+        uniform = enc.finish()
     plane = np.ascontiguousarray(level[..., 0] if level.shape[2] == 1 else level)
     png = imagecodecs.png_encode(plane, level=6)
     if beat is None or len(png) <= PNG_RETRY_MARGIN * beat:
         png = min(png, imagecodecs.png_encode(plane, level=9), key=len)
     rec = reconstruct(level, tau)
-    if len(png) < len(uniform):
+    if uniform is None or len(png) < len(uniform):
         return STORED_PNG, png, rec
     return STORED_UNIFORM, uniform, rec
 
