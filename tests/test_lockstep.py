@@ -9,9 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from nlic.bitstream.container import Container
-from nlic.coding.image import LOCKSTEP_PIXELS, _PendingTile
-from nlic.coding.residual import Patches, TileStream
+from nlic.bitstream.container import LEARNED, LEARNED_V3, Container, TileChunk
+from nlic.coding.image import LOCKSTEP_PIXELS, _PendingTile, _TileItem
 from nlic.residual.integer import Requantizer
 
 
@@ -83,24 +82,22 @@ def test_files_decode_the_same_with_any_grouping(tiny_model, photos, tau: int) -
     assert int(np.abs(results[0].astype(int) - img.astype(int)).max()) <= tau
 
 
-def _fake(height: int, width: int, limit: int | None = 128, adapted: bool = False) -> _PendingTile:
-    patches = Patches(torch.zeros(1, 3, 64, 64), torch.zeros(1, 3, 64, 64), torch.ones(1, 64, 64, dtype=torch.bool),
-                      None, limit)
-    layers = [object() if adapted else None, None, None]
-    return _PendingTile(torch.zeros(1, 3, height, width), TileStream(b"", patches, layers), height, width)
+def _item(index: int, height: int, width: int, kind: int = LEARNED_V3, adapt: bytes = b"") -> _TileItem:
+    return _TileItem(index, TileChunk(kind, adapt=adapt), height, width)
 
 
 def test_lockstep_groups_balance_area_and_keep_odd_tiles_apart(codec) -> None:
-    tiles = [_fake(512, 512), _fake(512, 512), _fake(512, 256), _fake(256, 512), _fake(256, 256),
-             _fake(512, 512, adapted=True), _fake(512, 512, limit=None)]
+    tiles = [_item(0, 512, 512), _item(1, 512, 512), _item(2, 512, 256), _item(3, 256, 512), _item(4, 256, 256),
+             _item(5, 512, 512, adapt=b"x"), _item(6, 512, 512, kind=LEARNED)]
     codec.threads = 2
-    groups = codec._lockstep_groups(tiles, list(range(10, 17)))
-    assert sorted(i for g in groups for i in g) == list(range(10, 17))
-    assert [15] in groups and [16] in groups  # adapted layers alone; another clamp apart
-    shared = [g for g in groups if 15 not in g and 16 not in g]
+    groups = [[t.index for t in g] for g in codec._lockstep_groups(tiles)]
+    assert sorted(i for g in groups for i in g) == list(range(7))
+    assert [5] in groups and [6] in groups  # adapted layers alone; another kind (context clamp) apart
+    shared = [g for g in groups if 5 not in g and 6 not in g]
     assert len(shared) == 2
-    area = [sum(tiles[i - 10].height * tiles[i - 10].width for i in g) for g in shared]
+    area = [sum(tiles[i].area for i in g) for g in shared]
     assert abs(area[0] - area[1]) <= 512 * 512
-    many = [_fake(512, 512) for _ in range(12)]  # 3 MP: groups hold at most LOCKSTEP_PIXELS
-    big = codec._lockstep_groups(many, list(range(12)))
-    assert all(len(g) * 512 * 512 <= LOCKSTEP_PIXELS for g in big) and len(big) == 3
+    many = [_item(i, 512, 512) for i in range(12)]  # 3 MP: groups hold at most LOCKSTEP_PIXELS
+    big = codec._lockstep_groups(many)
+    assert all(sum(t.area for t in g) <= LOCKSTEP_PIXELS for g in big)
+    assert len(big) == -(-12 * 512 * 512 // LOCKSTEP_PIXELS) > 2
