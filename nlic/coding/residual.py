@@ -2,8 +2,9 @@
 
 The encoder knows every residual, so it evaluates the integer network on whole patches, a few at
 a time (:meth:`ResidualCoder.analyse`); the decoder evaluates it wavefront by wavefront (all pixels of
-one wavefront, in every patch, together) as the residuals appear.  Both reach the same integers
-(see :mod:`nlic.residual.integer`), then code each (wavefront, channel) group with the same steps:
+one wavefront, in every patch of a few tiles, together) as the residuals appear.  Both reach the
+same integers (see :mod:`nlic.residual.integer`), then code each (wavefront, channel) group of a
+tile with the same steps:
 
 1. window step: the integer mixture becomes a window of bins per symbol, all the group's windows
    and tables in one compiled call (:func:`nlic.entropy.pmf.plan_group`); one range-coder call
@@ -16,9 +17,11 @@ the tile (:mod:`nlic.coding.adaptation`); both sides then compute with that laye
 coded as channel 0 with its context replicated to the three channels the network reads (by the
 model's grey heads when it has them).
 
-Where the time goes (one 512 x 512 tile, one thread, before the tiles ran on threads): the window
-tables about a third, the network's small products a third, the range coder, gathers and Python
-the rest; the tables are filled through slices the compiler vectorizes, the gathers are compiled.
+Where the time goes (a profile of one decode, one thread): the network's products a fifth, the
+window tables 15 %, the context gather, range coder, requantization and current-channel products
+4-6 % each, the rest Python and small operations per wavefront and group; which is why the decoder
+evaluates several tiles in lockstep (:meth:`ResidualCoder.decode_tiles`) and the encoder plans
+several wavefronts at once (:class:`_ChannelPlan`).
 """
 
 from __future__ import annotations
