@@ -97,3 +97,32 @@ def test_shifted_grids_pay_on_a_smooth_photo() -> None:
         a, b = shifted.compress(sky, tau), fixed.compress(sky, tau)
         assert a.bpp < b.bpp, (tau, a.bpp, b.bpp)
         assert int(np.abs(shifted.decompress(a.data).pixels.astype(int) - sky.astype(int)).max()) <= tau
+
+
+def _fewest_changes_reference(r: torch.Tensor, tau: int) -> torch.Tensor:
+    """The definition: every offset tried in turn, bins counted, ties to the smaller |offset| and
+    then the negative one."""
+    w = bin_width(tau)
+    costs = []
+    for o in range(-tau, tau + 1):
+        k = torch.div(quantize_residual(r - o, tau), w, rounding_mode="floor")
+        changes = (k[..., 1:, :] != k[..., :-1, :]).sum((-1, -2)) + (k[..., :, 1:] != k[..., :, :-1]).sum((-1, -2))
+        costs.append(changes.double() + 1e-3 * abs(o))
+    return torch.stack(costs, -1).argmin(-1) - tau
+
+
+@pytest.mark.parametrize("tau", [1, 2, 3, 5, 40])
+def test_compiled_grid_offsets_are_the_definition(tau: int) -> None:
+    """The compiled count over neighbour pairs picks the offsets of the definition: smooth patches
+    (small steps, where offsets differ), noisy ones (steps of a bin or more), flat ones (ties)."""
+    rng = np.random.default_rng(tau)
+    smooth = 3 * tau + np.cumsum(rng.integers(-1, 2, (6, 3, 64, 64)), -1) // 4
+    noisy = rng.integers(-200, 200, (4, 3, 64, 64))
+    flat = np.full((2, 3, 64, 64), 7)
+    r = torch.from_numpy(np.concatenate([smooth, noisy, flat])).float()
+    x_hat = torch.full_like(r, 128.0)
+    got = grid_offsets(r + x_hat, x_hat, tau)
+    assert torch.equal(got, _fewest_changes_reference(r, tau))
+    assert len(torch.unique(got)) > 1
+    fractional = grid_offsets(r + x_hat, x_hat + 0.5, tau)  # not integers: the plain definition
+    assert torch.equal(fractional, _fewest_changes_reference(r - 0.5, tau))
