@@ -193,7 +193,8 @@ class ResidualCoder:
                scale_offsets: Sequence[int] | None = None) -> bytes:
         """Encode ``bins`` given their mixtures (:meth:`mixtures`) and the tile's log-scale offsets:
         the symbols in the order the decoder meets them (wavefront by wavefront, channel by channel,
-        each group's windows by width, then its escapes by span), planned a channel at a time."""
+        each group's windows by width, then its escapes by span), planned PLAN_STEPS wavefronts of a
+        channel at a time (:class:`_ChannelPlan`)."""
         enc = SymbolEncoder()
         order, ends = self._decode_order(patches.valid)
         offsets = scale_offsets or [0] * len(params)
