@@ -147,7 +147,7 @@ class ResidualCoder:
                 trunk = self.head.trunk_features(act)
                 hidden = self.head.channel_hidden(trunk)
                 current = r[part].permute(0, 2, 3, 1)
-                yield [finish(c, self.head.channel_inputs(c, trunk, skip, current, hidden))
+                yield [finish(c, self.head.channel_inputs(c, hidden, skip, current))
                        for c in range(patches.channels)]
 
     @torch.no_grad()
@@ -270,7 +270,7 @@ class ResidualCoder:
                 current = np.zeros((end - start, CHANNELS), dtype=np.float32)  # this pixel's channels so far
                 current_t = torch.from_numpy(current)  # (the same memory on the CPU)
                 for c in range(n_ch):
-                    p = self.head.channel_output(c, self.head.channel_inputs(c, trunk, skip, current_t, hidden),
+                    p = self.head.channel_output(c, self.head.channel_inputs(c, hidden, skip, current_t),
                                                  layers[c])
                     table, low, high = p.table.cpu().numpy(), lo[c][run], hi[c][run]
                     k = np.empty(end - start, dtype=np.int64)

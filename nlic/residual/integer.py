@@ -459,18 +459,16 @@ class IntegerHead:
         the argument ``hidden`` of :meth:`channel_inputs`."""
         return self._hidden(trunk)
 
-    def channel_inputs(self, c: int, trunk: Tensor, skip: Tensor, current: Tensor,
-                       hidden: Tensor | None = None) -> tuple[Tensor, ...]:
+    def channel_inputs(self, c: int, hidden: Tensor, skip: Tensor, current: Tensor) -> tuple[Tensor, ...]:
         """The inputs of channel ``c``'s output layer: ``(z, current channels, linear prediction)``;
-        ``current`` ``[..., 3]`` holds the raw residuals of this pixel (only those before ``c`` read).
-        ``hidden``: :meth:`channel_hidden` of ``trunk`` (channel ``c``'s block of it is used up)."""
+        ``hidden``: :meth:`channel_hidden` of the trunk features (channel ``c``'s block of it is used
+        up); ``current`` ``[..., 3]`` holds the raw residuals of this pixel (only those before ``c``
+        read; their columns of the hidden layer are added here, the same integers in any order: every
+        partial sum is within the layer's bound)."""
         cur = current[..., :c] if self.channel_conditioning else current[..., :0]
-        if hidden is None:
-            acc = self.channel_in[c](trunk, cur)
-        else:  # the same integers: every partial sum is within the layer's bound
-            acc = hidden[..., self._hidden_at[c] : self._hidden_at[c + 1]]
-            if cur.shape[-1]:
-                acc = acc + torch.matmul(cur, self._current_in[c])
+        acc = hidden[..., self._hidden_at[c] : self._hidden_at[c + 1]]
+        if cur.shape[-1]:
+            acc = acc + torch.matmul(cur, self._current_in[c])
         z = self._channel_q[c](acc)
         return z, cur, skip[..., c : c + 1]
 
@@ -503,7 +501,7 @@ class IntegerHead:
     def channel_params(self, c: int, trunk: Tensor, skip: Tensor, current: Tensor,
                        layer: IntLinear | None = None) -> ChannelParams:
         """Integer mixture of channel ``c``; ``current`` ``[..., 3]`` raw residuals of this pixel."""
-        return self.channel_output(c, self.channel_inputs(c, trunk, skip, current), layer)
+        return self.channel_output(c, self.channel_inputs(c, self.channel_hidden(trunk), skip, current), layer)
 
     def output_limits(self, c: int) -> list[int]:
         """Largest input magnitudes of channel ``c``'s output layer (its exactness bound)."""
