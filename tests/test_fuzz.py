@@ -35,6 +35,7 @@ from nlic.bitstream.container import (
     LEARNED,
     LEARNED_KINDS,
     LEARNED_V3,
+    LEARNED_V4,
     STORED_PNG,
     STORED_UNIFORM,
     Container,
@@ -309,9 +310,11 @@ def _edit_field(data, c: Container) -> str:
     elif field == "grid":
         t.grid = data.draw(st.binary(max_size=16) | st.just(t.grid[:-1]) | st.just(b"\xff" * len(t.grid)), label="grid")
     elif field == "scales":
-        t.scales = data.draw(st.binary(max_size=4), label="scales")
+        t.scales = data.draw(st.binary(max_size=4) | st.just(t.scales[:-1]) | st.just(t.scales + b"\x00"),
+                             label="scales")
     elif field == "kind":
-        t.kind = data.draw(st.sampled_from([LEARNED, STORED_UNIFORM, STORED_PNG, LEARNED_V3]), label="kind")
+        t.kind = data.draw(st.sampled_from([LEARNED, STORED_UNIFORM, STORED_PNG, LEARNED_V3, LEARNED_V4]),
+                           label="kind")
         if t.kind not in LEARNED_KINDS and not t.stored:
             t.stored = t.residual
     elif field == "residual_bytes" and t.residual:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from nlic.bitstream.container import LEARNED, LEARNED_V3, Container, TileChunk
+from nlic.bitstream.container import LEARNED, LEARNED_V3, LEARNED_V4, Container, TileChunk
 from nlic.coding.image import LOCKSTEP_PIXELS, _PendingTile, _TileItem
 from nlic.residual.integer import Requantizer
 
@@ -87,12 +87,12 @@ def _item(index: int, height: int, width: int, kind: int = LEARNED_V3, adapt: by
 
 
 def test_lockstep_groups_balance_area_and_keep_odd_tiles_apart(codec) -> None:
-    tiles = [_item(0, 512, 512), _item(1, 512, 512), _item(2, 512, 256), _item(3, 256, 512), _item(4, 256, 256),
-             _item(5, 512, 512, adapt=b"x"), _item(6, 512, 512, kind=LEARNED)]
+    tiles = [_item(0, 512, 512), _item(1, 512, 512, kind=LEARNED_V4), _item(2, 512, 256), _item(3, 256, 512),
+             _item(4, 256, 256), _item(5, 512, 512, adapt=b"x"), _item(6, 512, 512, kind=LEARNED)]
     codec.threads = 2
     groups = [[t.index for t in g] for g in codec._lockstep_groups(tiles)]
     assert sorted(i for g in groups for i in g) == list(range(7))
-    assert [5] in groups and [6] in groups  # adapted layers alone; another kind (context clamp) apart
+    assert [5] in groups and [6] in groups  # adapted layers alone; format 2 (no context clamp) apart
     shared = [g for g in groups if 5 not in g and 6 not in g]
     assert len(shared) == 2
     area = [sum(tiles[i].area for i in g) for g in shared]

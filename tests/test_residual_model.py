@@ -280,3 +280,10 @@ def test_planned_group_equals_the_step_by_step_tables(tau: int) -> None:
         assert np.array_equal(shifted.first, expected.first)
         assert np.array_equal(shifted.windows.masses, expected.windows.masses)
         assert not np.array_equal(shifted.windows.masses, plan.windows.masses)
+    # and one per symbol (a patch's, format 4) is each symbol's offset applied to its row first
+    per_symbol = rng.choice([-20, 0, 7], n)
+    moved = table.copy()
+    moved[:, 2 * K :] = np.stack([apply(row, int(o)) for row, o in zip(log_scales, per_symbol)])
+    shifted, expected = plan_group(table, tau, lo, hi, per_symbol), plan_group(moved, tau, lo, hi)
+    assert np.array_equal(shifted.first, expected.first) and np.array_equal(shifted.width, expected.width)
+    assert np.array_equal(shifted.windows.masses, expected.windows.masses)

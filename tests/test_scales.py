@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from skimage import data
 
-from nlic.bitstream.container import LEARNED_V3, Container
+from nlic.bitstream.container import LEARNED_V3, LEARNED_V4, Container
 from nlic.coding import scales
 from nlic.errors import BitstreamError
 
@@ -32,7 +32,8 @@ def default_codecs():
     from nlic.api import load_codec
 
     return (load_codec(tile=512, stored_fallback=False).image_codec,
-            load_codec(tile=512, stored_fallback=False, fit_scales=False).image_codec)
+            load_codec(tile=512, stored_fallback=False, fit_scales=False).image_codec,
+            load_codec(tile=512, stored_fallback=False, patch_scales=False).image_codec)
 
 
 def test_the_estimate_the_choice_rests_on_matches_the_real_code(default_codecs) -> None:
@@ -40,7 +41,7 @@ def test_the_estimate_the_choice_rests_on_matches_the_real_code(default_codecs) 
     residual stream it then writes (the choice is made on the right quantity)."""
     import torch
 
-    codec, _ = default_codecs
+    codec, *_ = default_codecs
     img = np.ascontiguousarray(data.chelsea()[:256, :256])
     coder = codec.coder(0)
     x = torch.from_numpy(img).permute(2, 0, 1)[None].float()
@@ -61,14 +62,61 @@ def test_the_estimate_the_choice_rests_on_matches_the_real_code(default_codecs) 
 
 def test_offsets_pay_on_a_photo_and_decode_exactly(default_codecs) -> None:
     """On astronaut (a studio photo unlike the training crops) the encoder moves the scales and the
-    file gets smaller at tau 0 and 2; both files decode within tau."""
-    fitted, plain = default_codecs
+    file gets smaller at tau 0 and 2, per tile (format 3) and more per patch (format 4); every file
+    decodes within tau."""
+    per_patch, plain, per_tile = default_codecs
     img = np.ascontiguousarray(data.astronaut()[:300, :400])
     for tau in (0, 2):
-        a, b = fitted.compress(img, tau), plain.compress(img, tau)
+        a, b, c = per_patch.compress(img, tau), plain.compress(img, tau), per_tile.compress(img, tau)
         tiles = Container.from_bytes(a.data).tiles
-        assert any(t.kind == LEARNED_V3 and t.scales for t in tiles), tau
-        assert a.bpp < b.bpp, (tau, a.bpp, b.bpp)
-        for blob in (a.data, b.data):
-            out = fitted.decompress(blob).pixels
+        assert any(t.kind == LEARNED_V4 for t in tiles) and Container.from_bytes(a.data).version == 4, tau
+        assert all(t.kind == LEARNED_V3 for t in Container.from_bytes(c.data).tiles), tau
+        assert any(t.scales for t in Container.from_bytes(c.data).tiles), tau
+        assert Container.from_bytes(c.data).version == 3
+        assert a.bpp < c.bpp < b.bpp, (tau, a.bpp, c.bpp, b.bpp)
+        for blob in (a.data, b.data, c.data):
+            out = per_patch.decompress(blob).pixels
             assert int(np.abs(out.astype(int) - img.astype(int)).max()) <= tau
+
+
+def test_patch_offsets_pack_and_unpack() -> None:
+    rng = np.random.default_rng(0)
+    for patches, channels in ((64, 3), (5, 3), (7, 1)):
+        deltas = rng.integers(scales.DELTA_MIN, scales.DELTA_MAX + 1, (patches, channels))
+        tile = [-20, 3, 0][:channels]
+        blob = scales.pack_patches(tile, deltas)
+        assert len(blob) == channels + (patches * channels + 1) // 2
+        assert np.array_equal(scales.unpack_patches(blob, patches, channels), scales.patch_offsets(tile, deltas))
+        with pytest.raises(BitstreamError, match="per-patch log-scale offsets"):
+            scales.unpack_patches(blob[:-1], patches, channels)
+
+
+def _mixtures(n: int, scale_index: int, rng) -> np.ndarray:
+    """Integer mixture rows ``[n, 3K]`` (K = 2): equal weights, zero means, one log-scale index."""
+    from nlic.residual.integer import LOGIT_STEPS
+
+    return np.concatenate([np.zeros((n, 2), np.int64), np.zeros((n, 2), np.int64) + rng.integers(-3, 4, (n, 1)),
+                           np.full((n, 2), scale_index, np.int64)], axis=1) + 0 * LOGIT_STEPS
+
+
+def test_the_search_finds_each_patch_its_own_offset() -> None:
+    """Two patches under the same mixtures, one with residuals twice as spread as the model
+    expects, one as expected: the compiled search moves the first's scales up by about log 2 and
+    leaves the second's, and its estimate is the reference one (:class:`scales._CodeLength`)."""
+    from nlic.residual.integer import LOG_SCALE_MIN, LOG_SCALE_STEPS
+
+    rng = np.random.default_rng(1)
+    n = 4000
+    index = int(round((np.log(2.0) - LOG_SCALE_MIN) * LOG_SCALE_STEPS))  # scale 2
+    table = _mixtures(2 * n, index, rng)
+    symbols = np.concatenate([np.round(rng.logistic(0, 4.0, n)), np.round(rng.logistic(0, 2.0, n))]).astype(np.int64)
+    lo, hi = np.full(2 * n, -255), np.full(2 * n, 255)
+    patch = np.repeat([0, 1], n)
+    deltas, bits = scales.refine([table], [symbols], [lo], [hi], patch, 2, 0, [0])
+    moved = deltas[0, 0] * scales.DELTA_STEP / LOG_SCALE_STEPS  # natural-log units
+    assert abs(moved - np.log(2.0)) < 0.15, moved
+    assert deltas[1, 0] == 0
+    reference = sum(scales._CodeLength(*np.split(table[patch == p], 3, axis=1), symbols[patch == p],
+                                       lo[patch == p], hi[patch == p], 0)(scales.DELTA_STEP * int(deltas[p, 0]))
+                    for p in (0, 1))
+    assert abs(bits - reference) < 1e-3 * reference, (bits, reference)

@@ -6,7 +6,7 @@
     | model_id 8 bytes | recon_crc u32 | n_tiles u32 | extras_len u32
     | n_tiles x tile chunk | extras | payload_crc u32 (crc32 of every byte before it)
 
-tile chunk (formats 2 and 3)::
+tile chunk (formats 2 to 4)::
 
     kind u8 | length u32 | body
 
@@ -19,10 +19,13 @@ tile chunk (formats 2 and 3)::
                       | grid_len u16 | grid (per-patch grid offsets, nlic.coding.grid; none at tau 0)
                       | scales_len u8 | scales (per-channel log-scale offsets, nlic.coding.scales)
                       and the network reads residuals clamped to its bound (Patches.context_limit)
+    kind 4, learned (format 4): as kind 3 with ``scales_len u16`` and scales holding the tile's
+                      offsets and a delta per 64x64 patch and channel (nlic.coding.scales.pack_patches)
 
 ``extras`` holds an optional losslessly coded alpha plane.  ``recon_crc`` is the crc32 of the
 reconstruction the encoder computed: a decoder that diverged would be caught instead of writing a
-wrong image.  Format 2 files (no kind 3) decode as before; format 1 (nlic 0.1, float
+wrong image.  A file carries the lowest version its tiles need: format 2 files (no kind 3 or 4)
+and format 3 files (no kind 4) decode as before; format 1 (nlic 0.1, float
 probabilities) is refused with a message naming the release that reads it.
 """
 
@@ -35,7 +38,7 @@ from dataclasses import dataclass, field
 from nlic.errors import BitstreamError
 
 MAGIC = b"NLIC"
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 #: largest tau a file may carry (same as the encoder's limit)
 MAX_TAU = 255
 #: largest image a file may describe, in pixels (same as the input limit of nlic.io.read_image),
@@ -44,10 +47,14 @@ MAX_PIXELS = 100_000_000
 MODES = {0: "RGB", 1: "L", 2: "RGBA", 3: "LA"}
 MODE_CODES = {v: k for k, v in MODES.items()}
 #: tile kinds
-LEARNED, STORED_UNIFORM, STORED_PNG, LEARNED_V3 = 0, 1, 2, 3
+LEARNED, STORED_UNIFORM, STORED_PNG, LEARNED_V3, LEARNED_V4 = 0, 1, 2, 3, 4
 TILE_KINDS = {LEARNED: "learned", STORED_UNIFORM: "stored-uniform", STORED_PNG: "stored-png",
-              LEARNED_V3: "learned-v3"}
-LEARNED_KINDS = (LEARNED, LEARNED_V3)
+              LEARNED_V3: "learned-v3", LEARNED_V4: "learned-v4"}
+LEARNED_KINDS = (LEARNED, LEARNED_V3, LEARNED_V4)
+#: the file format version each tile kind first appeared in
+KIND_VERSION = {LEARNED: 2, STORED_UNIFORM: 2, STORED_PNG: 2, LEARNED_V3: 3, LEARNED_V4: 4}
+#: the struct format of the scales field's length, per learned kind that has one
+_SCALES_LEN = {LEARNED_V3: "<B", LEARNED_V4: "<H"}
 
 _HEADER = struct.Struct("<4sBBHIIH8sIII")
 _CRC = struct.Struct("<I")
@@ -71,9 +78,9 @@ class TileChunk:
         if self.kind in LEARNED_KINDS:
             body = struct.pack("<I", len(self.latents)) + self.latents
             body += struct.pack("<H", len(self.adapt)) + self.adapt
-            if self.kind == LEARNED_V3:
+            if self.kind in _SCALES_LEN:
                 body += struct.pack("<H", len(self.grid)) + self.grid
-                body += struct.pack("<B", len(self.scales)) + self.scales
+                body += struct.pack(_SCALES_LEN[self.kind], len(self.scales)) + self.scales
             body += self.residual
         else:
             body = self.stored
@@ -86,7 +93,7 @@ class TileChunk:
         except struct.error:
             raise BitstreamError("file is truncated (tile header)") from None
         pos += _CHUNK.size
-        if kind not in TILE_KINDS or (kind == LEARNED_V3 and version < 3):
+        if kind not in TILE_KINDS or KIND_VERSION[kind] > version:
             raise BitstreamError(f"unknown tile kind {kind}")
         if pos + length > len(buf):
             raise BitstreamError("file is truncated (tile data)")
@@ -102,13 +109,14 @@ class TileChunk:
             adapt = body[at + 2 : at + 2 + n_adapt]
             at += 2 + n_adapt
             grid = log_scales = b""
-            if kind == LEARNED_V3:
+            if kind in _SCALES_LEN:
                 (n_grid,) = struct.unpack_from("<H", body, at)
                 grid = body[at + 2 : at + 2 + n_grid]
                 at += 2 + n_grid
-                (n_scales,) = struct.unpack_from("<B", body, at)
-                log_scales = body[at + 1 : at + 1 + n_scales]
-                at += 1 + n_scales
+                length_field = struct.Struct(_SCALES_LEN[kind])
+                (n_scales,) = length_field.unpack_from(body, at)
+                log_scales = body[at + length_field.size : at + length_field.size + n_scales]
+                at += length_field.size + n_scales
                 if len(grid) != n_grid or len(log_scales) != n_scales:
                     raise struct.error
             if len(latents) != n_lat or len(adapt) != n_adapt:

@@ -21,7 +21,7 @@ import imagecodecs
 import numpy as np
 import torch
 
-from nlic.bitstream.container import LEARNED, LEARNED_KINDS, LEARNED_V3, Container, TileChunk
+from nlic.bitstream.container import KIND_VERSION, LEARNED, LEARNED_KINDS, LEARNED_V3, LEARNED_V4, Container, TileChunk
 from nlic.coding import adaptation, fallback, grid, scales
 from nlic.coding.residual import Patches, ResidualCoder, TileStream
 from nlic.entropy.range_coder import guard_latent_decoders
@@ -124,19 +124,21 @@ class ImageCodec:
 
     def __init__(self, model: LoadedModel, tile: int = DEFAULT_TILE, stored_fallback: bool = True,
                  device: str = "cpu", threads: int | None = None, shift_grids: bool = True,
-                 fit_scales: bool = True) -> None:
+                 fit_scales: bool = True, patch_scales: bool = True) -> None:
         """``stored_fallback=False`` keeps the learned code of every tile even where the stored
         fallback is smaller (for studies and tests of the learned path).  ``device``: where the
         networks run (``cpu``, ``cuda``, ``auto``); files are the same bytes on every device.
         ``threads``: tiles coded at once on the CPU (default: torch's thread count); files are the
         same bytes whatever it is.  ``shift_grids=False`` keeps the lossy image's bin grid in every
-        patch at tau >= 1 (:mod:`nlic.coding.grid`); ``fit_scales=False`` stores no per-tile
-        log-scale offsets (:mod:`nlic.coding.scales`); with both off, files are format 2."""
+        patch at tau >= 1 (:mod:`nlic.coding.grid`); ``fit_scales=False`` stores no log-scale offsets
+        (:mod:`nlic.coding.scales`), ``patch_scales=False`` only the tile's (no per-patch deltas:
+        format 3 files); with grids and scales off, files are format 2."""
         if tile % 64 or tile <= 0:
             raise ValueError("tile size must be a positive multiple of 64")
         self.stored_fallback = stored_fallback
         self.shift_grids = shift_grids
         self.fit_scales = fit_scales
+        self.patch_scales = patch_scales
         self.device = resolve_device(device)
         self.loaded = model
         self.model = model.codec.eval().to(self.device)
@@ -245,8 +247,8 @@ class ImageCodec:
         chunks = [chunk for chunk, _ in coded]
         for (y, x, h, w), (_, rec) in zip(tiles, coded):
             recon[y : y + h, x : x + w] = rec
-        # format 2 unless a tile carries format 3's grid or scale offsets (older readers keep reading the rest)
-        version = 3 if any(chunk.kind == LEARNED_V3 for chunk in chunks) else 2
+        # the lowest format the tiles need (older readers keep reading what they can)
+        version = max(KIND_VERSION[chunk.kind] for chunk in chunks)
         container = Container(H, W, tau, self.tile, self.model_id, zlib.crc32(recon.tobytes()), mode, chunks, extras,
                               version)
         data = container.to_bytes()
@@ -298,22 +300,24 @@ class ImageCodec:
             if fit_scales and any(d is not None for d in deltas):
                 # the adaptation fitted without scale offsets; keep it only if it still pays with them
                 plain = coder.mixtures(inputs, [None] * channels)
-                choice = coder.scale_offsets(params, bins, patches, tau)
-                plain_choice = coder.scale_offsets(plain, bins, patches, tau)
-                if choice[1] + 8 * len(adaptation.pack(deltas)) >= plain_choice[1]:
+                choice = coder.scale_offsets(params, bins, patches, tau, self.patch_scales)
+                plain_choice = coder.scale_offsets(plain, bins, patches, tau, self.patch_scales)
+                if choice.bits + 8 * len(adaptation.pack(deltas)) >= plain_choice.bits:
                     deltas, params, choice = [None] * channels, plain, plain_choice
         if params is None:
             params = coder.whole_mixtures(bins, patches, tau)
         if fit_scales and choice is None:
-            choice = coder.scale_offsets(params, bins, patches, tau)
-        log_scales = None if choice is None else choice[0]
-        stream = coder.encode(params, bins, patches, tau, log_scales)
+            choice = coder.scale_offsets(params, bins, patches, tau, self.patch_scales)
+        if choice is not None and choice.deltas is not None and not choice.deltas.any():
+            choice.deltas = None  # one offset per tile: a format 3 tile
+        per_patch = None if choice is None else choice.per_patch(bins.shape[0])
+        stream = coder.encode(params, bins, patches, tau, per_patch)
         rec = torch.clamp(x_hat[:, :channels] + r_hat, 0, 255)[0, :, :h, :w].permute(1, 2, 0).to(torch.uint8).numpy()
-        if offsets is None and not any(log_scales or []):  # nothing of format 3: a format 2 tile
+        if offsets is None and (per_patch is None or not per_patch.any()):  # nothing of format 3: format 2
             return TileChunk(LEARNED, latents, adaptation.pack(deltas), stream), rec
-        return TileChunk(LEARNED_V3, latents, adaptation.pack(deltas), stream,
-                         grid=b"" if offsets is None else grid.pack(offsets, tau),
-                         scales=scales.pack(log_scales or [])), rec
+        return TileChunk(LEARNED_V3 if choice is None or choice.deltas is None else LEARNED_V4, latents,
+                         adaptation.pack(deltas), stream, grid=b"" if offsets is None else grid.pack(offsets, tau),
+                         scales=b"" if choice is None else choice.pack()), rec
 
     @staticmethod
     def _adapt(head: IntegerHead, inputs: list, bins: torch.Tensor, patches: Patches, tau: int) -> list:
@@ -371,13 +375,17 @@ class ImageCodec:
         return Decompressed(out, alpha, c.mode, time.perf_counter() - t0)
 
     def _lockstep_groups(self, tiles: list[_TileItem]) -> list[list[_TileItem]]:
-        """Learned tiles in groups decoded in lockstep: tiles of one kind (they share the context
-        clamp), at least one group per worker thread and at most LOCKSTEP_PIXELS a group, balanced
-        by area (largest first, into the lightest group); a tile with adapted output layers alone."""
+        """Learned tiles in groups decoded in lockstep: tiles that share the context clamp (format 2
+        tiles apart from later ones), at least one group per worker thread and at most
+        LOCKSTEP_PIXELS a group, balanced by area (largest first, into the lightest group); a tile
+        with adapted output layers alone."""
         workers = self.threads if self.device.type == "cpu" else 1
         groups = [[t] for t in tiles if t.chunk.adapt]
-        for kind in sorted({t.chunk.kind for t in tiles if not t.chunk.adapt}):
-            members = sorted((t for t in tiles if t.chunk.kind == kind and not t.chunk.adapt), key=lambda t: -t.area)
+        for clamped in (False, True):
+            members = sorted((t for t in tiles if (t.chunk.kind != LEARNED) == clamped and not t.chunk.adapt),
+                             key=lambda t: -t.area)
+            if not members:
+                continue
             count = max(workers, -(-sum(t.area for t in members) // LOCKSTEP_PIXELS))
             bins: list[list[_TileItem]] = [[] for _ in range(min(count, len(members)))]
             load = [0] * len(bins)
@@ -422,13 +430,17 @@ class ImageCodec:
             raise BitstreamError("latent shape does not match the image size in the header")
         coder = self.coder(tau, gray=channels == 1)
         layers = adaptation.unpack(chunk.adapt, coder.head, channels)
-        format3 = chunk.kind == LEARNED_V3
+        format3 = chunk.kind in (LEARNED_V3, LEARNED_V4)  # (format 4 tiles too)
         if chunk.grid:
             if tau == 0:
                 raise BitstreamError("file is corrupt (grid offsets in a lossless tile)")
             offsets = grid.unpack(chunk.grid, ((hp // PATCH) * (wp // PATCH), channels), tau)
             x_hat = self._shift_grid(x_hat, offsets, channels)
-        log_scales = scales.unpack(chunk.scales, channels)
+        n_patches = (hp // PATCH) * (wp // PATCH)
+        if chunk.kind == LEARNED_V4:
+            log_scales = scales.unpack_patches(chunk.scales, n_patches, channels)
+        else:
+            log_scales = scales.ScaleChoice(scales.unpack(chunk.scales, channels), None, 0.0).per_patch(n_patches)
         patches = self._patches(x_hat, features, h, w, tau, channels, coder.head, clamped=format3)
         return _PendingTile(x_hat[:, :channels], TileStream(chunk.residual, patches, layers, log_scales), h, w)
 

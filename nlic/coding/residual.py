@@ -90,12 +90,12 @@ class Patches:
 @dataclass
 class TileStream:
     """What the decoder has of one tile: its residual stream, patches, output layers (None: the
-    shared ones) and log-scale offsets."""
+    shared ones) and each patch's log-scale offsets ``[P, c]`` (None: zero)."""
 
     data: bytes
     patches: Patches
     layers: Sequence[IntLinear | None]
-    scale_offsets: Sequence[int] | None = None
+    scale_offsets: np.ndarray | None = None
 
 
 def _cpu(params: ChannelParams) -> ChannelParams:
@@ -172,32 +172,40 @@ class ResidualCoder:
             ends.append(count)
         return np.concatenate(order).astype(np.int64), ends
 
-    def scale_offsets(self, params: list[ChannelParams], bins: Tensor, patches: Patches,
-                      tau: int) -> tuple[list[int], float]:
+    def scale_offsets(self, params: list[ChannelParams], bins: Tensor, patches: Patches, tau: int,
+                      per_patch: bool = True) -> scales.ScaleChoice:
         """Each channel's log-scale offset for this tile (:mod:`nlic.coding.scales`), chosen on an
-        evenly spaced sample of its symbols, and the tile's estimated bits under them."""
+        evenly spaced sample of its symbols, then (``per_patch``) each patch's delta, chosen on a
+        larger sample; with the tile's estimated bits under them."""
         order, _ = self._decode_order(patches.valid)
-        take = order[np.linspace(0, len(order) - 1, min(scales.SAMPLES, len(order))).astype(np.int64)]
-        fields, symbols, lo, hi = [], [], [], []
-        for c, p in enumerate(params):
-            table = p.table.numpy().reshape(-1, p.table.shape[-1])[take].astype(np.int64)
-            fields.append(tuple(np.split(table, 3, axis=1)))
-            symbols.append(bins[:, c].numpy().reshape(-1)[take])
-            lo.append(patches.lo[:, c].numpy().reshape(-1)[take])
-            hi.append(patches.hi[:, c].numpy().reshape(-1)[take])
-        offsets, sample_bits = scales.choose(fields, symbols, lo, hi, tau)
-        return offsets, sample_bits * len(order) / max(1, len(take))
+
+        def sample(count: int) -> tuple[np.ndarray, list, list, list, list]:
+            take = order[np.linspace(0, len(order) - 1, min(count, len(order))).astype(np.int64)]
+            tables = [p.table.numpy().reshape(-1, p.table.shape[-1])[take] for p in params]
+            return take, tables, *([t[:, c].numpy().reshape(-1)[take] for c in range(len(params))]
+                                   for t in (bins, patches.lo, patches.hi))
+
+        take, *fields = sample(scales.SAMPLES)
+        offsets, sample_bits = scales.choose(*fields, tau)
+        if not per_patch:
+            return scales.ScaleChoice(offsets, None, sample_bits * len(order) / max(1, len(take)))
+        P = patches.valid.shape[0]
+        take, *fields = sample(scales.PATCH_SAMPLES * P)
+        deltas, sample_bits = scales.refine(*fields, take // (PATCH * PATCH), P, tau, offsets)
+        side = 8 * len(scales.pack_patches(offsets, deltas))
+        return scales.ScaleChoice(offsets, deltas, sample_bits * len(order) / max(1, len(take)) + side)
 
     @torch.no_grad()
     def encode(self, params: list[ChannelParams], bins: Tensor, patches: Patches, tau: int,
-               scale_offsets: Sequence[int] | None = None) -> bytes:
-        """Encode ``bins`` given their mixtures (:meth:`mixtures`) and the tile's log-scale offsets:
+               scale_offsets: np.ndarray | None = None) -> bytes:
+        """Encode ``bins`` given their mixtures (:meth:`mixtures`) and each patch's log-scale offsets
+        (``[P, c]``, :meth:`scales.ScaleChoice.per_patch`):
         the symbols in the order the decoder meets them (wavefront by wavefront, channel by channel,
         each group's windows by width, then its escapes by span), planned PLAN_STEPS wavefronts of a
         channel at a time (:class:`_ChannelPlan`)."""
         enc = SymbolEncoder()
         order, ends = self._decode_order(patches.valid)
-        offsets = scale_offsets or [0] * len(params)
+        offsets = _symbol_offsets(scale_offsets, order, patches)
         steps = np.array([0, *ends], dtype=np.int64)
         channels = []
         for c, p in enumerate(params):  # into decoding order: one gather of int32 rows, then read in order
@@ -207,7 +215,7 @@ class ResidualCoder:
         for first in range(0, len(ends), PLAN_STEPS):
             last = min(first + PLAN_STEPS, len(ends))
             rows = slice(steps[first], steps[last])
-            plans = [_ChannelPlan.of(table[rows], offset, tau, lo[rows], hi[rows], sym[rows],
+            plans = [_ChannelPlan.of(table[rows], offset[rows], tau, lo[rows], hi[rows], sym[rows],
                                      steps[first : last + 1] - steps[first])
                      for table, offset, lo, hi, sym in channels]
             for step in range(last - first):
@@ -218,7 +226,7 @@ class ResidualCoder:
     # ------------------------------------------------------------------ decode
     @torch.no_grad()
     def decode(self, data: bytes, patches: Patches, tau: int, layers: Sequence[IntLinear | None],
-               scale_offsets: Sequence[int] | None = None) -> Tensor:
+               scale_offsets: np.ndarray | None = None) -> Tensor:
         """Decode the bins ``[P, c, 64, 64]`` (zero outside ``valid``) under the tile's output layers
         and log-scale offsets (see :meth:`decode_tiles`)."""
         return self.decode_tiles([TileStream(data, patches, layers, scale_offsets)], tau)[0]
@@ -252,7 +260,7 @@ class ResidualCoder:
         feats = (None if patches.features is None
                  else patches.features.reshape(-1, patches.features.shape[-1])[torch.from_numpy(order)].to(device))
         out = np.zeros((n_ch, P * PATCH * PATCH), dtype=np.int64)
-        offsets = [t.scale_offsets or [0] * n_ch for t in tiles]
+        offsets = _symbol_offsets(_joined_offsets(tiles, n_ch), order, patches)
         decoders = [SymbolDecoder(t.data) for t in tiles]
         start = 0
         with exact_float32():  # (entered once: it takes a lock)
@@ -275,7 +283,8 @@ class ResidualCoder:
                     table, low, high = p.table.cpu().numpy(), lo[c][run], hi[c][run]
                     k = np.empty(end - start, dtype=np.int64)
                     for i, seg in segments:
-                        k[seg] = self._code_group(decoders[i], table[seg], offsets[i][c], tau, low[seg], high[seg])
+                        k[seg] = self._code_group(decoders[i], table[seg], offsets[c][run][seg], tau, low[seg],
+                                                  high[seg])
                     out[c, order[run]] = k
                     current[:, c] = patches.context_array(k * w)
                     if not on_cpu:
@@ -287,11 +296,10 @@ class ResidualCoder:
 
     # ------------------------------------------------------------------ one group of symbols
     @staticmethod
-    def _code_group(coder: SymbolDecoder, table: np.ndarray, scale_offset: int, tau: int, lo: np.ndarray,
+    def _code_group(coder: SymbolDecoder, table: np.ndarray, scale_offset: np.ndarray, tau: int, lo: np.ndarray,
                     hi: np.ndarray) -> np.ndarray:
         """Decode one channel of one wavefront and return its bins; ``table``: the integer mixtures
-        ``[n, 3K]`` (:class:`ChannelParams`), ``scale_offset``: the tile's log-scale offset of the
-        channel.
+        ``[n, 3K]`` (:class:`ChannelParams`), ``scale_offset``: each symbol's log-scale offset.
 
         Window step: one range-coder call per window width, ascending; escape step: the symbols
         outside their window, one call per span width (:class:`_ChannelPlan` encodes them so).
@@ -307,6 +315,22 @@ class ResidualCoder:
         if bool(((out < lo) | (out > hi)).any()):
             raise BitstreamError("residual stream decodes outside the feasible range")
         return out
+
+
+def _joined_offsets(tiles: Sequence[TileStream], channels: int) -> np.ndarray | None:
+    """The per-patch log-scale offsets of tiles decoded together ``[P, c]`` (None: all zero)."""
+    if all(t.scale_offsets is None for t in tiles):
+        return None
+    return np.concatenate([np.zeros((t.patches.valid.shape[0], channels), dtype=np.int64)
+                           if t.scale_offsets is None else t.scale_offsets for t in tiles])
+
+
+def _symbol_offsets(per_patch: np.ndarray | None, order: np.ndarray, patches: Patches) -> list[np.ndarray]:
+    """Each channel's log-scale offset of every symbol, in decoding order."""
+    if per_patch is None:
+        return [np.zeros(len(order), dtype=np.int64)] * patches.channels
+    patch = order // (PATCH * PATCH)
+    return [np.ascontiguousarray(per_patch[patch, c], dtype=np.int64) for c in range(patches.channels)]
 
 
 @dataclass
@@ -327,9 +351,9 @@ class _ChannelPlan:
     escape_cuts: np.ndarray
 
     @classmethod
-    def of(cls, table: np.ndarray, scale_offset: int, tau: int, lo: np.ndarray, hi: np.ndarray, bins: np.ndarray,
-           steps: np.ndarray) -> _ChannelPlan:
-        """Symbols in decoding order: mixtures ``table`` ``[n, 3K]``, feasible bins, bins; ``steps``:
+    def of(cls, table: np.ndarray, scale_offset: np.ndarray, tau: int, lo: np.ndarray, hi: np.ndarray,
+           bins: np.ndarray, steps: np.ndarray) -> _ChannelPlan:
+        """Symbols in decoding order: mixtures ``table`` ``[n, 3K]``, log-scale offsets, feasible bins, bins; ``steps``:
         where each wavefront starts among them (and the end)."""
         plan = plan_group(table, tau, lo, hi, scale_offset)
         local = bins - plan.first

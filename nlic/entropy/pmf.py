@@ -288,18 +288,23 @@ class GroupPlan:
     windows: Classes
 
 
-def plan_group(table: np.ndarray, tau: int, lo: np.ndarray, hi: np.ndarray, log_scale_offset: int = 0) -> GroupPlan:
+def plan_group(table: np.ndarray, tau: int, lo: np.ndarray, hi: np.ndarray,
+               log_scale_offset: int | np.ndarray = 0) -> GroupPlan:
     """Every window and window table of a group, from the integer network's outputs (``table``
     ``[n, 3K]``: logits, means, log-scale indices, see :class:`nlic.residual.integer.ChannelParams`),
-    a log-scale offset (added to the indices, kept on the grid: :func:`nlic.coding.scales.apply`) and
+    a log-scale offset (one for the group or one per symbol, ``[n]``; added to the indices, kept on
+    the grid: :func:`nlic.coding.scales.apply`) and
     the feasible bins ``lo``/``hi`` (``[n]`` int64).  Same integers as :meth:`BinParams.of`,
     :func:`window_bounds`, :func:`window_width` and :func:`window_pmf`."""
     t = tables()
     width_px = 2 * tau + 1
+    if np.ndim(log_scale_offset) == 0:
+        log_scale_offset = np.full(len(lo), int(log_scale_offset), dtype=np.int64)
     w, m, r, first, size, order, runs, masses = _plan_windows(
-        np.ascontiguousarray(table), int(log_scale_offset), width_px, np.ascontiguousarray(lo, dtype=np.int64),
-        np.ascontiguousarray(hi, dtype=np.int64), t.weight, int(t.log_width[width_px]), t.index_offset, t.half_window,
-        int(t.weight[MAJOR_GAP]), t.cdf_rows, t.cdf_base, t.mass_rows, t.mass_base, t.reach)
+        np.ascontiguousarray(table), np.ascontiguousarray(log_scale_offset, dtype=np.int64), width_px,
+        np.ascontiguousarray(lo, dtype=np.int64), np.ascontiguousarray(hi, dtype=np.int64), t.weight,
+        int(t.log_width[width_px]), t.index_offset, t.half_window, int(t.weight[MAJOR_GAP]), t.cdf_rows,
+        t.cdf_base, t.mass_rows, t.mass_base, t.reach)
     return GroupPlan(BinParams(w, m, r), first, size, Classes(order, [tuple(x) for x in runs.tolist()], masses))
 
 
@@ -380,7 +385,7 @@ def _plan_windows(table, log_scale_offset, width_px, lo, hi, weight_t, log_width
         for k in range(K):
             weights[i, k] = weight_t[min(max(top - table[i, k], 0), 2 * LOGIT_LIMIT)] if K > 1 else 1
             means[i, k] = (2 * np.int64(table[i, K + k]) + width_px) // (2 * width_px)  # round(mean / width), halves up
-            log_scale = min(max(np.int64(table[i, 2 * K + k]) + log_scale_offset, 0), LOG_SCALE_LEVELS - 1)
+            log_scale = min(max(np.int64(table[i, 2 * K + k]) + log_scale_offset[i], 0), LOG_SCALE_LEVELS - 1)
             rows[i, k] = log_scale - log_width + index_offset
             if weights[i, k] >= major_weight:
                 half = half_window[rows[i, k]]
