@@ -83,12 +83,36 @@ def test_patch_offsets_pack_and_unpack() -> None:
     rng = np.random.default_rng(0)
     for patches, channels in ((64, 3), (5, 3), (7, 1)):
         deltas = rng.integers(scales.DELTA_MIN, scales.DELTA_MAX + 1, (patches, channels))
-        tile = [-20, 3, 0][:channels]
-        blob = scales.pack_patches(tile, deltas)
-        assert len(blob) == channels + (patches * channels + 1) // 2
-        assert np.array_equal(scales.unpack_patches(blob, patches, channels), scales.patch_offsets(tile, deltas))
+        tile, sharpness = [-20, 3, 0][:channels], [8, 12, 64][:channels]
+        blob = scales.pack_patches(tile, sharpness, deltas)
+        assert len(blob) == 2 * channels + (patches * channels + 1) // 2
+        offsets, sharp = scales.unpack_patches(blob, patches, channels)
+        assert np.array_equal(offsets, scales.patch_offsets(tile, deltas)) and sharp == sharpness
         with pytest.raises(BitstreamError, match="per-patch log-scale offsets"):
             scales.unpack_patches(blob[:-1], patches, channels)
+        with pytest.raises(BitstreamError, match="sharpness"):
+            scales.unpack_patches(blob[:channels] + bytes(channels) + blob[2 * channels :], patches, channels)
+
+
+def test_sharpness_multiplies_the_logit_gaps_exactly() -> None:
+    """Planning under sharpness 16 (gaps doubled) is planning the table with doubled logits; 8 is
+    the plan itself."""
+    from nlic.entropy.pmf import plan_group
+
+    rng = np.random.default_rng(3)
+    n, K = 2000, 3
+    table = np.concatenate([rng.integers(-200, 200, (n, K)), rng.integers(-800, 800, (n, K)),
+                            rng.integers(40, 160, (n, K))], axis=1).astype(np.int32)
+    lo, hi = np.full(n, -100), np.full(n, 100)
+    doubled = table.copy()
+    doubled[:, :K] *= 2
+    for tau in (0, 2):
+        a, b = plan_group(table, tau, lo, hi, 0, 16), plan_group(doubled, tau, lo, hi)
+        assert np.array_equal(a.params.weights, b.params.weights) and np.array_equal(a.first, b.first)
+        assert np.array_equal(a.windows.masses, b.windows.masses)
+        assert np.array_equal(plan_group(table, tau, lo, hi, 0, 8).windows.masses,
+                              plan_group(table, tau, lo, hi).windows.masses)
+        assert not np.array_equal(a.params.weights, plan_group(table, tau, lo, hi).params.weights)
 
 
 def _mixtures(n: int, scale_index: int, rng) -> np.ndarray:
@@ -120,3 +144,24 @@ def test_the_search_finds_each_patch_its_own_offset() -> None:
                                        lo[patch == p], hi[patch == p], 0)(scales.DELTA_STEP * int(deltas[p, 0]))
                     for p in (0, 1))
     assert abs(bits - reference) < 1e-3 * reference, (bits, reference)
+
+
+def test_the_search_sharpens_mixtures_that_are_too_even() -> None:
+    """Symbols drawn from the heavier of two components (a sharp one at 73 %, a blunt one at 27 %):
+    the encoder sharpens the mixture and its estimate says that pays; symbols drawn from the
+    mixture itself keep it neutral."""
+    from nlic.residual.integer import LOG_SCALE_MIN, LOG_SCALE_STEPS, LOGIT_STEPS
+
+    rng = np.random.default_rng(2)
+    n = 4000
+    index = lambda scale: int(round((np.log(scale) - LOG_SCALE_MIN) * LOG_SCALE_STEPS))  # noqa: E731
+    row = [LOGIT_STEPS, 0, 0, 0, index(1.5), index(12.0)]  # logits 1 nat apart, means 0, two scales
+    table = np.tile(np.array(row, dtype=np.int32), (n, 1))
+    lo, hi = np.full(n, -255), np.full(n, 255)
+    sharp_only = np.round(rng.logistic(0, 1.5, n)).astype(np.int64)
+    pick = rng.random(n) < 1 / (1 + np.exp(-1.0))
+    mixed = np.round(np.where(pick, rng.logistic(0, 1.5, n), rng.logistic(0, 12.0, n))).astype(np.int64)
+    chosen = scales.choose_sharpness([table, table], [sharp_only, mixed], [lo, lo], [hi, hi], 0, [0, 0])
+    assert chosen[0] > 8 and chosen[1] == 8, chosen
+    bits = lambda s, sym: scales._search_channel(table, sym, lo, hi, np.array([0, n]), 0, 0, 1, 0, 0, 1, s)[1][0]  # noqa: E731
+    assert bits(chosen[0], sharp_only) < 0.97 * bits(8, sharp_only)

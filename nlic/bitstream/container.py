@@ -20,7 +20,8 @@ tile chunk (formats 2 to 4)::
                       | scales_len u8 | scales (per-channel log-scale offsets, nlic.coding.scales)
                       and the network reads residuals clamped to its bound (Patches.context_limit)
     kind 4, learned (format 4): as kind 3 with ``scales_len u16`` and scales holding the tile's
-                      offsets and a delta per 64x64 patch and channel (nlic.coding.scales.pack_patches)
+                      offsets, its mixture sharpness and a delta per 64x64 patch and channel
+                      (nlic.coding.scales.pack_patches)
 
 ``extras`` holds an optional losslessly coded alpha plane.  ``recon_crc`` is the crc32 of the
 reconstruction the encoder computed: a decoder that diverged would be caught instead of writing a

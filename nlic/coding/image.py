@@ -24,6 +24,7 @@ import torch
 from nlic.bitstream.container import KIND_VERSION, LEARNED, LEARNED_KINDS, LEARNED_V3, LEARNED_V4, Container, TileChunk
 from nlic.coding import adaptation, fallback, grid, scales
 from nlic.coding.residual import Patches, ResidualCoder, TileStream
+from nlic.entropy.pmf import SHARPNESS_STEPS
 from nlic.entropy.range_coder import guard_latent_decoders
 from nlic.errors import BitstreamError, NlicError
 from nlic.model_io import LoadedModel
@@ -289,35 +290,38 @@ class ImageCodec:
         r_hat = quantize_residual(xp[:, :channels] - x_hat[:, :channels], tau)
         bins = patchify(torch.div(r_hat, bin_width(tau), rounding_mode="floor").long()) * patches.valid[:, None]
         fit_scales = format3 and self.fit_scales
-        deltas, params, choice = [None] * channels, None, None
+        no_fit = [None] * channels
         if adapt:
             inputs = coder.analyse(bins, patches, tau)
             deltas = self._adapt(coder.head, inputs, bins, patches, tau)
             layers = [None if d is None else adaptation.adapted_layer(coder.head.channel_out[c], d,
                                                                       coder.head.output_limits(c))
                       for c, d in enumerate(deltas)]
-            params = coder.mixtures(inputs, layers)
-            if fit_scales and any(d is not None for d in deltas):
-                # the adaptation fitted without scale offsets; keep it only if it still pays with them
-                plain = coder.mixtures(inputs, [None] * channels)
-                choice = coder.scale_offsets(params, bins, patches, tau, self.patch_scales)
-                plain_choice = coder.scale_offsets(plain, bins, patches, tau, self.patch_scales)
-                if choice.bits + 8 * len(adaptation.pack(deltas)) >= plain_choice.bits:
-                    deltas, params, choice = [None] * channels, plain, plain_choice
-        if params is None:
-            params = coder.whole_mixtures(bins, patches, tau)
-        if fit_scales and choice is None:
-            choice = coder.scale_offsets(params, bins, patches, tau, self.patch_scales)
-        if choice is not None and choice.deltas is not None and not choice.deltas.any():
-            choice.deltas = None  # one offset per tile: a format 3 tile
-        per_patch = None if choice is None else choice.per_patch(bins.shape[0])
-        stream = coder.encode(params, bins, patches, tau, per_patch)
+            candidates = [(deltas, coder.mixtures(inputs, layers))]
+            if any(d is not None for d in deltas):  # the fit was made without scale offsets: kept if it still pays
+                candidates.append((no_fit, coder.mixtures(inputs, no_fit)))
+        else:
+            candidates = [(no_fit, coder.whole_mixtures(bins, patches, tau))]
         rec = torch.clamp(x_hat[:, :channels] + r_hat, 0, 255)[0, :, :h, :w].permute(1, 2, 0).to(torch.uint8).numpy()
+        chunks = [self._learned_chunk(coder, params, deltas, bins, patches, tau, latents, offsets, fit_scales)
+                  for deltas, params in candidates]
+        return min(chunks, key=lambda chunk: len(chunk.pack())), rec  # the real sizes decide (first on a tie)
+
+    def _learned_chunk(self, coder: ResidualCoder, params: list, deltas: list, bins: torch.Tensor, patches: Patches,
+                       tau: int, latents: bytes, offsets: torch.Tensor | None, fit_scales: bool) -> TileChunk:
+        """A learned tile coded under ``params`` (output-layer ``deltas`` stored beside them), with
+        its scale offsets fitted when ``fit_scales`` and its grid ``offsets`` (None: none)."""
+        choice = coder.scale_offsets(params, bins, patches, tau, self.patch_scales) if fit_scales else None
+        if (choice is not None and choice.deltas is not None and not choice.deltas.any()
+                and all(s == SHARPNESS_STEPS for s in choice.channel_sharpness())):
+            choice.deltas = choice.sharpness = None  # one offset per tile, neutral mixtures: a format 3 tile
+        per_patch = None if choice is None else choice.per_patch(bins.shape[0])
+        stream = coder.encode(params, bins, patches, tau, per_patch, None if choice is None else choice.sharpness)
         if offsets is None and (per_patch is None or not per_patch.any()):  # nothing of format 3: format 2
-            return TileChunk(LEARNED, latents, adaptation.pack(deltas), stream), rec
+            return TileChunk(LEARNED, latents, adaptation.pack(deltas), stream)
         return TileChunk(LEARNED_V3 if choice is None or choice.deltas is None else LEARNED_V4, latents,
                          adaptation.pack(deltas), stream, grid=b"" if offsets is None else grid.pack(offsets, tau),
-                         scales=b"" if choice is None else choice.pack()), rec
+                         scales=b"" if choice is None else choice.pack())
 
     @staticmethod
     def _adapt(head: IntegerHead, inputs: list, bins: torch.Tensor, patches: Patches, tau: int) -> list:
@@ -437,12 +441,14 @@ class ImageCodec:
             offsets = grid.unpack(chunk.grid, ((hp // PATCH) * (wp // PATCH), channels), tau)
             x_hat = self._shift_grid(x_hat, offsets, channels)
         n_patches = (hp // PATCH) * (wp // PATCH)
+        sharpness = None
         if chunk.kind == LEARNED_V4:
-            log_scales = scales.unpack_patches(chunk.scales, n_patches, channels)
+            log_scales, sharpness = scales.unpack_patches(chunk.scales, n_patches, channels)
         else:
             log_scales = scales.ScaleChoice(scales.unpack(chunk.scales, channels), None, 0.0).per_patch(n_patches)
         patches = self._patches(x_hat, features, h, w, tau, channels, coder.head, clamped=format3)
-        return _PendingTile(x_hat[:, :channels], TileStream(chunk.residual, patches, layers, log_scales), h, w)
+        return _PendingTile(x_hat[:, :channels], TileStream(chunk.residual, patches, layers, log_scales, sharpness),
+                            h, w)
 
 
 @dataclass

@@ -35,7 +35,7 @@ import torch
 from torch import Tensor
 
 from nlic.coding import scales
-from nlic.entropy.pmf import Classes, plan_escapes, plan_group
+from nlic.entropy.pmf import SHARPNESS_STEPS, Classes, plan_escapes, plan_group
 from nlic.entropy.range_coder import SymbolDecoder, SymbolEncoder
 from nlic.errors import BitstreamError
 from nlic.residual.integer import ChannelParams, IntegerHead, IntLinear, exact_float32
@@ -90,12 +90,14 @@ class Patches:
 @dataclass
 class TileStream:
     """What the decoder has of one tile: its residual stream, patches, output layers (None: the
-    shared ones) and each patch's log-scale offsets ``[P, c]`` (None: zero)."""
+    shared ones), each patch's log-scale offsets ``[P, c]`` (None: zero) and each channel's mixture
+    sharpness (None: neutral)."""
 
     data: bytes
     patches: Patches
     layers: Sequence[IntLinear | None]
     scale_offsets: np.ndarray | None = None
+    sharpness: Sequence[int] | None = None
 
 
 def _cpu(params: ChannelParams) -> ChannelParams:
@@ -175,8 +177,9 @@ class ResidualCoder:
     def scale_offsets(self, params: list[ChannelParams], bins: Tensor, patches: Patches, tau: int,
                       per_patch: bool = True) -> scales.ScaleChoice:
         """Each channel's log-scale offset for this tile (:mod:`nlic.coding.scales`), chosen on an
-        evenly spaced sample of its symbols, then (``per_patch``) each patch's delta, chosen on a
-        larger sample; with the tile's estimated bits under them."""
+        evenly spaced sample of its symbols, then (``per_patch``: format 4) each channel's mixture
+        sharpness on the same sample and each patch's delta on a larger one; with the tile's
+        estimated bits under them."""
         order, _ = self._decode_order(patches.valid)
 
         def sample(count: int) -> tuple[np.ndarray, list, list, list, list]:
@@ -189,35 +192,39 @@ class ResidualCoder:
         offsets, sample_bits = scales.choose(*fields, tau)
         if not per_patch:
             return scales.ScaleChoice(offsets, None, sample_bits * len(order) / max(1, len(take)))
+        sharpness = scales.choose_sharpness(*fields, tau, offsets)
+        if any(s != SHARPNESS_STEPS for s in sharpness):  # the offsets that suit the sharpened mixtures
+            offsets, _ = scales.choose(*fields, tau, sharpness)
         P = patches.valid.shape[0]
         take, *fields = sample(scales.PATCH_SAMPLES * P)
-        deltas, sample_bits = scales.refine(*fields, take // (PATCH * PATCH), P, tau, offsets)
-        side = 8 * len(scales.pack_patches(offsets, deltas))
-        return scales.ScaleChoice(offsets, deltas, sample_bits * len(order) / max(1, len(take)) + side)
+        deltas, sample_bits = scales.refine(*fields, take // (PATCH * PATCH), P, tau, offsets, sharpness)
+        side = 8 * len(scales.pack_patches(offsets, sharpness, deltas))
+        return scales.ScaleChoice(offsets, deltas, sample_bits * len(order) / max(1, len(take)) + side, sharpness)
 
     @torch.no_grad()
     def encode(self, params: list[ChannelParams], bins: Tensor, patches: Patches, tau: int,
-               scale_offsets: np.ndarray | None = None) -> bytes:
-        """Encode ``bins`` given their mixtures (:meth:`mixtures`) and each patch's log-scale offsets
-        (``[P, c]``, :meth:`scales.ScaleChoice.per_patch`):
+               scale_offsets: np.ndarray | None = None, sharpness: Sequence[int] | None = None) -> bytes:
+        """Encode ``bins`` given their mixtures (:meth:`mixtures`), each patch's log-scale offsets
+        (``[P, c]``, :meth:`scales.ScaleChoice.per_patch`) and each channel's sharpness:
         the symbols in the order the decoder meets them (wavefront by wavefront, channel by channel,
         each group's windows by width, then its escapes by span), planned PLAN_STEPS wavefronts of a
         channel at a time (:class:`_ChannelPlan`)."""
         enc = SymbolEncoder()
         order, ends = self._decode_order(patches.valid)
         offsets = _symbol_offsets(scale_offsets, order, patches)
+        sharp = sharpness or [SHARPNESS_STEPS] * len(params)
         steps = np.array([0, *ends], dtype=np.int64)
         channels = []
         for c, p in enumerate(params):  # into decoding order: one gather of int32 rows, then read in order
             table = np.take(p.table.numpy().reshape(-1, p.table.shape[-1]), order, axis=0)
-            channels.append((table, offsets[c], *(np.take(t[:, c].numpy().reshape(-1), order)
-                                                  for t in (patches.lo, patches.hi, bins))))
+            channels.append((table, offsets[c], sharp[c], *(np.take(t[:, c].numpy().reshape(-1), order)
+                                                            for t in (patches.lo, patches.hi, bins))))
         for first in range(0, len(ends), PLAN_STEPS):
             last = min(first + PLAN_STEPS, len(ends))
             rows = slice(steps[first], steps[last])
-            plans = [_ChannelPlan.of(table[rows], offset[rows], tau, lo[rows], hi[rows], sym[rows],
+            plans = [_ChannelPlan.of(table[rows], offset[rows], sharp_c, tau, lo[rows], hi[rows], sym[rows],
                                      steps[first : last + 1] - steps[first])
-                     for table, offset, lo, hi, sym in channels]
+                     for table, offset, sharp_c, lo, hi, sym in channels]
             for step in range(last - first):
                 for plan in plans:
                     plan.emit(enc, step)
@@ -226,10 +233,10 @@ class ResidualCoder:
     # ------------------------------------------------------------------ decode
     @torch.no_grad()
     def decode(self, data: bytes, patches: Patches, tau: int, layers: Sequence[IntLinear | None],
-               scale_offsets: np.ndarray | None = None) -> Tensor:
-        """Decode the bins ``[P, c, 64, 64]`` (zero outside ``valid``) under the tile's output layers
-        and log-scale offsets (see :meth:`decode_tiles`)."""
-        return self.decode_tiles([TileStream(data, patches, layers, scale_offsets)], tau)[0]
+               scale_offsets: np.ndarray | None = None, sharpness: Sequence[int] | None = None) -> Tensor:
+        """Decode the bins ``[P, c, 64, 64]`` (zero outside ``valid``) under the tile's output layers,
+        log-scale offsets and sharpness (see :meth:`decode_tiles`)."""
+        return self.decode_tiles([TileStream(data, patches, layers, scale_offsets, sharpness)], tau)[0]
 
     @torch.no_grad()
     def decode_tiles(self, tiles: Sequence[TileStream], tau: int) -> list[Tensor]:
@@ -261,6 +268,7 @@ class ResidualCoder:
                  else patches.features.reshape(-1, patches.features.shape[-1])[torch.from_numpy(order)].to(device))
         out = np.zeros((n_ch, P * PATCH * PATCH), dtype=np.int64)
         offsets = _symbol_offsets(_joined_offsets(tiles, n_ch), order, patches)
+        sharpness = [t.sharpness or [SHARPNESS_STEPS] * n_ch for t in tiles]
         decoders = [SymbolDecoder(t.data) for t in tiles]
         start = 0
         with exact_float32():  # (entered once: it takes a lock)
@@ -283,8 +291,8 @@ class ResidualCoder:
                     table, low, high = p.table.cpu().numpy(), lo[c][run], hi[c][run]
                     k = np.empty(end - start, dtype=np.int64)
                     for i, seg in segments:
-                        k[seg] = self._code_group(decoders[i], table[seg], offsets[c][run][seg], tau, low[seg],
-                                                  high[seg])
+                        k[seg] = self._code_group(decoders[i], table[seg], offsets[c][run][seg], sharpness[i][c], tau,
+                                                  low[seg], high[seg])
                     out[c, order[run]] = k
                     current[:, c] = patches.context_array(k * w)
                     if not on_cpu:
@@ -296,15 +304,16 @@ class ResidualCoder:
 
     # ------------------------------------------------------------------ one group of symbols
     @staticmethod
-    def _code_group(coder: SymbolDecoder, table: np.ndarray, scale_offset: np.ndarray, tau: int, lo: np.ndarray,
-                    hi: np.ndarray) -> np.ndarray:
+    def _code_group(coder: SymbolDecoder, table: np.ndarray, scale_offset: np.ndarray, sharpness: int, tau: int,
+                    lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
         """Decode one channel of one wavefront and return its bins; ``table``: the integer mixtures
-        ``[n, 3K]`` (:class:`ChannelParams`), ``scale_offset``: each symbol's log-scale offset.
+        ``[n, 3K]`` (:class:`ChannelParams`), ``scale_offset``: each symbol's log-scale offset,
+        ``sharpness``: the tile's mixture sharpness of the channel.
 
         Window step: one range-coder call per window width, ascending; escape step: the symbols
         outside their window, one call per span width (:class:`_ChannelPlan` encodes them so).
         """
-        plan = plan_group(table, tau, lo, hi, scale_offset)
+        plan = plan_group(table, tau, lo, hi, scale_offset, sharpness)
         out = np.zeros(len(lo), dtype=np.int64)
         for idx, pmf in plan.windows.tables():
             out[idx] = plan.first[idx] + coder.decode(pmf)
@@ -351,11 +360,12 @@ class _ChannelPlan:
     escape_cuts: np.ndarray
 
     @classmethod
-    def of(cls, table: np.ndarray, scale_offset: np.ndarray, tau: int, lo: np.ndarray, hi: np.ndarray,
-           bins: np.ndarray, steps: np.ndarray) -> _ChannelPlan:
-        """Symbols in decoding order: mixtures ``table`` ``[n, 3K]``, log-scale offsets, feasible bins, bins; ``steps``:
-        where each wavefront starts among them (and the end)."""
-        plan = plan_group(table, tau, lo, hi, scale_offset)
+    def of(cls, table: np.ndarray, scale_offset: np.ndarray, sharpness: int, tau: int, lo: np.ndarray,
+           hi: np.ndarray, bins: np.ndarray, steps: np.ndarray) -> _ChannelPlan:
+        """Symbols in decoding order: mixtures ``table`` ``[n, 3K]``, log-scale offsets, the channel's
+        sharpness, feasible bins, bins; ``steps``: where each wavefront starts among them (and the
+        end)."""
+        plan = plan_group(table, tau, lo, hi, scale_offset, sharpness)
         local = bins - plan.first
         inside = (local >= 0) & (local < plan.width)
         escapes = plan_escapes(plan, np.flatnonzero(~inside), lo, hi)

@@ -41,6 +41,16 @@ ARG_STEPS = 64
 ARG_LIMIT = 12
 #: fixed-point bits of the inverse scales
 INV_BITS = 16
+#: a tile's sharpness multiplies logit gaps by sharpness / SHARPNESS_STEPS (nlic.coding.scales)
+SHARPNESS_STEPS = 8
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def sharpened_gap(gap, sharpness):  # pragma: no cover - compiled
+    """A logit gap (>= 0) times ``sharpness / SHARPNESS_STEPS``, rounded half up (integers)."""
+    return (max(gap, 0) * sharpness + SHARPNESS_STEPS // 2) // SHARPNESS_STEPS
+
+
 #: mixture weights: round(2**WEIGHT_BITS * exp(-logit gap))
 WEIGHT_BITS = 12
 #: window half-width in scales (a symbol outside its window is coded exactly by the escape path)
@@ -289,11 +299,12 @@ class GroupPlan:
 
 
 def plan_group(table: np.ndarray, tau: int, lo: np.ndarray, hi: np.ndarray,
-               log_scale_offset: int | np.ndarray = 0) -> GroupPlan:
+               log_scale_offset: int | np.ndarray = 0, sharpness: int = SHARPNESS_STEPS) -> GroupPlan:
     """Every window and window table of a group, from the integer network's outputs (``table``
     ``[n, 3K]``: logits, means, log-scale indices, see :class:`nlic.residual.integer.ChannelParams`),
     a log-scale offset (one for the group or one per symbol, ``[n]``; added to the indices, kept on
-    the grid: :func:`nlic.coding.scales.apply`) and
+    the grid: :func:`nlic.coding.scales.apply`), a sharpness (every logit gap below the heaviest
+    component times ``sharpness / SHARPNESS_STEPS``, rounded half up) and
     the feasible bins ``lo``/``hi`` (``[n]`` int64).  Same integers as :meth:`BinParams.of`,
     :func:`window_bounds`, :func:`window_width` and :func:`window_pmf`."""
     t = tables()
@@ -304,7 +315,7 @@ def plan_group(table: np.ndarray, tau: int, lo: np.ndarray, hi: np.ndarray,
         np.ascontiguousarray(table), np.ascontiguousarray(log_scale_offset, dtype=np.int64), width_px,
         np.ascontiguousarray(lo, dtype=np.int64), np.ascontiguousarray(hi, dtype=np.int64), t.weight,
         int(t.log_width[width_px]), t.index_offset, t.half_window, int(t.weight[MAJOR_GAP]), t.cdf_rows,
-        t.cdf_base, t.mass_rows, t.mass_base, t.reach)
+        t.cdf_base, t.mass_rows, t.mass_base, t.reach, int(sharpness))
     return GroupPlan(BinParams(w, m, r), first, size, Classes(order, [tuple(x) for x in runs.tolist()], masses))
 
 
@@ -367,7 +378,8 @@ def _runs_by_width(log2w, extra):  # pragma: no cover - compiled
 
 @numba.njit(cache=True, nogil=True, fastmath=EXACT_FLOAT_FLAGS, error_model="numpy")
 def _plan_windows(table, log_scale_offset, width_px, lo, hi, weight_t, log_width, index_offset, half_window,
-                  major_weight, cdf_rows, cdf_base, mass_rows, mass_base, reach):  # pragma: no cover - compiled
+                  major_weight, cdf_rows, cdf_base, mass_rows, mass_base, reach,
+                  sharpness):  # pragma: no cover - compiled
     n, K = table.shape[0], table.shape[1] // 3
     weights = np.empty((n, K), dtype=np.int64)
     means = np.empty((n, K), dtype=np.int64)
@@ -383,7 +395,7 @@ def _plan_windows(table, log_scale_offset, width_px, lo, hi, weight_t, log_width
             top = max(top, table[i, k])
         f, last = big, -big
         for k in range(K):
-            weights[i, k] = weight_t[min(max(top - table[i, k], 0), 2 * LOGIT_LIMIT)] if K > 1 else 1
+            weights[i, k] = weight_t[min(sharpened_gap(top - table[i, k], sharpness), 2 * LOGIT_LIMIT)] if K > 1 else 1
             means[i, k] = (2 * np.int64(table[i, K + k]) + width_px) // (2 * width_px)  # round(mean / width), halves up
             log_scale = min(max(np.int64(table[i, 2 * K + k]) + log_scale_offset[i], 0), LOG_SCALE_LEVELS - 1)
             rows[i, k] = log_scale - log_width + index_offset
