@@ -19,8 +19,9 @@ per-patch offsets cut the estimated code by a further 1.2-1.3 % at tau = 0 and 2
 Format 4 also stores a sharpness per tile and channel: the logit gaps between the mixture's
 components times ``sharpness / 8`` (:func:`nlic.entropy.pmf.sharpened_gap`, integers).  At tau >= 1
 the network's mixtures are too even on many held-out tiles: on the ten held-out photos about 40 %
-of the tiles' channels take a factor of 1.25 to 8 at tau = 1, 2 and 5 (12 % at tau = 0), and on
-three of them the files got 1.0 % (tau = 2) to 1.7 % (tau = 1) smaller, 0.3 % at tau = 0.
+of the tiles' channels take a factor of 1.25 to 8 at tau = 1, 2 and 5 (12 % at tau = 0).  The
+files got 0.1-0.3 % smaller on the held-out photos (more on a few: 1.0-1.7 % at tau = 1, 2 on
+three of them); softer mixtures (factors 1/2, 3/4) pay on a few tiles at tau = 0.
 """
 
 from __future__ import annotations
@@ -45,8 +46,8 @@ MIN_GAIN = 0.002
 DELTA_STEP, DELTA_MIN, DELTA_MAX = 2, -8, 7
 #: symbols per patch and channel the deltas are estimated on (evenly spaced in decoding order)
 PATCH_SAMPLES = 1024
-#: sharpness values searched (format 4), in 1/SHARPNESS_STEPS: logit gaps times 1 .. 8
-SHARPNESS = (8, 10, 12, 16, 20, 24, 32, 48, 64)
+#: sharpness values searched (format 4), in 1/SHARPNESS_STEPS: logit gaps times 1/2 .. 8
+SHARPNESS = (4, 6, 8, 10, 12, 16, 20, 24, 32, 48, 64)
 
 
 @dataclass
