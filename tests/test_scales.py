@@ -165,3 +165,19 @@ def test_the_search_sharpens_mixtures_that_are_too_even() -> None:
     assert chosen[0] > 8 and chosen[1] == 8, chosen
     bits = lambda s, sym: scales._search_channel(table, sym, lo, hi, np.array([0, n]), 0, 0, 1, 0, 0, 1, s)[1][0]  # noqa: E731
     assert bits(chosen[0], sharp_only) < 0.97 * bits(8, sharp_only)
+
+
+def test_a_sharpened_tile_without_offsets_keeps_its_sharpness(default_codecs, monkeypatch) -> None:
+    """A tile whose offsets are all zero but whose mixtures are sharpened is a format 4 tile (a
+    format 2 tile cannot carry the sharpness, and its decode would diverge): it decodes exactly."""
+    per_patch = default_codecs[0]
+    monkeypatch.setattr(scales, "choose", lambda tables, *a, **k: ([0] * len(tables), 0.0))
+    monkeypatch.setattr(scales, "choose_sharpness", lambda tables, *a, **k: [16] * len(tables))
+    monkeypatch.setattr(scales, "refine", lambda tables, symbols, lo, hi, patch, patches, *a, **k:
+                        (np.zeros((patches, len(tables)), dtype=np.int64), 0.0))
+    for img in (np.ascontiguousarray(data.camera()[:96, :128]), np.ascontiguousarray(data.chelsea()[:96, :128])):
+        out = per_patch.compress(img, 0)
+        tiles = Container.from_bytes(out.data).tiles
+        assert [t.kind for t in tiles] == [LEARNED_V4], [t.kind for t in tiles]
+        assert scales.unpack_patches(tiles[0].scales, 4, img.shape[2] if img.ndim == 3 else 1)[1][0] == 16
+        assert np.array_equal(per_patch.decompress(out.data).pixels.reshape(img.shape), img)

@@ -317,7 +317,8 @@ class ImageCodec:
             choice.deltas = choice.sharpness = None  # one offset per tile, neutral mixtures: a format 3 tile
         per_patch = None if choice is None else choice.per_patch(bins.shape[0])
         stream = coder.encode(params, bins, patches, tau, per_patch, None if choice is None else choice.sharpness)
-        if offsets is None and (per_patch is None or not per_patch.any()):  # nothing of format 3: format 2
+        neutral = choice is None or (choice.deltas is None and not any(choice.tile))  # (format 3 normalised above)
+        if offsets is None and neutral:  # no grid, no offsets, neutral mixtures: a format 2 tile
             return TileChunk(LEARNED, latents, adaptation.pack(deltas), stream)
         return TileChunk(LEARNED_V3 if choice is None or choice.deltas is None else LEARNED_V4, latents,
                          adaptation.pack(deltas), stream, grid=b"" if offsets is None else grid.pack(offsets, tau),
