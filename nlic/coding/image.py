@@ -446,7 +446,7 @@ class ImageCodec:
         if chunk.kind == LEARNED_V4:
             log_scales, sharpness = scales.unpack_patches(chunk.scales, n_patches, channels)
         else:
-            log_scales = scales.ScaleChoice(scales.unpack(chunk.scales, channels), None, 0.0).per_patch(n_patches)
+            log_scales = scales.ScaleChoice(scales.unpack(chunk.scales, channels), None).per_patch(n_patches)
         patches = self._patches(x_hat, features, h, w, tau, channels, coder.head, clamped=format3)
         return _PendingTile(x_hat[:, :channels], TileStream(chunk.residual, patches, layers, log_scales, sharpness),
                             h, w)

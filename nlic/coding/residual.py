@@ -178,8 +178,7 @@ class ResidualCoder:
                       per_patch: bool = True) -> scales.ScaleChoice:
         """Each channel's log-scale offset for this tile (:mod:`nlic.coding.scales`), chosen on an
         evenly spaced sample of its symbols, then (``per_patch``: format 4) each channel's mixture
-        sharpness on the same sample and each patch's delta on a larger one; with the tile's
-        estimated bits under them."""
+        sharpness on the same sample and each patch's delta on a larger one."""
         order, _ = self._decode_order(patches.valid)
 
         def sample(count: int) -> tuple[np.ndarray, list, list, list, list]:
@@ -188,18 +187,17 @@ class ResidualCoder:
             return take, tables, *([t[:, c].numpy().reshape(-1)[take] for c in range(len(params))]
                                    for t in (bins, patches.lo, patches.hi))
 
-        take, *fields = sample(scales.SAMPLES)
-        offsets, sample_bits = scales.choose(*fields, tau)
+        _, *fields = sample(scales.SAMPLES)
+        offsets, _ = scales.choose(*fields, tau)
         if not per_patch:
-            return scales.ScaleChoice(offsets, None, sample_bits * len(order) / max(1, len(take)))
+            return scales.ScaleChoice(offsets, None)
         sharpness = scales.choose_sharpness(*fields, tau, offsets)
         if any(s != SHARPNESS_STEPS for s in sharpness):  # the offsets that suit the sharpened mixtures
             offsets, _ = scales.choose(*fields, tau, sharpness)
         P = patches.valid.shape[0]
         take, *fields = sample(scales.PATCH_SAMPLES * P)
-        deltas, sample_bits = scales.refine(*fields, take // (PATCH * PATCH), P, tau, offsets, sharpness)
-        side = 8 * len(scales.pack_patches(offsets, sharpness, deltas))
-        return scales.ScaleChoice(offsets, deltas, sample_bits * len(order) / max(1, len(take)) + side, sharpness)
+        deltas, _ = scales.refine(*fields, take // (PATCH * PATCH), P, tau, offsets, sharpness)
+        return scales.ScaleChoice(offsets, deltas, sharpness)
 
     @torch.no_grad()
     def encode(self, params: list[ChannelParams], bins: Tensor, patches: Patches, tau: int,

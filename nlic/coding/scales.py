@@ -53,12 +53,10 @@ SHARPNESS = (4, 6, 8, 10, 12, 16, 20, 24, 32, 48, 64)
 @dataclass
 class ScaleChoice:
     """A tile's log-scale offsets: the tile's per channel, the per-patch deltas ``[P, c]`` (None:
-    none, a format 3 tile), the tile's estimated bits under them (side bits included) and each
-    channel's sharpness (format 4; None: neutral)."""
+    none, a format 3 tile) and each channel's sharpness (format 4; None: neutral)."""
 
     tile: list[int]
     deltas: np.ndarray | None
-    bits: float
     sharpness: list[int] | None = None
 
     def channel_sharpness(self) -> list[int]:
