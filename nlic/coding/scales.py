@@ -97,14 +97,10 @@ class _CodeLength:
         self.inverse_scale = np.exp(-(LOG_SCALE_MIN + np.arange(LOG_SCALE_LEVELS) / LOG_SCALE_STEPS))
 
     def __call__(self, offset: int) -> float:
-        return float(self.symbol_bits(offset).sum())
-
-    def symbol_bits(self, offset: int) -> np.ndarray:
-        """Each symbol's estimated bits under ``offset``."""
         inv = self.inverse_scale[apply(self.log_scales, offset)]
         sig = lambda v: np.tanh(0.5 * v)  # noqa: E731 - 2 * logistic - 1, no overflow
         p = 0.5 * (self.weights * (sig(self.upper * inv) - sig(self.lower * inv))).sum(-1)
-        return -np.log2(np.maximum(p, 2.0**-30))
+        return float(-np.log2(np.maximum(p, 2.0**-30)).sum())
 
 
 def choose(tables: list[np.ndarray], symbols: list[np.ndarray], lo: list[np.ndarray], hi: list[np.ndarray],
@@ -185,7 +181,7 @@ def _half_tanh(x, table):  # pragma: no cover - compiled
 
 @numba.njit(cache=True, nogil=True, fastmath=_FAST)
 def _bits_at(weights, upper, lower, log_scales, n, inverse_scale, offset, table):  # pragma: no cover - compiled
-    """The estimated bits of the first ``n`` symbols (as :meth:`_CodeLength.symbol_bits`, summed)."""
+    """The estimated bits of the first ``n`` symbols (as :class:`_CodeLength`, the reference)."""
     levels = inverse_scale.shape[0]
     total, product = 0.0, 1.0
     for i in range(n):
