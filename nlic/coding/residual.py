@@ -387,54 +387,56 @@ class _ChannelPlan:
 
 @dataclass
 class _ResidualBuffer:
-    """The decoded residuals, in a zero-bordered float32 plane per patch and channel; each
-    wavefront's context taps are one compiled gather from it (torch's advanced indexing, and
-    NumPy's, cost more than the network at these sizes)."""
+    """The decoded residuals, in one zero-bordered plane per patch with the three channels of a
+    pixel side by side; each wavefront's context taps are one compiled gather from it (torch's
+    advanced indexing, and NumPy's, cost more than the network at these sizes).  Channels side by
+    side, a tap's three values are one short contiguous read: the gather ran 3x faster than from
+    one plane per channel."""
 
-    buffer: np.ndarray  # [P * 3 * side * side]
-    where: np.ndarray  # [N] position of each pixel of the decoding order in its bordered plane
-    planes: np.ndarray  # [N, 3] start of its patch's plane per channel
-    taps_at: np.ndarray  # [taps] offsets of the context taps in a plane
+    buffer: np.ndarray  # [P * side * side * 3]
+    where: np.ndarray  # [N] position of each pixel of the decoding order (its first channel)
+    taps_at: np.ndarray  # [taps] offsets of the context taps from a pixel
 
     @classmethod
     def of(cls, order: np.ndarray, patches: int, halo: int, taps: Sequence[tuple[int, int]]) -> _ResidualBuffer:
         """For the pixels ``order`` (flat indices into ``[patches, 64, 64]``, decoding order)."""
         side = PATCH + 2 * halo
-        plane = side * side
         patch, pix = order // (PATCH * PATCH), order % (PATCH * PATCH)
-        where = (pix // PATCH + halo) * side + pix % PATCH + halo
-        planes = (patch * CHANNELS)[:, None] * plane + (np.arange(CHANNELS) * plane)[None, :]
-        taps_at = np.array([di * side + dj for di, dj in taps], dtype=np.int64)
-        return cls(np.zeros(patches * CHANNELS * plane, dtype=np.float32), where, planes, taps_at)
+        where = (patch * side * side + (pix // PATCH + halo) * side + pix % PATCH + halo) * CHANNELS
+        taps_at = np.array([(di * side + dj) * CHANNELS for di, dj in taps], dtype=np.int64)
+        return cls(np.zeros(patches * side * side * CHANNELS, dtype=np.float32), where, taps_at)
 
     def gather(self, start: int, end: int) -> np.ndarray:
         """``[end-start, taps*3]`` context of pixels ``start..end-1``, in (tap, rgb) order."""
-        return _gather_taps(self.buffer, self.where, self.planes, self.taps_at, start, end)
+        return _gather_taps(self.buffer, self.where, self.taps_at, start, end)
 
     def scatter(self, start: int, values: np.ndarray, coded: int) -> None:
         """Store the residuals ``values`` ``[n, 3]`` of pixels ``start..`` (``coded`` = 1: a grey
-        image, its channel into all three planes)."""
-        _scatter_residuals(self.buffer, self.where, self.planes, start, values, coded)
+        image, its channel into all three)."""
+        _scatter_residuals(self.buffer, self.where, start, values, coded)
 
 
 @numba.njit(cache=True, nogil=True)
-def _gather_taps(buffer, where, planes, taps_at, start, end):  # pragma: no cover - compiled
+def _gather_taps(buffer, where, taps_at, start, end):  # pragma: no cover - compiled
     """``[end-start, taps*3]`` context of pixels ``start..end-1`` of the decoding order, in (tap, rgb)
-    order: ``buffer[planes[i, c] + where[i] + taps_at[t]]``."""
-    n_taps, n_ch = taps_at.shape[0], planes.shape[1]
-    out = np.empty((end - start, n_taps * n_ch), dtype=np.float32)
+    order: ``buffer[where[i] + taps_at[t] + c]``."""
+    n_taps = taps_at.shape[0]
+    out = np.empty((end - start, n_taps * 3), dtype=np.float32)
     for i in range(start, end):
+        row = out[i - start]
         for t in range(n_taps):
-            for c in range(n_ch):
-                out[i - start, t * n_ch + c] = buffer[planes[i, c] + where[i] + taps_at[t]]
+            at = where[i] + taps_at[t]
+            row[3 * t] = buffer[at]
+            row[3 * t + 1] = buffer[at + 1]
+            row[3 * t + 2] = buffer[at + 2]
     return out
 
 
 @numba.njit(cache=True, nogil=True)
-def _scatter_residuals(buffer, where, planes, start, values, n_coded):  # pragma: no cover - compiled
+def _scatter_residuals(buffer, where, start, values, n_coded):  # pragma: no cover - compiled
     """Store the decoded residuals ``values`` ``[N, 3]`` of pixels ``start..`` (a grey image: its one
-    channel into all three context planes)."""
+    channel into all three)."""
     for j in range(values.shape[0]):
-        i = start + j
-        for c in range(planes.shape[1]):
-            buffer[planes[i, c] + where[i]] = values[j, c if n_coded == planes.shape[1] else 0]
+        at = where[start + j]
+        for c in range(3):
+            buffer[at + c] = values[j, c if n_coded == 3 else 0]
