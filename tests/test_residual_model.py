@@ -131,6 +131,30 @@ def test_integer_network_whole_patch_equals_gathered(features: int) -> None:
         assert torch.equal(skip.reshape(-1, 3), skip_g)
 
 
+def test_compiled_channel_table_equals_the_torch_layers() -> None:
+    """The decoder's compiled channel heads give the torch path's integers, bit for bit, on real
+    residuals and on inputs at their limits (where rounding and clamping decide)."""
+    net = _network()
+    r, units, _ = _calibrated(net)
+    for tau in (0, 3):
+        head = integer_head(net, units, tau, 255)
+        patches = patchify(quantize_residual(r, tau))
+        act, skip = head.context_full(patches)
+        hidden = head.channel_hidden(head.trunk_features(act)).reshape(-1, head._hidden_at[-1])
+        skip = skip.reshape(-1, 3)
+        current = patches.permute(0, 2, 3, 1).reshape(-1, 3).numpy().astype(np.float32)
+        extreme = np.random.default_rng(tau).choice([-255.0, 255.0, 0.0], size=current.shape).astype(np.float32)
+        for cur in (current, extreme):
+            for c in range(3):
+                # (a clone: the torch path requantizes channel 0's block of its argument in place)
+                inputs = head.channel_inputs(c, hidden.clone(), skip, torch.from_numpy(cur))
+                torch_table = head.channel_output(c, inputs).table
+                compiled = head.channel_table(c, hidden, skip, cur)
+                assert compiled.dtype == np.int32
+                np.testing.assert_array_equal(compiled, torch_table.numpy())
+        assert len(np.unique(compiled[:, -1])) > 3  # the log-scales vary: a real comparison
+
+
 def test_integer_layers_are_provably_exact_in_float32() -> None:
     net = _network()
     _, units, _ = _calibrated(net)

@@ -282,19 +282,19 @@ class ResidualCoder:
                 trunk = self.head.trunk_features(act)
                 hidden = self.head.channel_hidden(trunk)
                 current = np.zeros((end - start, CHANNELS), dtype=np.float32)  # this pixel's channels so far
-                current_t = torch.from_numpy(current)  # (the same memory on the CPU)
                 for c in range(n_ch):
-                    p = self.head.channel_output(c, self.head.channel_inputs(c, hidden, skip, current_t),
-                                                 layers[c])
-                    table, low, high = p.table.cpu().numpy(), lo[c][run], hi[c][run]
+                    if layers[c] is None:
+                        table = self.head.channel_table(c, hidden, skip, current)
+                    else:
+                        inputs = self.head.channel_inputs(c, hidden, skip, torch.from_numpy(current).to(device))
+                        table = self.head.channel_output(c, inputs, layers[c]).table.cpu().numpy()
+                    low, high = lo[c][run], hi[c][run]
                     k = np.empty(end - start, dtype=np.int64)
                     for i, seg in segments:
                         k[seg] = self._code_group(decoders[i], table[seg], offsets[c][run][seg], sharpness[i][c], tau,
                                                   low[seg], high[seg])
                     out[c, order[run]] = k
                     current[:, c] = patches.context_array(k * w)
-                    if not on_cpu:
-                        current_t = torch.from_numpy(current).to(device)
                 residuals.scatter(start, current, n_ch)
                 start = end
         bins = torch.from_numpy(out).reshape(n_ch, P, PATCH, PATCH).permute(1, 0, 2, 3)

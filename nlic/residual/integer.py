@@ -125,6 +125,55 @@ def _requantize(acc, scale, low, high, offset):  # pragma: no cover - compiled
             acc[i, j] = min(max(v, low[j]), high[j]) - offset[j]
 
 
+@numba.njit(cache=True, nogil=True)
+def _channel_head(hidden, at, width, current, n_cur, skip, c, current_in, scale_in, low_in, high_in, weight, bias,
+                  scale_out, low_out, high_out, offset_out, out):  # pragma: no cover - compiled
+    """One channel's hidden layer (``hidden[:, at:at+width]`` plus the current channels' columns,
+    requantized) and output layer (``weight`` over ``[z, current[:, :n_cur], skip[:, c]]``,
+    requantized minus ``offset_out``) into ``out`` (int32): :func:`_requantize`'s float32 operations
+    on sums that are exact in any order.  Column by column over all rows, so that the inner loops
+    run along rows (SIMD) rather than along a sum, whose order float32 must keep."""
+    n = hidden.shape[0]
+    half = np.float32(0.5)
+    z = np.empty((width, n), dtype=np.float32)
+    for i in range(n):
+        for j in range(width):
+            z[j, i] = hidden[i, at + j]
+    cur = np.empty((n_cur, n), dtype=np.float32)
+    for k in range(n_cur):
+        for i in range(n):
+            cur[k, i] = current[i, k]
+    for j in range(width):
+        row = z[j]
+        for k in range(n_cur):
+            wk = current_in[k, j]
+            ck = cur[k]
+            for i in range(n):
+                row[i] += ck[i] * wk
+        s, lo, hi = scale_in[j], low_in[j], high_in[j]
+        for i in range(n):
+            row[i] = min(max(np.floor(row[i] * s + half), lo), hi)
+    acc = np.empty(n, dtype=np.float32)
+    for o in range(out.shape[1]):
+        b = bias[o]
+        ws = weight[o, width + n_cur]
+        for i in range(n):
+            acc[i] = b + skip[i, c] * ws
+        for j in range(width):
+            wj = weight[o, j]
+            row = z[j]
+            for i in range(n):
+                acc[i] += row[i] * wj
+        for k in range(n_cur):
+            wk = weight[o, width + k]
+            ck = cur[k]
+            for i in range(n):
+                acc[i] += ck[i] * wk
+        s, lo, hi, off = scale_out[o], low_out[o], high_out[o], offset_out[o]
+        for i in range(n):
+            out[i, o] = np.int32(min(max(np.floor(acc[i] * s + half), lo), hi) - off)
+
+
 _exact_lock = threading.Lock()
 _exact_depth = 0
 _exact_saved: tuple[bool, bool, bool] = (False, False, True)
@@ -358,6 +407,10 @@ class IntegerHead:
                                  torch.cat([lin.exponent for lin in self.channel_in]))
         self._hidden_at = np.cumsum([0] + [lin.weight.shape[0] for lin in self.channel_in]).tolist()
         self._current_in = [lin.weight[:, w:].t().contiguous() for lin, w in zip(self.channel_in, width)]
+        self._compiled_channels = (None if self.device.type != "cpu" else [
+            (self._current_in[c].numpy(), *self._channel_q[c]._arrays[:3],
+             np.ascontiguousarray(self.channel_out[c].weight.numpy()), self.channel_out[c].bias.numpy(),
+             *self._out_q[c]._arrays) for c in range(CHANNELS)])
 
     def to(self, device: torch.device | str) -> IntegerHead:
         """Run on ``device`` (the integers, hence the results, are the same everywhere)."""
@@ -471,6 +524,22 @@ class IntegerHead:
             acc = acc + torch.matmul(cur, self._current_in[c])
         z = self._channel_q[c](acc)
         return z, cur, skip[..., c : c + 1]
+
+    def channel_table(self, c: int, hidden: Tensor, skip: Tensor, current: np.ndarray) -> np.ndarray:
+        """Channel ``c``'s integer mixtures ``[N, 3K]`` (int32) from the rows of :meth:`channel_hidden`,
+        the linear mean predictions ``skip`` ``[N, 3]`` and this pixel's raw residuals so far
+        ``current`` ``[N, 3]``: :meth:`channel_inputs` and :meth:`channel_output` (without an adapted
+        layer) in one compiled pass on the CPU.  The decoder calls them three times a wavefront on a
+        few thousand rows, where torch's dispatch of a dozen small operations cost more than the
+        arithmetic; the same float32 integer sums (exact in any order), hence the same table."""
+        if self._compiled_channels is None or hidden.device.type != "cpu":
+            inputs = self.channel_inputs(c, hidden, skip, torch.from_numpy(current).to(hidden.device))
+            return self.channel_output(c, inputs).table.cpu().numpy()
+        n_cur = c if self.channel_conditioning else 0
+        a, b = self._hidden_at[c], self._hidden_at[c + 1]
+        out = np.empty((hidden.shape[0], 3 * self.mixtures), dtype=np.int32)
+        _channel_head(hidden.numpy(), a, b - a, current, n_cur, skip.numpy(), c, *self._compiled_channels[c], out)
+        return out
 
     def channel_output(self, c: int, inputs: tuple[Tensor, ...], layer: IntLinear | None = None) -> ChannelParams:
         """Integer mixture of channel ``c`` from its output-layer inputs (``layer``: this tile's
