@@ -125,53 +125,62 @@ def _requantize(acc, scale, low, high, offset):  # pragma: no cover - compiled
             acc[i, j] = min(max(v, low[j]), high[j]) - offset[j]
 
 
-@numba.njit(cache=True, nogil=True)
+#: rows of a block of :func:`_channel_head`: its hidden activations (32 x 256 float32) stay in L1
+CHANNEL_BLOCK = 256
+#: every partial sum of a layer is an integer within its bound (<= EXACT_LIMIT), so float32 sums are
+#: exact in any order and products exact with or without fused multiply-adds: the compiler may
+#: reorder and fuse them freely (the same integers)
+EXACT_SUM_FLAGS = {"reassoc", "contract"}
+
+
+@numba.njit(cache=True, nogil=True, fastmath=EXACT_SUM_FLAGS)
 def _channel_head(hidden, at, width, current, n_cur, skip, c, current_in, scale_in, low_in, high_in, weight, bias,
                   scale_out, low_out, high_out, offset_out, out):  # pragma: no cover - compiled
     """One channel's hidden layer (``hidden[:, at:at+width]`` plus the current channels' columns,
     requantized) and output layer (``weight`` over ``[z, current[:, :n_cur], skip[:, c]]``,
     requantized minus ``offset_out``) into ``out`` (int32): :func:`_requantize`'s float32 operations
-    on sums that are exact in any order.  Column by column over all rows, so that the inner loops
-    run along rows (SIMD) rather than along a sum, whose order float32 must keep."""
+    on sums that are exact in any order.  Column by column over a block of rows, so that the inner
+    loops run along rows (SIMD) rather than along a sum, whose order float32 must keep."""
     n = hidden.shape[0]
     half = np.float32(0.5)
-    z = np.empty((width, n), dtype=np.float32)
-    for i in range(n):
+    z = np.empty((width, CHANNEL_BLOCK), dtype=np.float32)
+    cur = np.empty((n_cur, CHANNEL_BLOCK), dtype=np.float32)
+    acc = np.empty(CHANNEL_BLOCK, dtype=np.float32)
+    for first in range(0, n, CHANNEL_BLOCK):
+        m = min(CHANNEL_BLOCK, n - first)
+        for i in range(m):
+            for j in range(width):
+                z[j, i] = hidden[first + i, at + j]
+            for k in range(n_cur):
+                cur[k, i] = current[first + i, k]
         for j in range(width):
-            z[j, i] = hidden[i, at + j]
-    cur = np.empty((n_cur, n), dtype=np.float32)
-    for k in range(n_cur):
-        for i in range(n):
-            cur[k, i] = current[i, k]
-    for j in range(width):
-        row = z[j]
-        for k in range(n_cur):
-            wk = current_in[k, j]
-            ck = cur[k]
-            for i in range(n):
-                row[i] += ck[i] * wk
-        s, lo, hi = scale_in[j], low_in[j], high_in[j]
-        for i in range(n):
-            row[i] = min(max(np.floor(row[i] * s + half), lo), hi)
-    acc = np.empty(n, dtype=np.float32)
-    for o in range(out.shape[1]):
-        b = bias[o]
-        ws = weight[o, width + n_cur]
-        for i in range(n):
-            acc[i] = b + skip[i, c] * ws
-        for j in range(width):
-            wj = weight[o, j]
             row = z[j]
-            for i in range(n):
-                acc[i] += row[i] * wj
-        for k in range(n_cur):
-            wk = weight[o, width + k]
-            ck = cur[k]
-            for i in range(n):
-                acc[i] += ck[i] * wk
-        s, lo, hi, off = scale_out[o], low_out[o], high_out[o], offset_out[o]
-        for i in range(n):
-            out[i, o] = np.int32(min(max(np.floor(acc[i] * s + half), lo), hi) - off)
+            for k in range(n_cur):
+                wk = current_in[k, j]
+                ck = cur[k]
+                for i in range(m):
+                    row[i] += ck[i] * wk
+            s, lo, hi = scale_in[j], low_in[j], high_in[j]
+            for i in range(m):
+                row[i] = min(max(np.floor(row[i] * s + half), lo), hi)
+        for o in range(out.shape[1]):
+            b = bias[o]
+            ws = weight[o, width + n_cur]
+            for i in range(m):
+                acc[i] = b + skip[first + i, c] * ws
+            for j in range(width):
+                wj = weight[o, j]
+                row = z[j]
+                for i in range(m):
+                    acc[i] += row[i] * wj
+            for k in range(n_cur):
+                wk = weight[o, width + k]
+                ck = cur[k]
+                for i in range(m):
+                    acc[i] += ck[i] * wk
+            s, lo, hi, off = scale_out[o], low_out[o], high_out[o], offset_out[o]
+            for i in range(m):
+                out[first + i, o] = np.int32(min(max(np.floor(acc[i] * s + half), lo), hi) - off)
 
 
 _exact_lock = threading.Lock()
