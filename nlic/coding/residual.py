@@ -44,9 +44,10 @@ from nlic.residual.patches import PATCH
 from nlic.residual.quantizer import bin_width
 
 CHANNELS = 3
-#: patches evaluated together by the encoder: activations of a few patches stay in the CPU's cache
-#: (a whole tile's, tens of MB, do not; evaluating it in one go was 2x slower)
-ANALYSE_CHUNK = 2
+#: patches evaluated together by the encoder: the activations of one patch stay in the CPU's cache
+#: (a whole tile's, tens of MB, do not: 2x slower; with the compiled channel heads one patch at a
+#: time encoded 0.92 MP in 3.7 s on one thread, two at a time in 4.3 s)
+ANALYSE_CHUNK = 1
 #: wavefronts the encoder plans together (their tables, about 1 MB, stay in the CPU's cache)
 PLAN_STEPS = 8
 
@@ -124,19 +125,25 @@ class ResidualCoder:
     def analyse(self, bins: Tensor, patches: Patches, tau: int) -> list[tuple[Tensor, ...]]:
         """The inputs of every channel's output layer for every symbol of ``bins`` ``[P, c, S, S]``
         (each block ``[P, S, S, *]``): the whole-patch evaluation only the encoder can do."""
-        parts = list(self._evaluate(bins, patches, tau, lambda c, x: x))
+        parts = list(self._evaluate(bins, patches, tau, self.head.channel_inputs))
         return [tuple(torch.cat(block) for block in zip(*(p[c] for p in parts))) for c in range(patches.channels)]
 
     @torch.no_grad()
     def whole_mixtures(self, bins: Tensor, patches: Patches, tau: int) -> list[ChannelParams]:
         """:meth:`mixtures` of :meth:`analyse` under the shared output layers, without keeping the
         output layers' inputs of the whole tile (tens of MB) in between."""
-        parts = list(self._evaluate(bins, patches, tau, lambda c, x: self.head.channel_output(c, x)))
-        return [ChannelParams(torch.cat([p[c].table for p in parts]).cpu()) for c in range(patches.channels)]
+        def table(c: int, hidden: Tensor, skip: Tensor, current: Tensor) -> np.ndarray:  # (the decoder's path)
+            rows = hidden.shape[:-1].numel()
+            cur = np.ascontiguousarray(current.reshape(rows, CHANNELS).cpu().numpy(), dtype=np.float32)
+            return self.head.channel_table(c, hidden.reshape(rows, -1), skip.reshape(rows, -1), cur)
+
+        parts = list(self._evaluate(bins, patches, tau, table))
+        return [ChannelParams(torch.from_numpy(np.concatenate([p[c] for p in parts]))) for c in range(patches.channels)]
 
     def _evaluate(self, bins: Tensor, patches: Patches, tau: int, finish: Callable) -> Iterator[list]:
-        """``finish(c, output-layer inputs of channel c)`` for every channel, a few patches at a time
-        (their activations stay in the CPU's cache)."""
+        """``finish(c, hidden, skip, current)`` for every channel (the arguments of
+        :meth:`IntegerHead.channel_inputs`), a few patches at a time (their activations stay in the
+        CPU's cache)."""
         w = bin_width(tau)
         device = self.head.device
         with exact_float32():
@@ -149,8 +156,7 @@ class ResidualCoder:
                 trunk = self.head.trunk_features(act)
                 hidden = self.head.channel_hidden(trunk)
                 current = r[part].permute(0, 2, 3, 1)
-                yield [finish(c, self.head.channel_inputs(c, hidden, skip, current))
-                       for c in range(patches.channels)]
+                yield [finish(c, hidden, skip, current) for c in range(patches.channels)]
 
     @torch.no_grad()
     def mixtures(self, inputs: list[tuple[Tensor, ...]], layers: Sequence[IntLinear | None]) -> list[ChannelParams]:
