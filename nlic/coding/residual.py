@@ -91,14 +91,16 @@ class Patches:
 @dataclass
 class TileStream:
     """What the decoder has of one tile: its residual stream, patches, output layers (None: the
-    shared ones), each patch's log-scale offsets ``[P, c]`` (None: zero) and each channel's mixture
-    sharpness (None: neutral)."""
+    shared ones), each patch's log-scale offsets ``[P, c]`` (None: zero), each channel's
+    mixture sharpness (None: neutral) and offsets per activity class ``[c, ACTIVITY_CLASSES]``
+    (None: none)."""
 
     data: bytes
     patches: Patches
     layers: Sequence[IntLinear | None]
     scale_offsets: np.ndarray | None = None
     sharpness: Sequence[int] | None = None
+    class_offsets: np.ndarray | None = None
 
 
 def _cpu(params: ChannelParams) -> ChannelParams:
@@ -119,6 +121,15 @@ class ResidualCoder:
         self.steps = schedule(mask, PATCH)
         self.halo = kernel // 2
         self.offsets = head.offsets
+        #: where the activity classes' neighbours are among the taps (None: the mask lacks one, so
+        #: tiles of this model carry no class offsets)
+        self.activity_taps = (None if not all(t in self.offsets for t in scales.ACTIVITY_TAPS)
+                              else [self.offsets.index(t) for t in scales.ACTIVITY_TAPS])
+
+    def classes(self, bins: Tensor, patches: Patches, tau: int) -> np.ndarray:
+        """Every symbol's activity class ``[P, c, S, S]`` (:func:`scales.activity_classes`)."""
+        w = bin_width(tau)
+        return scales.activity_classes(patches.context(bins * w).numpy(), w)
 
     # ------------------------------------------------------------------ encode
     @torch.no_grad()
@@ -202,20 +213,34 @@ class ResidualCoder:
             offsets, _ = scales.choose(*fields, tau, sharpness)
         P = patches.valid.shape[0]
         take, *fields = sample(scales.PATCH_SAMPLES * P)
-        deltas, _ = scales.refine(*fields, take // (PATCH * PATCH), P, tau, offsets, sharpness)
-        return scales.ScaleChoice(offsets, deltas, sharpness)
+        patch = take // (PATCH * PATCH)
+        deltas, _ = scales.refine(*fields, patch, P, tau, offsets, sharpness)
+        choice = scales.ScaleChoice(offsets, deltas, sharpness)
+        if self.activity_taps is not None:
+            classes = self.classes(bins, patches, tau)
+            per = choice.per_patch(P)
+            sampled = [classes[:, c].reshape(-1)[take] for c in range(len(params))]
+            found = scales.choose_classes(*fields, sampled, [per[patch, c] for c in range(len(params))], tau, sharpness)
+            choice.classes = found if found.any() else None
+        return choice
 
     @torch.no_grad()
     def encode(self, params: list[ChannelParams], bins: Tensor, patches: Patches, tau: int,
-               scale_offsets: np.ndarray | None = None, sharpness: Sequence[int] | None = None) -> bytes:
+               scale_offsets: np.ndarray | None = None, sharpness: Sequence[int] | None = None,
+               class_offsets: np.ndarray | None = None) -> bytes:
         """Encode ``bins`` given their mixtures (:meth:`mixtures`), each patch's log-scale offsets
-        (``[P, c]``, :meth:`scales.ScaleChoice.per_patch`) and each channel's sharpness:
+        (``[P, c]``, :meth:`scales.ScaleChoice.per_patch`), each channel's sharpness and offsets
+        per activity class (``[c, ACTIVITY_CLASSES]``):
         the symbols in the order the decoder meets them (wavefront by wavefront, channel by channel,
         each group's windows by width, then its escapes by span), planned PLAN_STEPS wavefronts of a
         channel at a time (:class:`_ChannelPlan`)."""
         enc = SymbolEncoder()
         order, ends = self._decode_order(patches.valid)
         offsets = _symbol_offsets(scale_offsets, order, patches)
+        if class_offsets is not None:
+            classes = self.classes(bins, patches, tau)
+            offsets = [off + class_offsets[c][np.take(classes[:, c].reshape(-1), order)]
+                       for c, off in enumerate(offsets)]
         sharp = sharpness or [SHARPNESS_STEPS] * len(params)
         steps = np.array([0, *ends], dtype=np.int64)
         channels = []
@@ -237,10 +262,12 @@ class ResidualCoder:
     # ------------------------------------------------------------------ decode
     @torch.no_grad()
     def decode(self, data: bytes, patches: Patches, tau: int, layers: Sequence[IntLinear | None],
-               scale_offsets: np.ndarray | None = None, sharpness: Sequence[int] | None = None) -> Tensor:
+               scale_offsets: np.ndarray | None = None, sharpness: Sequence[int] | None = None,
+               class_offsets: np.ndarray | None = None) -> Tensor:
         """Decode the bins ``[P, c, 64, 64]`` (zero outside ``valid``) under the tile's output layers,
-        log-scale offsets and sharpness (see :meth:`decode_tiles`)."""
-        return self.decode_tiles([TileStream(data, patches, layers, scale_offsets, sharpness)], tau)[0]
+        log-scale offsets, sharpness and class offsets (see :meth:`decode_tiles`)."""
+        return self.decode_tiles([TileStream(data, patches, layers, scale_offsets, sharpness, class_offsets)],
+                                 tau)[0]
 
     @torch.no_grad()
     def decode_tiles(self, tiles: Sequence[TileStream], tau: int) -> list[Tensor]:
@@ -274,6 +301,9 @@ class ResidualCoder:
         offsets = _symbol_offsets(_joined_offsets(tiles, n_ch), order, patches)
         sharpness = [t.sharpness or [SHARPNESS_STEPS] * n_ch for t in tiles]
         decoders = [SymbolDecoder(t.data) for t in tiles]
+        by_class = any(t.class_offsets is not None for t in tiles)
+        if by_class and self.activity_taps is None:
+            raise BitstreamError("file is corrupt (activity-class offsets for a model without their neighbours)")
         start = 0
         with exact_float32():  # (entered once: it takes a lock)
             for end in ends:
@@ -282,7 +312,9 @@ class ResidualCoder:
                 run = slice(start, end)
                 bounds = np.searchsorted(tile_of[run], np.arange(len(tiles) + 1))  # each tile's rows
                 segments = [(i, slice(a, b)) for i, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])) if b > a]
-                taps = torch.from_numpy(residuals.gather(start, end))
+                gathered = residuals.gather(start, end)
+                taps = torch.from_numpy(gathered)
+                classes = scales.gathered_classes(gathered, self.activity_taps, n_ch, w) if by_class else None
                 act, skip = self.head.context_gathered(taps if on_cpu else taps.to(device),
                                                        None if feats is None else feats[run])
                 trunk = self.head.trunk_features(act)
@@ -297,7 +329,10 @@ class ResidualCoder:
                     low, high = lo[c][run], hi[c][run]
                     k = np.empty(end - start, dtype=np.int64)
                     for i, seg in segments:
-                        k[seg] = self._code_group(decoders[i], table[seg], offsets[c][run][seg], sharpness[i][c], tau,
+                        offset = offsets[c][run][seg]
+                        if tiles[i].class_offsets is not None:
+                            offset = offset + tiles[i].class_offsets[c][classes[seg, c]]
+                        k[seg] = self._code_group(decoders[i], table[seg], offset, sharpness[i][c], tau,
                                                   low[seg], high[seg])
                     out[c, order[run]] = k
                     current[:, c] = patches.context_array(k * w)
