@@ -195,7 +195,8 @@ class ResidualCoder:
                       per_patch: bool = True) -> scales.ScaleChoice:
         """Each channel's log-scale offset for this tile (:mod:`nlic.coding.scales`), chosen on an
         evenly spaced sample of its symbols, then (``per_patch``: format 4) each channel's mixture
-        sharpness on the same sample and each patch's delta on a larger one."""
+        sharpness on the same sample and each patch's delta on a larger one, then (format 5, where
+        the model's taps hold the neighbours) each channel's offsets per activity class on that one."""
         order, _ = self._decode_order(patches.valid)
 
         def sample(count: int) -> tuple[np.ndarray, list, list, list, list]:
@@ -219,8 +220,10 @@ class ResidualCoder:
         if self.activity_taps is not None:
             classes = self.classes(bins, patches, tau)
             per = choice.per_patch(P)
-            sampled = [classes[:, c].reshape(-1)[take] for c in range(len(params))]
-            found = scales.choose_classes(*fields, sampled, [per[patch, c] for c in range(len(params))], tau, sharpness)
+            every = slice(None, None, scales.CLASS_SAMPLE_STRIDE)
+            found = scales.choose_classes(*([x[every] for x in f] for f in fields),
+                                          [classes[:, c].reshape(-1)[take[every]] for c in range(len(params))],
+                                          [per[patch[every], c] for c in range(len(params))], tau, sharpness)
             choice.classes = found if found.any() else None
         return choice
 
