@@ -201,6 +201,25 @@ def test_class_offsets_pack_unpack_and_corrupt_fields() -> None:
             scales.unpack_classes(bad, 5, 3)
 
 
+def test_surprise_levels_follow_their_definition() -> None:
+    """The previous channel's surprise level: how many SURPRISE_LIMITS (half bins) lie below the
+    distance of its bin from its heaviest component's mean, in integers on both sides."""
+    rng = np.random.default_rng(5)
+    K, n = 3, 4000
+    for tau in (0, 2):
+        w = 2 * tau + 1
+        table = np.concatenate([rng.integers(-40, 40, (n, K)), rng.integers(-800, 800, (n, K)),
+                                rng.integers(0, 100, (n, K))], 1).astype(np.int32)
+        bins = rng.integers(-12, 12, n)
+        top = table[:, :K].argmax(1)
+        mean_px = table[np.arange(n), K + top] / 16.0
+        distance = np.abs(bins * w - mean_px) / w  # bins
+        want = (distance[:, None] > np.asarray(scales.SURPRISE_LIMITS)[None, :] / 2).sum(1)
+        got = scales.surprise_levels(table, bins, w)
+        assert np.array_equal(got, want), tau
+        assert len(np.unique(got)) == scales.SURPRISE_LEVELS
+
+
 def test_the_decoder_finds_each_symbol_in_the_encoders_activity_class(default_codecs) -> None:
     """The classes the decoder derives from its gathered neighbours, wavefront by wavefront, are the
     encoder's, computed on the whole patches (zero outside each patch), at tau 0 and 2."""
@@ -218,7 +237,7 @@ def test_the_decoder_finds_each_symbol_in_the_encoders_activity_class(default_co
         bins = patchify(torch.div(quantize_residual(img - 128, tau), w, rounding_mode="floor").long())
         context = (bins * w).numpy()
         expected = scales.activity_classes(context, w)  # [P, 3, S, S]
-        assert len(np.unique(expected)) == scales.ACTIVITY_CLASSES  # every class occurs: a real check
+        assert len(np.unique(expected)) == len(scales.ACTIVITY_LIMITS) + 1  # every level occurs: a real check
         P = bins.shape[0]
         order, ends = coder._decode_order(torch.ones(P, 64, 64, dtype=torch.bool))
         buffer = _ResidualBuffer.of(order, P, coder.halo, coder.offsets)

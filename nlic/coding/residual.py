@@ -92,7 +92,7 @@ class Patches:
 class TileStream:
     """What the decoder has of one tile: its residual stream, patches, output layers (None: the
     shared ones), each patch's log-scale offsets ``[P, c]`` (None: zero), each channel's
-    mixture sharpness (None: neutral) and offsets per activity class ``[c, ACTIVITY_CLASSES]``
+    mixture sharpness (None: neutral) and offsets per symbol class ``[c, ACTIVITY_CLASSES]``
     (None: none)."""
 
     data: bytes
@@ -121,15 +121,21 @@ class ResidualCoder:
         self.steps = schedule(mask, PATCH)
         self.halo = kernel // 2
         self.offsets = head.offsets
-        #: where the activity classes' neighbours are among the taps (None: the mask lacks one, so
+        #: where the activity levels' neighbours are among the taps (None: the mask lacks one, so
         #: tiles of this model carry no class offsets)
         self.activity_taps = (None if not all(t in self.offsets for t in scales.ACTIVITY_TAPS)
                               else [self.offsets.index(t) for t in scales.ACTIVITY_TAPS])
 
-    def classes(self, bins: Tensor, patches: Patches, tau: int) -> np.ndarray:
-        """Every symbol's activity class ``[P, c, S, S]`` (:func:`scales.activity_classes`)."""
+    def classes(self, params: list[ChannelParams], bins: Tensor, patches: Patches, tau: int,
+                take: np.ndarray | None = None) -> list[np.ndarray]:
+        """Each channel's symbol classes (:func:`scales.symbol_classes`), flat over ``[P, S, S]``
+        (``take``: of those symbols only)."""
         w = bin_width(tau)
-        return scales.activity_classes(patches.context(bins * w).numpy(), w)
+        activity = scales.activity_classes(patches.context(bins * w).numpy(), w)
+        pick = (lambda a: a.reshape(-1)) if take is None else (lambda a: a.reshape(-1)[take])  # noqa: E731
+        return [scales.symbol_classes(pick(activity[:, c]), None if c == 0 else (
+                    pick_rows(params[c - 1].table.numpy(), take), pick(bins[:, c - 1].numpy())), w)
+                for c in range(len(params))]
 
     # ------------------------------------------------------------------ encode
     @torch.no_grad()
@@ -218,12 +224,12 @@ class ResidualCoder:
         deltas, _ = scales.refine(*fields, patch, P, tau, offsets, sharpness)
         choice = scales.ScaleChoice(offsets, deltas, sharpness)
         if self.activity_taps is not None:
-            classes = self.classes(bins, patches, tau)
-            per = choice.per_patch(P)
             every = slice(None, None, scales.CLASS_SAMPLE_STRIDE)
+            per = choice.per_patch(P)
             found = scales.choose_classes(*([x[every] for x in f] for f in fields),
-                                          [classes[:, c].reshape(-1)[take[every]] for c in range(len(params))],
-                                          [per[patch[every], c] for c in range(len(params))], tau, sharpness)
+                                          self.classes(params, bins, patches, tau, take[every]),
+                                          [per[patch[every], c] for c in range(len(params))], tau, sharpness,
+                                          int(patches.valid.sum()) / len(take[every]))
             choice.classes = found if found.any() else None
         return choice
 
@@ -233,7 +239,7 @@ class ResidualCoder:
                class_offsets: np.ndarray | None = None) -> bytes:
         """Encode ``bins`` given their mixtures (:meth:`mixtures`), each patch's log-scale offsets
         (``[P, c]``, :meth:`scales.ScaleChoice.per_patch`), each channel's sharpness and offsets
-        per activity class (``[c, ACTIVITY_CLASSES]``):
+        per symbol class (``[c, ACTIVITY_CLASSES]``):
         the symbols in the order the decoder meets them (wavefront by wavefront, channel by channel,
         each group's windows by width, then its escapes by span), planned PLAN_STEPS wavefronts of a
         channel at a time (:class:`_ChannelPlan`)."""
@@ -241,9 +247,8 @@ class ResidualCoder:
         order, ends = self._decode_order(patches.valid)
         offsets = _symbol_offsets(scale_offsets, order, patches)
         if class_offsets is not None:
-            classes = self.classes(bins, patches, tau)
-            offsets = [off + class_offsets[c][np.take(classes[:, c].reshape(-1), order)]
-                       for c, off in enumerate(offsets)]
+            classes = self.classes(params, bins, patches, tau, order)
+            offsets = [off + class_offsets[c][classes[c]] for c, off in enumerate(offsets)]
         sharp = sharpness or [SHARPNESS_STEPS] * len(params)
         steps = np.array([0, *ends], dtype=np.int64)
         channels = []
@@ -317,7 +322,8 @@ class ResidualCoder:
                 segments = [(i, slice(a, b)) for i, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])) if b > a]
                 gathered = residuals.gather(start, end)
                 taps = torch.from_numpy(gathered)
-                classes = scales.gathered_classes(gathered, self.activity_taps, n_ch, w) if by_class else None
+                activity = scales.gathered_classes(gathered, self.activity_taps, n_ch, w) if by_class else None
+                previous = None  # (the previous channel's mixtures and bins, for the surprise levels)
                 act, skip = self.head.context_gathered(taps if on_cpu else taps.to(device),
                                                        None if feats is None else feats[run])
                 trunk = self.head.trunk_features(act)
@@ -331,13 +337,15 @@ class ResidualCoder:
                         table = self.head.channel_output(c, inputs, layers[c]).table.cpu().numpy()
                     low, high = lo[c][run], hi[c][run]
                     k = np.empty(end - start, dtype=np.int64)
+                    classes = scales.symbol_classes(activity[:, c], previous, w) if by_class else None
                     for i, seg in segments:
                         offset = offsets[c][run][seg]
                         if tiles[i].class_offsets is not None:
-                            offset = offset + tiles[i].class_offsets[c][classes[seg, c]]
+                            offset = offset + tiles[i].class_offsets[c][classes[seg]]
                         k[seg] = self._code_group(decoders[i], table[seg], offset, sharpness[i][c], tau,
                                                   low[seg], high[seg])
                     out[c, order[run]] = k
+                    previous = (table, k)
                     current[:, c] = patches.context_array(k * w)
                 residuals.scatter(start, current, n_ch)
                 start = end
@@ -366,6 +374,12 @@ class ResidualCoder:
         if bool(((out < lo) | (out > hi)).any()):
             raise BitstreamError("residual stream decodes outside the feasible range")
         return out
+
+
+def pick_rows(table: np.ndarray, take: np.ndarray | None) -> np.ndarray:
+    """The rows ``take`` of a mixture table ``[..., 3K]`` flattened to ``[n, 3K]`` (all: None)."""
+    rows = table.reshape(-1, table.shape[-1])
+    return rows if take is None else rows[take]
 
 
 def _joined_offsets(tiles: Sequence[TileStream], channels: int) -> np.ndarray | None:

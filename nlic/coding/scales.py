@@ -23,13 +23,17 @@ of the tiles' channels take a factor of 1.25 to 8 at tau = 1, 2 and 5 (12 % at t
 files got 0.1-0.3 % smaller on the held-out photos (more on a few: 1.0-1.7 % at tau = 1, 2 on
 three of them); softer mixtures (factors 1/2, 3/4) pay on a few tiles at tau = 0.
 
-Format 5 adds an offset per tile, channel and local-activity class: the class of a symbol is its
-causal neighbours' gradient ``|NE - N| + |N - NW| + |NW - W|`` (in bins, the channel's own
-reconstructed residuals, zero outside the patch, as the network reads them) cut at
-ACTIVITY_LIMITS, which both sides know before the symbol.  The network, trained on noisy camera
-photos, is too blunt where a photo is flat (a smooth bokeh: four neighbours equal) and too sharp
-beside edges; a patch's offset cannot tell them apart.  Estimated on held-out photos: 0.6-1.7 % of
-the code at tau = 0 and 1.4-2.8 % at tau = 2 (six classes, one signed byte each per channel).
+Format 5 adds an offset per tile, channel and symbol class, from two things both sides know
+before the symbol: its activity, the causal neighbours' gradient ``|NE - N| + |N - NW| + |NW - W|``
+(in bins, the channel's own reconstructed residuals, zero outside the patch, as the network reads
+them) cut at ACTIVITY_LIMITS; and, for G and B, the surprise of the pixel's previous channel, how
+far its decoded bin lay from the mean of its heaviest mixture component (cut at SURPRISE_LIMITS).
+The network, trained on noisy camera photos, is too blunt where a photo is flat (a smooth bokeh:
+four neighbours equal) and too sharp beside edges, and it sees R's value but not how unexpected
+it was; a patch's offset cannot tell these symbols apart.  Estimated on held-out photos (offsets
+fitted on half the sample, measured on the other half), activity alone saved 0.5-1.2 % at tau = 0
+and 0.8-2.1 % at tau = 2, activity and surprise together 1.2-3.8 % and 1.2-2.8 %.  A class's
+offset is stored only where it pays for its byte (a bit mask of the classes per channel).
 """
 
 from __future__ import annotations
@@ -57,10 +61,17 @@ DELTA_STEP, DELTA_MIN, DELTA_MAX = 2, -8, 7
 PATCH_SAMPLES = 1024
 #: sharpness values searched (format 4), in 1/SHARPNESS_STEPS: logit gaps times 1/2 .. 8
 SHARPNESS = (4, 6, 8, 10, 12, 16, 20, 24, 32, 48, 64)
-#: local-activity classes (format 5): a symbol's class is the number of limits below its
-#: neighbours' gradient in bins (0: flat, ..., 5: above 15)
+#: symbol classes (format 5): the activity level is the number of limits below the neighbours'
+#: gradient in bins (0: flat, ..., 5: above 15); the surprise level the number of limits, in half
+#: bins, below the distance of the previous channel's bin from its heaviest component's mean (0 for
+#: R); class = activity * SURPRISE_LEVELS + surprise
 ACTIVITY_LIMITS = (0, 1, 3, 7, 15)
-ACTIVITY_CLASSES = len(ACTIVITY_LIMITS) + 1
+SURPRISE_LIMITS = (1, 3, 8)
+SURPRISE_LEVELS = len(SURPRISE_LIMITS) + 1
+ACTIVITY_CLASSES = (len(ACTIVITY_LIMITS) + 1) * SURPRISE_LEVELS
+#: a class's offset is stored when its estimated saving (scaled from the sample to the tile) passes
+#: the byte it costs
+CLASS_MIN_BITS = 8.0
 #: the neighbours the gradient reads, as (row, column) offsets: W, N, NW, NE
 ACTIVITY_TAPS = ((0, -1), (-1, 0), (-1, -1), (-1, 1))
 #: class offsets searched, in log-scale grid steps, on top of the patch's offset
@@ -79,7 +90,7 @@ class ScaleChoice:
     tile: list[int]
     deltas: np.ndarray | None
     sharpness: list[int] | None = None
-    classes: np.ndarray | None = None  # [c, ACTIVITY_CLASSES] offsets per activity class (format 5)
+    classes: np.ndarray | None = None  # [c, ACTIVITY_CLASSES] offsets per symbol class (format 5)
 
     def channel_sharpness(self) -> list[int]:
         return self.sharpness or [SHARPNESS_STEPS] * len(self.tile)
@@ -95,7 +106,7 @@ class ScaleChoice:
         if self.deltas is None:
             return pack(self.tile)
         field = pack_patches(self.tile, self.channel_sharpness(), self.deltas)
-        return field if self.classes is None else field + np.asarray(self.classes, dtype=np.int8).tobytes()
+        return field if self.classes is None else field + pack_classes(self.classes)
 
 
 def apply(log_scales: np.ndarray, offset: int) -> np.ndarray:
@@ -178,20 +189,39 @@ def refine(tables: list[np.ndarray], symbols: list[np.ndarray], lo: list[np.ndar
 
 
 def choose_classes(tables: list[np.ndarray], symbols: list[np.ndarray], lo: list[np.ndarray], hi: list[np.ndarray],
-                   classes: list[np.ndarray], base: list[np.ndarray], tau: int,
-                   sharpness: list[int] | None = None) -> np.ndarray:
+                   classes: list[np.ndarray], base: list[np.ndarray], tau: int, sharpness: list[int] | None = None,
+                   scale: float = 1.0) -> np.ndarray:
     """Each channel's offset per activity class ``[c, ACTIVITY_CLASSES]`` on top of each symbol's
     offset ``base[c]`` (the patch's), from a sample of symbols (as :func:`refine`; ``classes[c]``:
-    their classes).  A class without symbols, or whose best move saves nothing, keeps 0."""
+    their classes; ``scale``: the tile's symbols per sampled one).  A class keeps 0 unless its move
+    saves more than CLASS_MIN_BITS in the tile (the byte that stores it)."""
     out = np.zeros((len(tables), ACTIVITY_CLASSES), dtype=np.int64)
     sharp = sharpness or [SHARPNESS_STEPS] * len(tables)
     for c, (table, sym, low, high, cls, off) in enumerate(zip(tables, symbols, lo, hi, classes, base)):
         order = np.argsort(cls, kind="stable")
         starts = np.searchsorted(cls[order], np.arange(ACTIVITY_CLASSES + 1))
-        # (no minimum gain: requiring 16 sampled bits and MIN_GAIN per class made files larger)
-        out[c], _, _ = _search_channel(moved(table[order], off[order]), sym[order], low[order], high[order],
-                                       starts, tau, 0, 1, CLASS_LOWEST, CLASS_HIGHEST, CLASS_COARSE, sharp[c])
+        best, cost, zero = _search_channel(moved(table[order], off[order]), sym[order], low[order], high[order],
+                                           starts, tau, 0, 1, CLASS_LOWEST, CLASS_HIGHEST, CLASS_COARSE, sharp[c])
+        out[c] = np.where((zero - cost) * scale > CLASS_MIN_BITS, best, 0)
     return out
+
+
+def surprise_levels(table: np.ndarray, bins: np.ndarray, width: int) -> np.ndarray:
+    """The surprise level of each symbol's previous channel: ``table`` ``[n, 3K]`` its integer
+    mixtures, ``bins`` its decoded bins; integers only (means in 1/MEAN_STEPS pixel), so both sides
+    agree."""
+    K = table.shape[1] // 3
+    top = np.argmax(table[:, :K], axis=1)  # the heaviest component (the first of equals)
+    mean = np.take_along_axis(table[:, K : 2 * K], top[:, None], axis=1)[:, 0].astype(np.int64)
+    distance = 2 * np.abs(MEAN_STEPS * width * bins.astype(np.int64) - mean)  # in half-bins * MEAN_STEPS * width
+    return np.searchsorted(np.asarray(SURPRISE_LIMITS) * (MEAN_STEPS * width), distance, side="left")
+
+
+def symbol_classes(activity: np.ndarray, previous: tuple[np.ndarray, np.ndarray] | None, width: int) -> np.ndarray:
+    """Class of each symbol of a channel: its activity level and (``previous``: the previous
+    channel's mixtures and bins; None for the first channel) the surprise level."""
+    surprise = 0 if previous is None else surprise_levels(*previous, width)
+    return activity * SURPRISE_LEVELS + surprise
 
 
 def moved(table: np.ndarray, offset: np.ndarray) -> np.ndarray:
@@ -374,14 +404,35 @@ def pack_patches(tile_offsets: list[int], sharpness: list[int], deltas: np.ndarr
             + packed)
 
 
+_MASK_BYTES = -(-ACTIVITY_CLASSES // 8)
+
+
+def pack_classes(offsets: np.ndarray) -> bytes:
+    """Format 5's class offsets ``[c, ACTIVITY_CLASSES]``: per channel a bit mask of the classes
+    that have one (little-endian bits), then one signed byte per such class."""
+    out = b""
+    for row in np.asarray(offsets, dtype=np.int64):
+        mask = sum(1 << k for k in range(ACTIVITY_CLASSES) if row[k])
+        out += mask.to_bytes(_MASK_BYTES, "little") + row[row != 0].astype(np.int8).tobytes()
+    return out
+
+
 def unpack_classes(data: bytes, patches: int, channels: int) -> tuple[np.ndarray, list[int], np.ndarray]:
-    """Inverse of :meth:`ScaleChoice.pack` with activity classes (format 5): every patch's offsets
+    """Inverse of :meth:`ScaleChoice.pack` with class offsets (format 5): every patch's offsets
     ``[patches, channels]``, each channel's sharpness and the class offsets ``[channels, ACTIVITY_CLASSES]``."""
-    size = channels * ACTIVITY_CLASSES
-    if len(data) < size:
-        raise BitstreamError("file is corrupt (activity-class offsets do not match the tile)")
-    classes = np.frombuffer(data[len(data) - size :], dtype=np.int8).astype(np.int64).reshape(channels, -1)
-    return (*unpack_patches(data[: len(data) - size], patches, channels), classes)
+    at = 2 * channels + (patches * channels + 1) // 2  # (the format 4 field's length)
+    classes = np.zeros((channels, ACTIVITY_CLASSES), dtype=np.int64)
+    for c in range(channels):
+        mask = int.from_bytes(data[at : at + _MASK_BYTES], "little")
+        which = [k for k in range(ACTIVITY_CLASSES) if mask >> k & 1]
+        values = data[at + _MASK_BYTES : at + _MASK_BYTES + len(which)]
+        if len(data) < at + _MASK_BYTES or len(values) != len(which) or mask >> ACTIVITY_CLASSES:
+            raise BitstreamError("file is corrupt (class offsets do not match the tile)")
+        classes[c, which] = np.frombuffer(values, dtype=np.int8)
+        at += _MASK_BYTES + len(which)
+    if at != len(data):
+        raise BitstreamError("file is corrupt (class offsets do not match the tile)")
+    return (*unpack_patches(data[: 2 * channels + (patches * channels + 1) // 2], patches, channels), classes)
 
 
 def unpack_patches(data: bytes, patches: int, channels: int) -> tuple[np.ndarray, list[int]]:
