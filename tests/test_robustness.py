@@ -371,6 +371,22 @@ def test_internal_error_is_one_line_unless_debug(tmp_path, monkeypatch, capsys, 
         main(["info", str(tmp_path / "a.nlic")])
 
 
+def test_a_closed_pipe_ends_quietly(tmp_path, capsys, tiny_model, photo_png):
+    """`nlic info f.nlic | head -1`: the reader closes the pipe before nlic has written; nlic stops
+    without a traceback or an "internal error" (exit 141, as for SIGPIPE)."""
+    import subprocess
+    import sys
+
+    assert nlic(capsys, "compress", photo_png, tmp_path / "a.nlic", "--model", tiny_model)[0] == 0
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before the first byte
+    proc = subprocess.run([sys.executable, "-m", "nlic.cli.main", "info", str(tmp_path / "a.nlic")], stdout=write,
+                          stderr=subprocess.PIPE, text=True, timeout=120)
+    os.close(write)
+    assert proc.returncode == 141, (proc.returncode, proc.stderr)
+    assert proc.stderr == "", proc.stderr
+
+
 # --------------------------------------------------------------------------- encoder/decoder mismatch
 
 

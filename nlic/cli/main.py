@@ -53,6 +53,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         code = args.func(args)
+        sys.stdout.flush()  # (a reader that went away shows here, not in the interpreter's last flush)
+    except BrokenPipeError:  # `nlic info f.nlic | head`: the reader has what it wanted; stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # (128 + SIGPIPE, as a shell reports a command its pipe's reader closed)
     except NlicError as err:
         print(f"nlic {args.command}: error: {_oneline(err)}", file=sys.stderr)
         return err.exit_code
