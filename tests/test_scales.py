@@ -176,7 +176,7 @@ def test_a_sharpened_tile_without_offsets_keeps_its_sharpness(default_codecs, mo
     monkeypatch.setattr(scales, "refine", lambda tables, symbols, lo, hi, patch, patches, *a, **k:
                         (np.zeros((patches, len(tables)), dtype=np.int64), 0.0))
     monkeypatch.setattr(scales, "choose_classes", lambda tables, *a, **k:
-                        np.zeros((len(tables), scales.ACTIVITY_CLASSES), dtype=np.int64))
+                        np.zeros((len(tables), scales.SYMBOL_CLASSES), dtype=np.int64))
     for img in (np.ascontiguousarray(data.camera()[:96, :128]), np.ascontiguousarray(data.chelsea()[:96, :128])):
         out = per_patch.compress(img, 0)
         tiles = Container.from_bytes(out.data).tiles
@@ -190,13 +190,13 @@ def test_class_offsets_pack_unpack_and_corrupt_fields() -> None:
     class; a field cut or lengthened is refused."""
     rng = np.random.default_rng(3)
     deltas = rng.integers(scales.DELTA_MIN, scales.DELTA_MAX + 1, size=(5, 3))
-    classes = rng.integers(scales.CLASS_LOWEST, scales.CLASS_HIGHEST + 1, size=(3, scales.ACTIVITY_CLASSES))
+    classes = rng.integers(scales.CLASS_LOWEST, scales.CLASS_HIGHEST + 1, size=(3, scales.SYMBOL_CLASSES))
     choice = scales.ScaleChoice([-3, 0, 7], deltas, [8, 12, 6], classes)
     field = choice.pack()
     per_patch, sharpness, back = scales.unpack_classes(field, 5, 3)
     assert np.array_equal(per_patch, choice.per_patch(5)) and sharpness == [8, 12, 6]
     assert np.array_equal(back, classes)
-    for bad in (field[:-1], field + b"\x00", field[: 3 * scales.ACTIVITY_CLASSES - 1]):
+    for bad in (field[:-1], field + b"\x00", field[: 3 * scales.SYMBOL_CLASSES - 1]):
         with pytest.raises(BitstreamError, match="do not match"):
             scales.unpack_classes(bad, 5, 3)
 
@@ -236,7 +236,7 @@ def test_the_decoder_finds_each_symbol_in_the_encoders_activity_class(default_co
         w = bin_width(tau)
         bins = patchify(torch.div(quantize_residual(img - 128, tau), w, rounding_mode="floor").long())
         context = (bins * w).numpy()
-        expected = scales.activity_classes(context, w)  # [P, 3, S, S]
+        expected = scales.activity_levels(context, w)  # [P, 3, S, S]
         assert len(np.unique(expected)) == len(scales.ACTIVITY_LIMITS) + 1  # every level occurs: a real check
         P = bins.shape[0]
         order, ends = coder._decode_order(torch.ones(P, 64, 64, dtype=torch.bool))
@@ -244,7 +244,7 @@ def test_the_decoder_finds_each_symbol_in_the_encoders_activity_class(default_co
         values = context.transpose(0, 2, 3, 1).reshape(-1, 3).astype(np.float32)
         start = 0
         for end in ends:
-            found = scales.gathered_classes(buffer.gather(start, end), coder.activity_taps, 3, w)
+            found = scales.gathered_levels(buffer.gather(start, end), coder.activity_taps, 3, w)
             want = expected.transpose(0, 2, 3, 1).reshape(-1, 3)[order[start:end]]
             assert np.array_equal(found, want), (tau, start)
             buffer.scatter(start, np.ascontiguousarray(values[order[start:end]]), 3)
@@ -260,7 +260,7 @@ def test_activity_class_offsets_pay_and_decode_exactly(default_codecs, monkeypat
     for with_classes in (True, False):
         if not with_classes:
             monkeypatch.setattr(scales, "choose_classes", lambda tables, *a, **k:
-                                np.zeros((len(tables), scales.ACTIVITY_CLASSES), dtype=np.int64))
+                                np.zeros((len(tables), scales.SYMBOL_CLASSES), dtype=np.int64))
         for tau in (0, 2):
             out = codec.compress(img, tau)
             kinds = {t.kind for t in Container.from_bytes(out.data).tiles}

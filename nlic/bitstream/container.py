@@ -22,8 +22,9 @@ tile chunk (formats 2 to 5)::
     kind 4, learned (format 4): as kind 3 with ``scales_len u16`` and scales holding the tile's
                       offsets, its mixture sharpness and a delta per 64x64 patch and channel
                       (nlic.coding.scales.pack_patches)
-    kind 5, learned (format 5): as kind 4 with, after the deltas, one signed byte per channel and
-                      local-activity class (nlic.coding.scales.ACTIVITY_CLASSES)
+    kind 5, learned (format 5): as kind 4 with, after the deltas, per channel a bit mask of the
+                      symbol classes that carry a log-scale offset and a signed byte per such class
+                      (nlic.coding.scales.pack_classes)
 
 ``extras`` holds an optional losslessly coded alpha plane.  ``recon_crc`` is the crc32 of the
 reconstruction the encoder computed: a decoder that diverged would be caught instead of writing a

@@ -92,7 +92,7 @@ class Patches:
 class TileStream:
     """What the decoder has of one tile: its residual stream, patches, output layers (None: the
     shared ones), each patch's log-scale offsets ``[P, c]`` (None: zero), each channel's
-    mixture sharpness (None: neutral) and offsets per symbol class ``[c, ACTIVITY_CLASSES]``
+    mixture sharpness (None: neutral) and offsets per symbol class ``[c, SYMBOL_CLASSES]``
     (None: none)."""
 
     data: bytes
@@ -131,10 +131,10 @@ class ResidualCoder:
         """Each channel's symbol classes (:func:`scales.symbol_classes`), flat over ``[P, S, S]``
         (``take``: of those symbols only)."""
         w = bin_width(tau)
-        activity = scales.activity_classes(patches.context(bins * w).numpy(), w)
+        activity = scales.activity_levels(patches.context(bins * w).numpy(), w)
         pick = (lambda a: a.reshape(-1)) if take is None else (lambda a: a.reshape(-1)[take])  # noqa: E731
         return [scales.symbol_classes(pick(activity[:, c]), None if c == 0 else (
-                    pick_rows(params[c - 1].table.numpy(), take), pick(bins[:, c - 1].numpy())), w)
+                    _rows(params[c - 1].table.numpy(), take), pick(bins[:, c - 1].numpy())), w)
                 for c in range(len(params))]
 
     # ------------------------------------------------------------------ encode
@@ -202,7 +202,7 @@ class ResidualCoder:
         """Each channel's log-scale offset for this tile (:mod:`nlic.coding.scales`), chosen on an
         evenly spaced sample of its symbols, then (``per_patch``: format 4) each channel's mixture
         sharpness on the same sample and each patch's delta on a larger one, then (format 5, where
-        the model's taps hold the neighbours) each channel's offsets per activity class on that one."""
+        the model's taps hold the neighbours) each channel's offsets per symbol class on that one."""
         order, _ = self._decode_order(patches.valid)
 
         def sample(count: int) -> tuple[np.ndarray, list, list, list, list]:
@@ -239,7 +239,7 @@ class ResidualCoder:
                class_offsets: np.ndarray | None = None) -> bytes:
         """Encode ``bins`` given their mixtures (:meth:`mixtures`), each patch's log-scale offsets
         (``[P, c]``, :meth:`scales.ScaleChoice.per_patch`), each channel's sharpness and offsets
-        per symbol class (``[c, ACTIVITY_CLASSES]``):
+        per symbol class (``[c, SYMBOL_CLASSES]``):
         the symbols in the order the decoder meets them (wavefront by wavefront, channel by channel,
         each group's windows by width, then its escapes by span), planned PLAN_STEPS wavefronts of a
         channel at a time (:class:`_ChannelPlan`)."""
@@ -311,7 +311,7 @@ class ResidualCoder:
         decoders = [SymbolDecoder(t.data) for t in tiles]
         by_class = any(t.class_offsets is not None for t in tiles)
         if by_class and self.activity_taps is None:
-            raise BitstreamError("file is corrupt (activity-class offsets for a model without their neighbours)")
+            raise BitstreamError("file is corrupt (class offsets for a model without the neighbours they need)")
         start = 0
         with exact_float32():  # (entered once: it takes a lock)
             for end in ends:
@@ -322,7 +322,7 @@ class ResidualCoder:
                 segments = [(i, slice(a, b)) for i, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])) if b > a]
                 gathered = residuals.gather(start, end)
                 taps = torch.from_numpy(gathered)
-                activity = scales.gathered_classes(gathered, self.activity_taps, n_ch, w) if by_class else None
+                activity = scales.gathered_levels(gathered, self.activity_taps, n_ch, w) if by_class else None
                 previous = None  # (the previous channel's mixtures and bins, for the surprise levels)
                 act, skip = self.head.context_gathered(taps if on_cpu else taps.to(device),
                                                        None if feats is None else feats[run])
@@ -376,7 +376,7 @@ class ResidualCoder:
         return out
 
 
-def pick_rows(table: np.ndarray, take: np.ndarray | None) -> np.ndarray:
+def _rows(table: np.ndarray, take: np.ndarray | None) -> np.ndarray:
     """The rows ``take`` of a mixture table ``[..., 3K]`` flattened to ``[n, 3K]`` (all: None)."""
     rows = table.reshape(-1, table.shape[-1])
     return rows if take is None else rows[take]

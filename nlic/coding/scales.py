@@ -1,5 +1,5 @@
 """Log-scale offsets: integers added to every component's log-scale index, per tile and channel,
-in format 4 refined per 64x64 patch, in format 5 also per local-activity class.
+in format 4 refined per 64x64 patch, in format 5 also per symbol class.
 
 The network is sharper or blunter than a photo unlike its training crops deserves: on the held-out
 photos the chosen offsets went from -1.5 to +0.75 natural-log units (sharper on smooth skies at
@@ -68,7 +68,7 @@ SHARPNESS = (4, 6, 8, 10, 12, 16, 20, 24, 32, 48, 64)
 ACTIVITY_LIMITS = (0, 1, 3, 7, 15)
 SURPRISE_LIMITS = (1, 3, 8)
 SURPRISE_LEVELS = len(SURPRISE_LIMITS) + 1
-ACTIVITY_CLASSES = (len(ACTIVITY_LIMITS) + 1) * SURPRISE_LEVELS
+SYMBOL_CLASSES = (len(ACTIVITY_LIMITS) + 1) * SURPRISE_LEVELS
 #: a class's offset is stored when its estimated saving (scaled from the sample to the tile) passes
 #: the byte it costs
 CLASS_MIN_BITS = 8.0
@@ -85,12 +85,12 @@ CLASS_SAMPLE_STRIDE = 2
 class ScaleChoice:
     """A tile's log-scale offsets: the tile's per channel, the per-patch deltas ``[P, c]`` (None:
     none, a format 3 tile), each channel's sharpness (format 4; None: neutral) and the offsets per
-    activity class (format 5; None: none)."""
+    symbol class (format 5; None: none)."""
 
     tile: list[int]
     deltas: np.ndarray | None
     sharpness: list[int] | None = None
-    classes: np.ndarray | None = None  # [c, ACTIVITY_CLASSES] offsets per symbol class (format 5)
+    classes: np.ndarray | None = None  # [c, SYMBOL_CLASSES] offsets per symbol class (format 5)
 
     def channel_sharpness(self) -> list[int]:
         return self.sharpness or [SHARPNESS_STEPS] * len(self.tile)
@@ -191,15 +191,15 @@ def refine(tables: list[np.ndarray], symbols: list[np.ndarray], lo: list[np.ndar
 def choose_classes(tables: list[np.ndarray], symbols: list[np.ndarray], lo: list[np.ndarray], hi: list[np.ndarray],
                    classes: list[np.ndarray], base: list[np.ndarray], tau: int, sharpness: list[int] | None = None,
                    scale: float = 1.0) -> np.ndarray:
-    """Each channel's offset per activity class ``[c, ACTIVITY_CLASSES]`` on top of each symbol's
+    """Each channel's offset per symbol class ``[c, SYMBOL_CLASSES]`` on top of each symbol's
     offset ``base[c]`` (the patch's), from a sample of symbols (as :func:`refine`; ``classes[c]``:
     their classes; ``scale``: the tile's symbols per sampled one).  A class keeps 0 unless its move
     saves more than CLASS_MIN_BITS in the tile (the byte that stores it)."""
-    out = np.zeros((len(tables), ACTIVITY_CLASSES), dtype=np.int64)
+    out = np.zeros((len(tables), SYMBOL_CLASSES), dtype=np.int64)
     sharp = sharpness or [SHARPNESS_STEPS] * len(tables)
     for c, (table, sym, low, high, cls, off) in enumerate(zip(tables, symbols, lo, hi, classes, base)):
         order = np.argsort(cls, kind="stable")
-        starts = np.searchsorted(cls[order], np.arange(ACTIVITY_CLASSES + 1))
+        starts = np.searchsorted(cls[order], np.arange(SYMBOL_CLASSES + 1))
         best, cost, zero = _search_channel(moved(table[order], off[order]), sym[order], low[order], high[order],
                                            starts, tau, 0, 1, CLASS_LOWEST, CLASS_HIGHEST, CLASS_COARSE, sharp[c])
         out[c] = np.where((zero - cost) * scale > CLASS_MIN_BITS, best, 0)
@@ -233,15 +233,15 @@ def moved(table: np.ndarray, offset: np.ndarray) -> np.ndarray:
     return out
 
 
-def activity_classes(context: np.ndarray, width: int) -> np.ndarray:
-    """The activity class of every pixel of patches ``[P, c, S, S]`` of reconstructed residuals
+def activity_levels(context: np.ndarray, width: int) -> np.ndarray:
+    """The activity level of every pixel of patches ``[P, c, S, S]`` of reconstructed residuals
     (integers, as the network reads them; ``width``: the bin width): its W, N, NW and NE neighbours'
     gradient in bins, neighbours outside the patch zero (the decoder's zero border)."""
-    return _activity_classes(np.ascontiguousarray(context, dtype=np.int64), width, np.asarray(ACTIVITY_LIMITS))
+    return _activity_levels(np.ascontiguousarray(context, dtype=np.int64), width, np.asarray(ACTIVITY_LIMITS))
 
 
-def gathered_classes(taps: np.ndarray, tap_index: Sequence[int], channels: int, width: int) -> np.ndarray:
-    """:func:`activity_classes` of the decoder's rows ``[n, taps*3]`` (gathered residuals in (tap,
+def gathered_levels(taps: np.ndarray, tap_index: Sequence[int], channels: int, width: int) -> np.ndarray:
+    """:func:`activity_levels` of the decoder's rows ``[n, taps*3]`` (gathered residuals in (tap,
     rgb) order; ``tap_index``: where W, N, NW, NE are among the taps): ``[n, channels]``."""
     west, north, north_west, north_east = (
         taps[:, 3 * t : 3 * t + channels].astype(np.int64) for t in tap_index)
@@ -250,7 +250,7 @@ def gathered_classes(taps: np.ndarray, tap_index: Sequence[int], channels: int, 
 
 
 @numba.njit(cache=True, nogil=True)
-def _activity_classes(r, width, limits):  # pragma: no cover - compiled
+def _activity_levels(r, width, limits):  # pragma: no cover - compiled
     P, C, S, _ = r.shape
     out = np.empty((P, C, S, S), dtype=np.int64)
     for p in range(P):
@@ -404,29 +404,29 @@ def pack_patches(tile_offsets: list[int], sharpness: list[int], deltas: np.ndarr
             + packed)
 
 
-_MASK_BYTES = -(-ACTIVITY_CLASSES // 8)
+_MASK_BYTES = -(-SYMBOL_CLASSES // 8)
 
 
 def pack_classes(offsets: np.ndarray) -> bytes:
-    """Format 5's class offsets ``[c, ACTIVITY_CLASSES]``: per channel a bit mask of the classes
+    """Format 5's class offsets ``[c, SYMBOL_CLASSES]``: per channel a bit mask of the classes
     that have one (little-endian bits), then one signed byte per such class."""
     out = b""
     for row in np.asarray(offsets, dtype=np.int64):
-        mask = sum(1 << k for k in range(ACTIVITY_CLASSES) if row[k])
+        mask = sum(1 << k for k in range(SYMBOL_CLASSES) if row[k])
         out += mask.to_bytes(_MASK_BYTES, "little") + row[row != 0].astype(np.int8).tobytes()
     return out
 
 
 def unpack_classes(data: bytes, patches: int, channels: int) -> tuple[np.ndarray, list[int], np.ndarray]:
     """Inverse of :meth:`ScaleChoice.pack` with class offsets (format 5): every patch's offsets
-    ``[patches, channels]``, each channel's sharpness and the class offsets ``[channels, ACTIVITY_CLASSES]``."""
+    ``[patches, channels]``, each channel's sharpness and the class offsets ``[channels, SYMBOL_CLASSES]``."""
     at = 2 * channels + (patches * channels + 1) // 2  # (the format 4 field's length)
-    classes = np.zeros((channels, ACTIVITY_CLASSES), dtype=np.int64)
+    classes = np.zeros((channels, SYMBOL_CLASSES), dtype=np.int64)
     for c in range(channels):
         mask = int.from_bytes(data[at : at + _MASK_BYTES], "little")
-        which = [k for k in range(ACTIVITY_CLASSES) if mask >> k & 1]
+        which = [k for k in range(SYMBOL_CLASSES) if mask >> k & 1]
         values = data[at + _MASK_BYTES : at + _MASK_BYTES + len(which)]
-        if len(data) < at + _MASK_BYTES or len(values) != len(which) or mask >> ACTIVITY_CLASSES:
+        if len(data) < at + _MASK_BYTES or len(values) != len(which) or mask >> SYMBOL_CLASSES:
             raise BitstreamError("file is corrupt (class offsets do not match the tile)")
         classes[c, which] = np.frombuffer(values, dtype=np.int8)
         at += _MASK_BYTES + len(which)
