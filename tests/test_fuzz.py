@@ -37,6 +37,7 @@ from nlic.bitstream.container import (
     LEARNED_V3,
     LEARNED_V4,
     LEARNED_V5,
+    LEARNED_V6,
     STORED_PNG,
     STORED_UNIFORM,
     Container,
@@ -314,7 +315,8 @@ def _edit_field(data, c: Container) -> str:
         t.scales = data.draw(st.binary(max_size=4) | st.just(t.scales[:-1]) | st.just(t.scales + b"\x00"),
                              label="scales")
     elif field == "kind":
-        t.kind = data.draw(st.sampled_from([LEARNED, STORED_UNIFORM, STORED_PNG, LEARNED_V3, LEARNED_V4, LEARNED_V5]),
+        t.kind = data.draw(st.sampled_from([LEARNED, STORED_UNIFORM, STORED_PNG, LEARNED_V3, LEARNED_V4, LEARNED_V5,
+                                                  LEARNED_V6]),
                            label="kind")
         if t.kind not in LEARNED_KINDS and not t.stored:
             t.stored = t.residual

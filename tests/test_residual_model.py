@@ -311,3 +311,12 @@ def test_planned_group_equals_the_step_by_step_tables(tau: int) -> None:
     shifted, expected = plan_group(table, tau, lo, hi, per_symbol), plan_group(moved, tau, lo, hi)
     assert np.array_equal(shifted.first, expected.first) and np.array_equal(shifted.width, expected.width)
     assert np.array_equal(shifted.windows.masses, expected.windows.masses)
+    # a mean shift per symbol (format 6's mean offsets) is each symbol's means moved first
+    mean_shift = rng.choice([-40, 0, 3, 25], n) * (2 * tau + 1)
+    moved = table.copy()
+    moved[:, K : 2 * K] += mean_shift[:, None].astype(moved.dtype)
+    shifted = plan_group(table, tau, lo, hi, per_symbol, 8, mean_shift)
+    expected = plan_group(moved, tau, lo, hi, per_symbol)
+    assert np.array_equal(shifted.params.means, expected.params.means) and np.array_equal(shifted.first, expected.first)
+    assert np.array_equal(shifted.windows.masses, expected.windows.masses)
+    assert not np.array_equal(shifted.params.means, plan_group(table, tau, lo, hi, per_symbol).params.means)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from skimage import data
 
-from nlic.bitstream.container import LEARNED_V3, LEARNED_V4, LEARNED_V5, Container
+from nlic.bitstream.container import LEARNED_V3, LEARNED_V4, LEARNED_V5, LEARNED_V6, Container
 from nlic.coding import scales
 from nlic.errors import BitstreamError
 
@@ -69,7 +69,8 @@ def test_offsets_pay_on_a_photo_and_decode_exactly(default_codecs) -> None:
     for tau in (0, 2):
         a, b, c = per_patch.compress(img, tau), plain.compress(img, tau), per_tile.compress(img, tau)
         tiles = Container.from_bytes(a.data).tiles
-        assert any(t.kind in (LEARNED_V4, LEARNED_V5) for t in tiles) and Container.from_bytes(a.data).version >= 4
+        assert any(t.kind in (LEARNED_V4, LEARNED_V5, LEARNED_V6) for t in tiles)
+        assert Container.from_bytes(a.data).version >= 4
         assert all(t.kind == LEARNED_V3 for t in Container.from_bytes(c.data).tiles), tau
         assert any(t.scales for t in Container.from_bytes(c.data).tiles), tau
         assert Container.from_bytes(c.data).version == 3
@@ -177,6 +178,8 @@ def test_a_sharpened_tile_without_offsets_keeps_its_sharpness(default_codecs, mo
                         (np.zeros((patches, len(tables)), dtype=np.int64), 0.0))
     monkeypatch.setattr(scales, "choose_classes", lambda tables, *a, **k:
                         np.zeros((len(tables), scales.SYMBOL_CLASSES), dtype=np.int64))
+    monkeypatch.setattr(scales, "choose_means", lambda tables, *a, **k:
+                        np.zeros((len(tables), scales.MEAN_LEVELS), dtype=np.int64))
     for img in (np.ascontiguousarray(data.camera()[:96, :128]), np.ascontiguousarray(data.chelsea()[:96, :128])):
         out = per_patch.compress(img, 0)
         tiles = Container.from_bytes(out.data).tiles
@@ -193,9 +196,9 @@ def test_class_offsets_pack_unpack_and_corrupt_fields() -> None:
     classes = rng.integers(scales.CLASS_LOWEST, scales.CLASS_HIGHEST + 1, size=(3, scales.SYMBOL_CLASSES))
     choice = scales.ScaleChoice([-3, 0, 7], deltas, [8, 12, 6], classes)
     field = choice.pack()
-    per_patch, sharpness, back = scales.unpack_classes(field, 5, 3)
+    per_patch, sharpness, back, means = scales.unpack_classes(field, 5, 3)
     assert np.array_equal(per_patch, choice.per_patch(5)) and sharpness == [8, 12, 6]
-    assert np.array_equal(back, classes)
+    assert np.array_equal(back, classes) and means is None
     for bad in (field[:-1], field + b"\x00", field[: 3 * scales.SYMBOL_CLASSES - 1]):
         with pytest.raises(BitstreamError, match="do not match"):
             scales.unpack_classes(bad, 5, 3)
@@ -253,8 +256,11 @@ def test_the_decoder_finds_each_symbol_in_the_encoders_activity_class(default_co
 
 def test_activity_class_offsets_pay_and_decode_exactly(default_codecs, monkeypatch) -> None:
     """On a smooth photo (gradients and flat patches) the class offsets make the file smaller at
-    tau 0 and 2 than the same choice without them, and every file decodes within tau."""
+    tau 0 and 2 than the same choice without them, and every file decodes within tau (format 5:
+    no mean offsets)."""
     codec = default_codecs[0]
+    for tau in (0, 2):
+        monkeypatch.setattr(codec.coder(tau), "mean_offsets", False)
     img = np.ascontiguousarray(data.astronaut()[:256, :384])
     sizes = {}
     for with_classes in (True, False):
@@ -267,5 +273,83 @@ def test_activity_class_offsets_pay_and_decode_exactly(default_codecs, monkeypat
             assert (LEARNED_V5 in kinds) == with_classes, (tau, kinds)
             assert int(np.abs(codec.decompress(out.data).pixels.astype(int) - img.astype(int)).max()) <= tau
             sizes[with_classes, tau] = len(out.data)
+    for tau in (0, 2):
+        assert sizes[True, tau] < sizes[False, tau], sizes
+
+
+def test_mean_offsets_pack_unpack_and_corrupt_fields() -> None:
+    """Format 6's scales field: format 5's, then per channel a one-byte mask of the mean levels
+    with an offset and a signed byte each; a field cut or lengthened, or one moving the first
+    channel's means, is refused."""
+    rng = np.random.default_rng(4)
+    deltas = rng.integers(scales.DELTA_MIN, scales.DELTA_MAX + 1, size=(5, 3))
+    means = rng.integers(scales.MEAN_LOWEST, scales.MEAN_HIGHEST + 1, size=(3, scales.MEAN_LEVELS))
+    means[0] = 0
+    means[2, 3] = 0  # a level without an offset
+    for classes in (None, rng.integers(-5, 5, size=(3, scales.SYMBOL_CLASSES))):
+        choice = scales.ScaleChoice([1, 0, -2], deltas, [8, 8, 16], classes, means)
+        field = choice.pack()
+        per_patch, sharpness, back, got = scales.unpack_classes(field, 5, 3, means=True)
+        assert np.array_equal(per_patch, choice.per_patch(5)) and sharpness == [8, 8, 16]
+        assert np.array_equal(back, np.zeros_like(back) if classes is None else classes)
+        assert np.array_equal(got, means)
+        for bad in (field[:-1], field + b"\x00"):
+            with pytest.raises(BitstreamError, match="do not match"):
+                scales.unpack_classes(bad, 5, 3, means=True)
+    first = means.copy()
+    first[0, 1] = 3
+    with pytest.raises(BitstreamError, match="first channel"):
+        scales.unpack_classes(scales.ScaleChoice([1, 0, -2], deltas, [8, 8, 16], None, first).pack(), 5, 3, means=True)
+
+
+def test_mean_levels_follow_their_definition() -> None:
+    """The mean level: the surprise level on the side of the heaviest component's mean the previous
+    channel's bin fell, SURPRISE_LEVELS - 1 within half a bin of it."""
+    rng = np.random.default_rng(6)
+    K, n = 3, 4000
+    for tau in (0, 2):
+        w = 2 * tau + 1
+        table = np.concatenate([rng.integers(-40, 40, (n, K)), rng.integers(-800, 800, (n, K)),
+                                rng.integers(0, 100, (n, K))], 1).astype(np.int32)
+        bins = rng.integers(-12, 12, n)
+        top = table[:, :K].argmax(1)
+        signed = (bins * w - table[np.arange(n), K + top] / 16.0) / w  # bins
+        level = (np.abs(signed)[:, None] > np.asarray(scales.SURPRISE_LIMITS)[None, :] / 2).sum(1)
+        want = scales.SURPRISE_LEVELS - 1 + np.sign(signed).astype(int) * level
+        got = scales.surprise_levels(table, bins, w, signed=True)
+        assert np.array_equal(got, want), tau
+        assert len(np.unique(got)) == scales.MEAN_LEVELS
+
+
+def test_shifted_moves_every_mean_by_its_levels_offset() -> None:
+    K = 3
+    table = np.arange(12 * 3 * K, dtype=np.int32).reshape(12, 3 * K)
+    levels = np.arange(12) % scales.MEAN_LEVELS
+    offsets = np.arange(scales.MEAN_LEVELS) - 3
+    out = scales.shifted(table, levels, offsets, 5)
+    assert out.dtype == table.dtype
+    assert np.array_equal(out[:, K : 2 * K] - table[:, K : 2 * K], np.repeat((offsets[levels] * 5)[:, None], K, 1))
+    assert np.array_equal(np.delete(out, np.s_[K : 2 * K], 1), np.delete(table, np.s_[K : 2 * K], 1))
+    assert scales.shifted(table, levels, np.zeros(scales.MEAN_LEVELS, dtype=int), 5) is table
+
+
+def test_mean_offsets_pay_and_decode_exactly(default_codecs, monkeypatch) -> None:
+    """On a real photo the mean offsets (format 6) make the file smaller at tau 0 and 2 than the
+    same choices without them, and every file decodes within tau by a fresh codec."""
+    from nlic.api import load_codec
+
+    codec = default_codecs[0]
+    fresh = load_codec(tile=512).image_codec
+    img = np.ascontiguousarray(data.astronaut()[:256, :384])
+    sizes = {}
+    for with_means in (True, False):
+        for tau in (0, 2):
+            monkeypatch.setattr(codec.coder(tau), "mean_offsets", with_means)
+            out = codec.compress(img, tau)
+            c = Container.from_bytes(out.data)
+            kinds = {t.kind for t in c.tiles}
+            assert (LEARNED_V6 in kinds) == with_means and c.version == (6 if with_means else 5), (tau, kinds)
+            assert int(np.abs(fresh.decompress(out.data).pixels.astype(int) - img.astype(int)).max()) <= tau
+            sizes[with_means, tau] = len(out.data)
     for tau in (0, 2):
         assert sizes[True, tau] < sizes[False, tau], sizes

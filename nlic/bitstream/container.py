@@ -6,7 +6,7 @@
     | model_id 8 bytes | recon_crc u32 | n_tiles u32 | extras_len u32
     | n_tiles x tile chunk | extras | payload_crc u32 (crc32 of every byte before it)
 
-tile chunk (formats 2 to 5)::
+tile chunk (formats 2 to 6)::
 
     kind u8 | length u32 | body
 
@@ -25,12 +25,16 @@ tile chunk (formats 2 to 5)::
     kind 5, learned (format 5): as kind 4 with, after the deltas, per channel a bit mask of the
                       symbol classes that carry a log-scale offset and a signed byte per such class
                       (nlic.coding.scales.pack_classes)
+    kind 6, learned (format 6): as kind 5 with, after the class offsets, per channel a one-byte
+                      mask of the mean levels that carry a mean offset and a signed byte (1/16 bin)
+                      per such level (nlic.coding.scales.pack_means; none for the first channel)
 
 ``extras`` holds an optional losslessly coded alpha plane.  ``recon_crc`` is the crc32 of the
 reconstruction the encoder computed: a decoder that diverged would be caught instead of writing a
 wrong image.  A file carries the lowest version its tiles need: format 2 files (no kind 3 or 4),
-format 3 files (no kind 4) and format 4 files (no kind 5) decode as before; format 1 (nlic 0.1, float
-probabilities) is refused with a message naming the release that reads it.
+format 3 files (no kind 4), format 4 files (no kind 5) and format 5 files (no kind 6) decode as
+before; format 1 (nlic 0.1, float probabilities) is refused with a message naming the release that
+reads it.
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ from dataclasses import dataclass, field
 from nlic.errors import BitstreamError
 
 MAGIC = b"NLIC"
-FORMAT_VERSION = 5
+FORMAT_VERSION = 6
 #: largest tau a file may carry (same as the encoder's limit)
 MAX_TAU = 255
 #: largest image a file may describe, in pixels (same as the input limit of nlic.io.read_image),
@@ -51,14 +55,15 @@ MAX_PIXELS = 100_000_000
 MODES = {0: "RGB", 1: "L", 2: "RGBA", 3: "LA"}
 MODE_CODES = {v: k for k, v in MODES.items()}
 #: tile kinds
-LEARNED, STORED_UNIFORM, STORED_PNG, LEARNED_V3, LEARNED_V4, LEARNED_V5 = 0, 1, 2, 3, 4, 5
+LEARNED, STORED_UNIFORM, STORED_PNG, LEARNED_V3, LEARNED_V4, LEARNED_V5, LEARNED_V6 = 0, 1, 2, 3, 4, 5, 6
 TILE_KINDS = {LEARNED: "learned", STORED_UNIFORM: "stored-uniform", STORED_PNG: "stored-png",
-              LEARNED_V3: "learned-v3", LEARNED_V4: "learned-v4", LEARNED_V5: "learned-v5"}
-LEARNED_KINDS = (LEARNED, LEARNED_V3, LEARNED_V4, LEARNED_V5)
+              LEARNED_V3: "learned-v3", LEARNED_V4: "learned-v4", LEARNED_V5: "learned-v5", LEARNED_V6: "learned-v6"}
+LEARNED_KINDS = (LEARNED, LEARNED_V3, LEARNED_V4, LEARNED_V5, LEARNED_V6)
 #: the file format version each tile kind first appeared in
-KIND_VERSION = {LEARNED: 2, STORED_UNIFORM: 2, STORED_PNG: 2, LEARNED_V3: 3, LEARNED_V4: 4, LEARNED_V5: 5}
+KIND_VERSION = {LEARNED: 2, STORED_UNIFORM: 2, STORED_PNG: 2, LEARNED_V3: 3, LEARNED_V4: 4, LEARNED_V5: 5,
+                LEARNED_V6: 6}
 #: the struct format of the scales field's length, per learned kind that has one
-_SCALES_LEN = {LEARNED_V3: "<B", LEARNED_V4: "<H", LEARNED_V5: "<H"}
+_SCALES_LEN = {LEARNED_V3: "<B", LEARNED_V4: "<H", LEARNED_V5: "<H", LEARNED_V6: "<H"}
 
 _HEADER = struct.Struct("<4sBBHIIH8sIII")
 _CRC = struct.Struct("<I")

@@ -28,6 +28,7 @@ from nlic.bitstream.container import (
     LEARNED_V3,
     LEARNED_V4,
     LEARNED_V5,
+    LEARNED_V6,
     Container,
     TileChunk,
 )
@@ -322,15 +323,16 @@ class ImageCodec:
         its scale offsets fitted when ``fit_scales`` and its grid ``offsets`` (None: none)."""
         choice = coder.scale_offsets(params, bins, patches, tau, self.patch_scales) if fit_scales else None
         if (choice is not None and choice.deltas is not None and not choice.deltas.any() and choice.classes is None
-                and all(s == SHARPNESS_STEPS for s in choice.channel_sharpness())):
+                and choice.means is None and all(s == SHARPNESS_STEPS for s in choice.channel_sharpness())):
             choice.deltas = choice.sharpness = None  # one offset per tile, neutral mixtures: a format 3 tile
         per_patch = None if choice is None else choice.per_patch(bins.shape[0])
         stream = coder.encode(params, bins, patches, tau, per_patch, None if choice is None else choice.sharpness,
-                              None if choice is None else choice.classes)
+                              None if choice is None else choice.classes, None if choice is None else choice.means)
         neutral = choice is None or (choice.deltas is None and not any(choice.tile))  # (format 3 normalised above)
         if offsets is None and neutral:  # no grid, no offsets, neutral mixtures: a format 2 tile
             return TileChunk(LEARNED, latents, adaptation.pack(deltas), stream)
         kind = (LEARNED_V3 if choice is None or choice.deltas is None
+                else LEARNED_V6 if choice.means is not None
                 else LEARNED_V4 if choice.classes is None else LEARNED_V5)
         return TileChunk(kind, latents,
                          adaptation.pack(deltas), stream, grid=b"" if offsets is None else grid.pack(offsets, tau),
@@ -447,23 +449,24 @@ class ImageCodec:
             raise BitstreamError("latent shape does not match the image size in the header")
         coder = self.coder(tau, gray=channels == 1)
         layers = adaptation.unpack(chunk.adapt, coder.head, channels)
-        format3 = chunk.kind in (LEARNED_V3, LEARNED_V4, LEARNED_V5)  # (format 4 and 5 tiles too)
+        format3 = chunk.kind in (LEARNED_V3, LEARNED_V4, LEARNED_V5, LEARNED_V6)  # (format 4 to 6 tiles too)
         if chunk.grid:
             if tau == 0:
                 raise BitstreamError("file is corrupt (grid offsets in a lossless tile)")
             offsets = grid.unpack(chunk.grid, ((hp // PATCH) * (wp // PATCH), channels), tau)
             x_hat = self._shift_grid(x_hat, offsets, channels)
         n_patches = (hp // PATCH) * (wp // PATCH)
-        sharpness = class_offsets = None
-        if chunk.kind == LEARNED_V5:
-            log_scales, sharpness, class_offsets = scales.unpack_classes(chunk.scales, n_patches, channels)
+        sharpness = class_offsets = mean_offsets = None
+        if chunk.kind in (LEARNED_V5, LEARNED_V6):
+            log_scales, sharpness, class_offsets, mean_offsets = scales.unpack_classes(
+                chunk.scales, n_patches, channels, means=chunk.kind == LEARNED_V6)
         elif chunk.kind == LEARNED_V4:
             log_scales, sharpness = scales.unpack_patches(chunk.scales, n_patches, channels)
         else:
             log_scales = scales.ScaleChoice(scales.unpack(chunk.scales, channels), None).per_patch(n_patches)
         patches = self._patches(x_hat, features, h, w, tau, channels, coder.head, clamped=format3)
         return _PendingTile(x_hat[:, :channels], TileStream(chunk.residual, patches, layers, log_scales, sharpness,
-                                                                   class_offsets),
+                                                                   class_offsets, mean_offsets),
                             h, w)
 
 

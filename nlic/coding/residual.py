@@ -92,8 +92,8 @@ class Patches:
 class TileStream:
     """What the decoder has of one tile: its residual stream, patches, output layers (None: the
     shared ones), each patch's log-scale offsets ``[P, c]`` (None: zero), each channel's
-    mixture sharpness (None: neutral) and offsets per symbol class ``[c, SYMBOL_CLASSES]``
-    (None: none)."""
+    mixture sharpness (None: neutral), offsets per symbol class ``[c, SYMBOL_CLASSES]`` and mean
+    offsets per mean level ``[c, MEAN_LEVELS]`` (None: none)."""
 
     data: bytes
     patches: Patches
@@ -101,6 +101,7 @@ class TileStream:
     scale_offsets: np.ndarray | None = None
     sharpness: Sequence[int] | None = None
     class_offsets: np.ndarray | None = None
+    mean_offsets: np.ndarray | None = None
 
 
 def _cpu(params: ChannelParams) -> ChannelParams:
@@ -125,6 +126,8 @@ class ResidualCoder:
         #: tiles of this model carry no class offsets)
         self.activity_taps = (None if not all(t in self.offsets for t in scales.ACTIVITY_TAPS)
                               else [self.offsets.index(t) for t in scales.ACTIVITY_TAPS])
+        #: the encoder also chooses mean offsets per mean level (format 6); False: format 5 tiles
+        self.mean_offsets = True
 
     def classes(self, params: list[ChannelParams], bins: Tensor, patches: Patches, tau: int,
                 take: np.ndarray | None = None) -> list[np.ndarray]:
@@ -135,6 +138,17 @@ class ResidualCoder:
         pick = (lambda a: a.reshape(-1)) if take is None else (lambda a: a.reshape(-1)[take])  # noqa: E731
         return [scales.symbol_classes(pick(activity[:, c]), None if c == 0 else (
                     _rows(params[c - 1].table.numpy(), take), pick(bins[:, c - 1].numpy())), w)
+                for c in range(len(params))]
+
+    @staticmethod
+    def mean_levels(params: list[ChannelParams], bins: Tensor, tau: int,
+                    take: np.ndarray | None = None) -> list[np.ndarray | None]:
+        """Each channel's mean levels (:func:`scales.surprise_levels`, signed; None for the first
+        channel), flat over ``[P, S, S]`` (``take``: of those symbols only)."""
+        w = bin_width(tau)
+        pick = (lambda a: a.reshape(-1)) if take is None else (lambda a: a.reshape(-1)[take])  # noqa: E731
+        return [None if c == 0 else scales.surprise_levels(_rows(params[c - 1].table.numpy(), take),
+                                                           pick(bins[:, c - 1].numpy()), w, signed=True)
                 for c in range(len(params))]
 
     # ------------------------------------------------------------------ encode
@@ -226,20 +240,32 @@ class ResidualCoder:
         if self.activity_taps is not None:
             every = slice(None, None, scales.CLASS_SAMPLE_STRIDE)
             per = choice.per_patch(P)
-            found = scales.choose_classes(*([x[every] for x in f] for f in fields),
-                                          self.classes(params, bins, patches, tau, take[every]),
-                                          [per[patch[every], c] for c in range(len(params))], tau, sharpness,
-                                          int(patches.valid.sum()) / len(take[every]))
+            base = [per[patch[every], c] for c in range(len(params))]
+            tables, *rest = ([x[every] for x in f] for f in fields)
+            scale = int(patches.valid.sum()) / len(take[every])
+            if self.mean_offsets and len(params) > 1:  # format 6: the means first, the classes' scales under them
+                sub = slice(None, None, scales.MEAN_SAMPLE_STRIDE)
+                few = slice(None, None, scales.MEAN_SAMPLE_STRIDE * scales.CLASS_SAMPLE_STRIDE)
+                means = scales.choose_means([t[sub] for t in tables], *([x[sub] for x in f] for f in rest),
+                                            self.mean_levels(params, bins, tau, take[few]), [b[sub] for b in base],
+                                            tau, sharpness, int(patches.valid.sum()) / len(take[few]))
+                if means.any():
+                    choice.means = means
+                    levels = self.mean_levels(params, bins, tau, take[every])
+                    tables = [t if lev is None else scales.shifted(t, lev, means[c], bin_width(tau))
+                              for c, (t, lev) in enumerate(zip(tables, levels))]
+            found = scales.choose_classes(tables, *rest, self.classes(params, bins, patches, tau, take[every]),
+                                          base, tau, sharpness, scale)
             choice.classes = found if found.any() else None
         return choice
 
     @torch.no_grad()
     def encode(self, params: list[ChannelParams], bins: Tensor, patches: Patches, tau: int,
                scale_offsets: np.ndarray | None = None, sharpness: Sequence[int] | None = None,
-               class_offsets: np.ndarray | None = None) -> bytes:
+               class_offsets: np.ndarray | None = None, mean_offsets: np.ndarray | None = None) -> bytes:
         """Encode ``bins`` given their mixtures (:meth:`mixtures`), each patch's log-scale offsets
-        (``[P, c]``, :meth:`scales.ScaleChoice.per_patch`), each channel's sharpness and offsets
-        per symbol class (``[c, SYMBOL_CLASSES]``):
+        (``[P, c]``, :meth:`scales.ScaleChoice.per_patch`), each channel's sharpness, offsets
+        per symbol class (``[c, SYMBOL_CLASSES]``) and mean offsets (``[c, MEAN_LEVELS]``):
         the symbols in the order the decoder meets them (wavefront by wavefront, channel by channel,
         each group's windows by width, then its escapes by span), planned PLAN_STEPS wavefronts of a
         channel at a time (:class:`_ChannelPlan`)."""
@@ -249,19 +275,22 @@ class ResidualCoder:
         if class_offsets is not None:
             classes = self.classes(params, bins, patches, tau, order)
             offsets = [off + class_offsets[c][classes[c]] for c, off in enumerate(offsets)]
+        levels = None if mean_offsets is None else self.mean_levels(params, bins, tau, order)
         sharp = sharpness or [SHARPNESS_STEPS] * len(params)
         steps = np.array([0, *ends], dtype=np.int64)
         channels = []
         for c, p in enumerate(params):  # into decoding order: one gather of int32 rows, then read in order
             table = np.take(p.table.numpy().reshape(-1, p.table.shape[-1]), order, axis=0)
-            channels.append((table, offsets[c], sharp[c], *(np.take(t[:, c].numpy().reshape(-1), order)
-                                                            for t in (patches.lo, patches.hi, bins))))
+            shift = (np.zeros(len(order), dtype=np.int64) if levels is None or levels[c] is None
+                     else mean_offsets[c][levels[c]] * bin_width(tau))
+            channels.append((table, offsets[c], shift, sharp[c], *(np.take(t[:, c].numpy().reshape(-1), order)
+                                                                   for t in (patches.lo, patches.hi, bins))))
         for first in range(0, len(ends), PLAN_STEPS):
             last = min(first + PLAN_STEPS, len(ends))
             rows = slice(steps[first], steps[last])
             plans = [_ChannelPlan.of(table[rows], offset[rows], sharp_c, tau, lo[rows], hi[rows], sym[rows],
-                                     steps[first : last + 1] - steps[first])
-                     for table, offset, sharp_c, lo, hi, sym in channels]
+                                     steps[first : last + 1] - steps[first], shift[rows])
+                     for table, offset, shift, sharp_c, lo, hi, sym in channels]
             for step in range(last - first):
                 for plan in plans:
                     plan.emit(enc, step)
@@ -310,6 +339,7 @@ class ResidualCoder:
         sharpness = [t.sharpness or [SHARPNESS_STEPS] * n_ch for t in tiles]
         decoders = [SymbolDecoder(t.data) for t in tiles]
         by_class = any(t.class_offsets is not None for t in tiles)
+        by_mean = any(t.mean_offsets is not None for t in tiles)
         if by_class and self.activity_taps is None:
             raise BitstreamError("file is corrupt (class offsets for a model without the neighbours they need)")
         start = 0
@@ -337,13 +367,18 @@ class ResidualCoder:
                         table = self.head.channel_output(c, inputs, layers[c]).table.cpu().numpy()
                     low, high = lo[c][run], hi[c][run]
                     k = np.empty(end - start, dtype=np.int64)
-                    classes = scales.symbol_classes(activity[:, c], previous, w) if by_class else None
+                    distance = (scales.surprise(*previous, w)  # (one for the classes and the mean levels)
+                                if previous is not None and (by_class or by_mean) else None)
+                    classes = scales.symbol_classes(activity[:, c], previous, w, distance) if by_class else None
+                    levels = scales.distance_levels(distance, w, signed=True) if by_mean and c else None
                     for i, seg in segments:
                         offset = offsets[c][run][seg]
                         if tiles[i].class_offsets is not None:
                             offset = offset + tiles[i].class_offsets[c][classes[seg]]
+                        shift = (None if levels is None or tiles[i].mean_offsets is None
+                                 else tiles[i].mean_offsets[c][levels[seg]] * w)
                         k[seg] = self._code_group(decoders[i], table[seg], offset, sharpness[i][c], tau,
-                                                  low[seg], high[seg])
+                                                  low[seg], high[seg], shift)
                     out[c, order[run]] = k
                     previous = (table, k)
                     current[:, c] = patches.context_array(k * w)
@@ -355,15 +390,16 @@ class ResidualCoder:
     # ------------------------------------------------------------------ one group of symbols
     @staticmethod
     def _code_group(coder: SymbolDecoder, table: np.ndarray, scale_offset: np.ndarray, sharpness: int, tau: int,
-                    lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+                    lo: np.ndarray, hi: np.ndarray, mean_shift: np.ndarray | None = None) -> np.ndarray:
         """Decode one channel of one wavefront and return its bins; ``table``: the integer mixtures
         ``[n, 3K]`` (:class:`ChannelParams`), ``scale_offset``: each symbol's log-scale offset,
-        ``sharpness``: the tile's mixture sharpness of the channel.
+        ``sharpness``: the tile's mixture sharpness of the channel, ``mean_shift``: each symbol's
+        shift of its means (1/MEAN_STEPS pixel, format 6; None: none).
 
         Window step: one range-coder call per window width, ascending; escape step: the symbols
         outside their window, one call per span width (:class:`_ChannelPlan` encodes them so).
         """
-        plan = plan_group(table, tau, lo, hi, scale_offset, sharpness)
+        plan = plan_group(table, tau, lo, hi, scale_offset, sharpness, mean_shift)
         out = np.zeros(len(lo), dtype=np.int64)
         for idx, pmf in plan.windows.tables():
             out[idx] = plan.first[idx] + coder.decode(pmf)
@@ -417,11 +453,12 @@ class _ChannelPlan:
 
     @classmethod
     def of(cls, table: np.ndarray, scale_offset: np.ndarray, sharpness: int, tau: int, lo: np.ndarray,
-           hi: np.ndarray, bins: np.ndarray, steps: np.ndarray) -> _ChannelPlan:
+           hi: np.ndarray, bins: np.ndarray, steps: np.ndarray, mean_shift: np.ndarray | None = None,
+           ) -> _ChannelPlan:
         """Symbols in decoding order: mixtures ``table`` ``[n, 3K]``, log-scale offsets, the channel's
         sharpness, feasible bins, bins; ``steps``: where each wavefront starts among them (and the
-        end)."""
-        plan = plan_group(table, tau, lo, hi, scale_offset, sharpness)
+        end); ``mean_shift``: each symbol's shift of its means (format 6)."""
+        plan = plan_group(table, tau, lo, hi, scale_offset, sharpness, mean_shift)
         local = bins - plan.first
         inside = (local >= 0) & (local < plan.width)
         escapes = plan_escapes(plan, np.flatnonzero(~inside), lo, hi)

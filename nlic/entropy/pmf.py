@@ -299,20 +299,25 @@ class GroupPlan:
 
 
 def plan_group(table: np.ndarray, tau: int, lo: np.ndarray, hi: np.ndarray,
-               log_scale_offset: int | np.ndarray = 0, sharpness: int = SHARPNESS_STEPS) -> GroupPlan:
+               log_scale_offset: int | np.ndarray = 0, sharpness: int = SHARPNESS_STEPS,
+               mean_shift: np.ndarray | None = None) -> GroupPlan:
     """Every window and window table of a group, from the integer network's outputs (``table``
     ``[n, 3K]``: logits, means, log-scale indices, see :class:`nlic.residual.integer.ChannelParams`),
     a log-scale offset (one for the group or one per symbol, ``[n]``; added to the indices, kept on
     the grid: :func:`nlic.coding.scales.apply`), a sharpness (every logit gap below the heaviest
     component times ``sharpness / SHARPNESS_STEPS``, rounded half up) and
-    the feasible bins ``lo``/``hi`` (``[n]`` int64).  Same integers as :meth:`BinParams.of`,
+    the feasible bins ``lo``/``hi`` (``[n]`` int64), and a shift of every component's mean per
+    symbol (``[n]``, 1/MEAN_STEPS pixel; None: none).  Same integers as :meth:`BinParams.of`,
     :func:`window_bounds`, :func:`window_width` and :func:`window_pmf`."""
     t = tables()
     width_px = 2 * tau + 1
     if np.ndim(log_scale_offset) == 0:
         log_scale_offset = np.full(len(lo), int(log_scale_offset), dtype=np.int64)
+    if mean_shift is None:
+        mean_shift = np.zeros(len(lo), dtype=np.int64)
     w, m, r, first, size, order, runs, masses = _plan_windows(
-        np.ascontiguousarray(table), np.ascontiguousarray(log_scale_offset, dtype=np.int64), width_px,
+        np.ascontiguousarray(table), np.ascontiguousarray(log_scale_offset, dtype=np.int64),
+        np.ascontiguousarray(mean_shift, dtype=np.int64), width_px,
         np.ascontiguousarray(lo, dtype=np.int64), np.ascontiguousarray(hi, dtype=np.int64), t.weight,
         int(t.log_width[width_px]), t.index_offset, t.half_window, int(t.weight[MAJOR_GAP]), t.cdf_rows,
         t.cdf_base, t.mass_rows, t.mass_base, t.reach, int(sharpness))
@@ -377,7 +382,7 @@ def _runs_by_width(log2w, extra):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, nogil=True, fastmath=EXACT_FLOAT_FLAGS, error_model="numpy")
-def _plan_windows(table, log_scale_offset, width_px, lo, hi, weight_t, log_width, index_offset, half_window,
+def _plan_windows(table, log_scale_offset, mean_shift, width_px, lo, hi, weight_t, log_width, index_offset, half_window,
                   major_weight, cdf_rows, cdf_base, mass_rows, mass_base, reach,
                   sharpness):  # pragma: no cover - compiled
     n, K = table.shape[0], table.shape[1] // 3
@@ -396,7 +401,8 @@ def _plan_windows(table, log_scale_offset, width_px, lo, hi, weight_t, log_width
         f, last = big, -big
         for k in range(K):
             weights[i, k] = weight_t[min(sharpened_gap(top - table[i, k], sharpness), 2 * LOGIT_LIMIT)] if K > 1 else 1
-            means[i, k] = (2 * np.int64(table[i, K + k]) + width_px) // (2 * width_px)  # round(mean / width), halves up
+            # round(mean / width), halves up
+            means[i, k] = (2 * (np.int64(table[i, K + k]) + mean_shift[i]) + width_px) // (2 * width_px)
             log_scale = min(max(np.int64(table[i, 2 * K + k]) + log_scale_offset[i], 0), LOG_SCALE_LEVELS - 1)
             rows[i, k] = log_scale - log_width + index_offset
             if weights[i, k] >= major_weight:
