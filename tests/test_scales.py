@@ -278,14 +278,15 @@ def test_activity_class_offsets_pay_and_decode_exactly(default_codecs, monkeypat
 
 
 def test_mean_offsets_pack_unpack_and_corrupt_fields() -> None:
-    """Format 6's scales field: format 5's, then per channel a one-byte mask of the mean levels
-    with an offset and a signed byte each; a field cut or lengthened, or one moving the first
-    channel's means, is refused."""
+    """Format 6's scales field: format 5's, then per channel and source a mask of the mean levels
+    with an offset and a signed byte each; a field cut or lengthened, or one with offsets from a
+    channel that is not before the one they move, is refused."""
     rng = np.random.default_rng(4)
     deltas = rng.integers(scales.DELTA_MIN, scales.DELTA_MAX + 1, size=(5, 3))
-    means = rng.integers(scales.MEAN_LOWEST, scales.MEAN_HIGHEST + 1, size=(3, scales.MEAN_LEVELS))
+    means = rng.integers(scales.MEAN_LOWEST, scales.MEAN_HIGHEST + 1, size=(3, scales.MEAN_SOURCES, scales.MEAN_LEVELS))
     means[0] = 0
-    means[2, 3] = 0  # a level without an offset
+    means[1, 1:] = 0
+    means[2, 0, 3] = 0  # a level without an offset
     for classes in (None, rng.integers(-5, 5, size=(3, scales.SYMBOL_CLASSES))):
         choice = scales.ScaleChoice([1, 0, -2], deltas, [8, 8, 16], classes, means)
         field = choice.pack()
@@ -296,41 +297,48 @@ def test_mean_offsets_pack_unpack_and_corrupt_fields() -> None:
         for bad in (field[:-1], field + b"\x00"):
             with pytest.raises(BitstreamError, match="do not match"):
                 scales.unpack_classes(bad, 5, 3, means=True)
-    first = means.copy()
-    first[0, 1] = 3
-    with pytest.raises(BitstreamError, match="first channel"):
-        scales.unpack_classes(scales.ScaleChoice([1, 0, -2], deltas, [8, 8, 16], None, first).pack(), 5, 3, means=True)
+    for c, j in ((0, 0), (1, 1)):
+        wrong = means.copy()
+        wrong[c, j, 2] = 3
+        with pytest.raises(BitstreamError, match="not before"):
+            scales.unpack_classes(scales.ScaleChoice([1, 0, -2], deltas, [8, 8, 16], None, wrong).pack(), 5, 3,
+                                  means=True)
 
 
 def test_mean_levels_follow_their_definition() -> None:
     """The mean level: the surprise level on the side of the heaviest component's mean the previous
-    channel's bin fell, SURPRISE_LEVELS - 1 within half a bin of it."""
+    channel's bin fell (MEAN_LIMITS half bins), the middle level within half a bin of it."""
     rng = np.random.default_rng(6)
     K, n = 3, 4000
     for tau in (0, 2):
         w = 2 * tau + 1
         table = np.concatenate([rng.integers(-40, 40, (n, K)), rng.integers(-800, 800, (n, K)),
                                 rng.integers(0, 100, (n, K))], 1).astype(np.int32)
-        bins = rng.integers(-12, 12, n)
+        bins = rng.integers(-40, 40, n)
         top = table[:, :K].argmax(1)
         signed = (bins * w - table[np.arange(n), K + top] / 16.0) / w  # bins
-        level = (np.abs(signed)[:, None] > np.asarray(scales.SURPRISE_LIMITS)[None, :] / 2).sum(1)
-        want = scales.SURPRISE_LEVELS - 1 + np.sign(signed).astype(int) * level
+        level = (np.abs(signed)[:, None] > np.asarray(scales.MEAN_LIMITS)[None, :] / 2).sum(1)
+        want = len(scales.MEAN_LIMITS) + np.sign(signed).astype(int) * level
         got = scales.surprise_levels(table, bins, w, signed=True)
         assert np.array_equal(got, want), tau
         assert len(np.unique(got)) == scales.MEAN_LEVELS
 
 
-def test_shifted_moves_every_mean_by_its_levels_offset() -> None:
-    K = 3
-    table = np.arange(12 * 3 * K, dtype=np.int32).reshape(12, 3 * K)
-    levels = np.arange(12) % scales.MEAN_LEVELS
-    offsets = np.arange(scales.MEAN_LEVELS) - 3
-    out = scales.shifted(table, levels, offsets, 5)
+def test_mean_shift_adds_each_sources_offset_and_shifted_moves_the_means() -> None:
+    K, n = 3, 40
+    rng = np.random.default_rng(7)
+    table = np.arange(n * 3 * K, dtype=np.int32).reshape(n, 3 * K)
+    levels = [rng.integers(0, scales.MEAN_LEVELS, n) for _ in range(scales.MEAN_SOURCES)]
+    offsets = rng.integers(-9, 9, (scales.MEAN_SOURCES, scales.MEAN_LEVELS))
+    shift = scales.mean_shift(levels, offsets, 5)
+    assert np.array_equal(shift, 5 * sum(offsets[j][levels[j]] for j in range(scales.MEAN_SOURCES)))
+    assert np.array_equal(scales.mean_shift(levels[:1], offsets, 3), 3 * offsets[0][levels[0]])
+    assert scales.mean_shift([], offsets, 5) is None and scales.mean_shift(levels, 0 * offsets, 5) is None
+    out = scales.shifted(table, shift)
     assert out.dtype == table.dtype
-    assert np.array_equal(out[:, K : 2 * K] - table[:, K : 2 * K], np.repeat((offsets[levels] * 5)[:, None], K, 1))
+    assert np.array_equal(out[:, K : 2 * K] - table[:, K : 2 * K], np.repeat(shift[:, None], K, 1))
     assert np.array_equal(np.delete(out, np.s_[K : 2 * K], 1), np.delete(table, np.s_[K : 2 * K], 1))
-    assert scales.shifted(table, levels, np.zeros(scales.MEAN_LEVELS, dtype=int), 5) is table
+    assert scales.shifted(table, None) is table
 
 
 def test_mean_offsets_pay_and_decode_exactly(default_codecs, monkeypatch) -> None:

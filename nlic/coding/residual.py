@@ -93,7 +93,7 @@ class TileStream:
     """What the decoder has of one tile: its residual stream, patches, output layers (None: the
     shared ones), each patch's log-scale offsets ``[P, c]`` (None: zero), each channel's
     mixture sharpness (None: neutral), offsets per symbol class ``[c, SYMBOL_CLASSES]`` and mean
-    offsets per mean level ``[c, MEAN_LEVELS]`` (None: none)."""
+    offsets ``[c, MEAN_SOURCES, MEAN_LEVELS]`` (None: none)."""
 
     data: bytes
     patches: Patches
@@ -142,14 +142,15 @@ class ResidualCoder:
 
     @staticmethod
     def mean_levels(params: list[ChannelParams], bins: Tensor, tau: int,
-                    take: np.ndarray | None = None) -> list[np.ndarray | None]:
-        """Each channel's mean levels (:func:`scales.surprise_levels`, signed; None for the first
-        channel), flat over ``[P, S, S]`` (``take``: of those symbols only)."""
+                    take: np.ndarray | None = None) -> list[list[np.ndarray]]:
+        """Each channel's mean levels per source (:func:`scales.surprise_levels`, signed, of the
+        channels before it, the nearest first, at most MEAN_SOURCES), flat over ``[P, S, S]``
+        (``take``: of those symbols only)."""
         w = bin_width(tau)
         pick = (lambda a: a.reshape(-1)) if take is None else (lambda a: a.reshape(-1)[take])  # noqa: E731
-        return [None if c == 0 else scales.surprise_levels(_rows(params[c - 1].table.numpy(), take),
-                                                           pick(bins[:, c - 1].numpy()), w, signed=True)
-                for c in range(len(params))]
+        levels = [scales.surprise_levels(_rows(p.table.numpy(), take), pick(bins[:, c].numpy()), w, signed=True)
+                  for c, p in enumerate(params[:-1])]
+        return [levels[max(c - scales.MEAN_SOURCES, 0) : c][::-1] for c in range(len(params))]
 
     # ------------------------------------------------------------------ encode
     @torch.no_grad()
@@ -244,15 +245,11 @@ class ResidualCoder:
             tables, *rest = ([x[every] for x in f] for f in fields)
             scale = int(patches.valid.sum()) / len(take[every])
             if self.mean_offsets and len(params) > 1:  # format 6: the means first, the classes' scales under them
-                sub = slice(None, None, scales.MEAN_SAMPLE_STRIDE)
-                few = slice(None, None, scales.MEAN_SAMPLE_STRIDE * scales.CLASS_SAMPLE_STRIDE)
-                means = scales.choose_means([t[sub] for t in tables], *([x[sub] for x in f] for f in rest),
-                                            self.mean_levels(params, bins, tau, take[few]), [b[sub] for b in base],
-                                            tau, sharpness, int(patches.valid.sum()) / len(take[few]))
+                levels = self.mean_levels(params, bins, tau, take[every])
+                means = scales.choose_means(tables, *rest, levels, base, tau, sharpness, scale)
                 if means.any():
                     choice.means = means
-                    levels = self.mean_levels(params, bins, tau, take[every])
-                    tables = [t if lev is None else scales.shifted(t, lev, means[c], bin_width(tau))
+                    tables = [scales.shifted(t, scales.mean_shift(lev, means[c], bin_width(tau)))
                               for c, (t, lev) in enumerate(zip(tables, levels))]
             found = scales.choose_classes(tables, *rest, self.classes(params, bins, patches, tau, take[every]),
                                           base, tau, sharpness, scale)
@@ -265,7 +262,7 @@ class ResidualCoder:
                class_offsets: np.ndarray | None = None, mean_offsets: np.ndarray | None = None) -> bytes:
         """Encode ``bins`` given their mixtures (:meth:`mixtures`), each patch's log-scale offsets
         (``[P, c]``, :meth:`scales.ScaleChoice.per_patch`), each channel's sharpness, offsets
-        per symbol class (``[c, SYMBOL_CLASSES]``) and mean offsets (``[c, MEAN_LEVELS]``):
+        per symbol class (``[c, SYMBOL_CLASSES]``) and mean offsets (``[c, MEAN_SOURCES, MEAN_LEVELS]``):
         the symbols in the order the decoder meets them (wavefront by wavefront, channel by channel,
         each group's windows by width, then its escapes by span), planned PLAN_STEPS wavefronts of a
         channel at a time (:class:`_ChannelPlan`)."""
@@ -281,8 +278,9 @@ class ResidualCoder:
         channels = []
         for c, p in enumerate(params):  # into decoding order: one gather of int32 rows, then read in order
             table = np.take(p.table.numpy().reshape(-1, p.table.shape[-1]), order, axis=0)
-            shift = (np.zeros(len(order), dtype=np.int64) if levels is None or levels[c] is None
-                     else mean_offsets[c][levels[c]] * bin_width(tau))
+            shift = None if levels is None else scales.mean_shift(levels[c], mean_offsets[c], bin_width(tau))
+            if shift is None:
+                shift = np.zeros(len(order), dtype=np.int64)
             channels.append((table, offsets[c], shift, sharp[c], *(np.take(t[:, c].numpy().reshape(-1), order)
                                                                    for t in (patches.lo, patches.hi, bins))))
         for first in range(0, len(ends), PLAN_STEPS):
@@ -353,7 +351,7 @@ class ResidualCoder:
                 gathered = residuals.gather(start, end)
                 taps = torch.from_numpy(gathered)
                 activity = scales.gathered_levels(gathered, self.activity_taps, n_ch, w) if by_class else None
-                previous = None  # (the previous channel's mixtures and bins, for the surprise levels)
+                distances: list[np.ndarray] = []  # each decoded channel's surprise (classes, mean levels)
                 act, skip = self.head.context_gathered(taps if on_cpu else taps.to(device),
                                                        None if feats is None else feats[run])
                 trunk = self.head.trunk_features(act)
@@ -367,20 +365,21 @@ class ResidualCoder:
                         table = self.head.channel_output(c, inputs, layers[c]).table.cpu().numpy()
                     low, high = lo[c][run], hi[c][run]
                     k = np.empty(end - start, dtype=np.int64)
-                    distance = (scales.surprise(*previous, w)  # (one for the classes and the mean levels)
-                                if previous is not None and (by_class or by_mean) else None)
-                    classes = scales.symbol_classes(activity[:, c], previous, w, distance) if by_class else None
-                    levels = scales.distance_levels(distance, w, signed=True) if by_mean and c else None
+                    classes = (scales.symbol_classes(activity[:, c], None, w, distances[c - 1] if c else None)
+                               if by_class else None)
+                    levels = ([scales.distance_levels(d, w, signed=True)
+                               for d in distances[max(c - scales.MEAN_SOURCES, 0) : c][::-1]] if by_mean else None)
                     for i, seg in segments:
                         offset = offsets[c][run][seg]
                         if tiles[i].class_offsets is not None:
                             offset = offset + tiles[i].class_offsets[c][classes[seg]]
                         shift = (None if levels is None or tiles[i].mean_offsets is None
-                                 else tiles[i].mean_offsets[c][levels[seg]] * w)
+                                 else scales.mean_shift([lev[seg] for lev in levels], tiles[i].mean_offsets[c], w))
                         k[seg] = self._code_group(decoders[i], table[seg], offset, sharpness[i][c], tau,
                                                   low[seg], high[seg], shift)
                     out[c, order[run]] = k
-                    previous = (table, k)
+                    if (by_class or by_mean) and c < n_ch - 1:
+                        distances.append(scales.surprise(table, k, w))
                     current[:, c] = patches.context_array(k * w)
                 residuals.scatter(start, current, n_ch)
                 start = end

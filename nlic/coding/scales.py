@@ -74,16 +74,16 @@ SYMBOL_CLASSES = (len(ACTIVITY_LIMITS) + 1) * SURPRISE_LEVELS
 CLASS_MIN_BITS = 8.0
 #: the neighbours the gradient reads, as (row, column) offsets: W, N, NW, NE
 ACTIVITY_TAPS = ((0, -1), (-1, 0), (-1, -1), (-1, 1))
-#: format 6: the mean levels, the surprise level on the side of the mean the previous channel's
-#: bin fell (0 .. MEAN_LEVELS - 1, the middle one for a bin within half a bin of it), and the mean
-#: offsets searched per level, in 1/MEAN_STEPS bin (at most two bins either way)
-MEAN_LEVELS = 2 * SURPRISE_LEVELS - 1
+#: format 6: a channel's means follow the previous MEAN_SOURCES channels (G: R; B: G, then R): each
+#: source's mean levels, its surprise cut at MEAN_LIMITS half bins on the side of the mean its bin
+#: fell (0 .. MEAN_LEVELS - 1, the middle one for a bin within half a bin of it), select an offset
+#: of the means, in 1/MEAN_STEPS bin, searched over MEAN_LOWEST .. MEAN_HIGHEST (two bins either way)
+MEAN_SOURCES = 2
+MEAN_LIMITS = SURPRISE_LIMITS
+MEAN_LEVELS = 2 * len(MEAN_LIMITS) + 1
 MEAN_LOWEST, MEAN_HIGHEST, MEAN_COARSE = -32, 32, 4
 #: a mean offset is stored when its estimated saving passes the byte it costs
 MEAN_MIN_BITS = 8.0
-#: the mean offsets are chosen on every MEAN_SAMPLE_STRIDE-th symbol of the classes' sample: on three
-#: photos every fourth gave files 0.1-0.4 % larger than every one (and saved 0.05 s/MP of encoding)
-MEAN_SAMPLE_STRIDE = 1
 #: class offsets searched, in log-scale grid steps, on top of the patch's offset
 CLASS_LOWEST, CLASS_HIGHEST, CLASS_COARSE = -32, 24, 4
 #: the class offsets are chosen on every CLASS_SAMPLE_STRIDE-th symbol of the per-patch sample: on
@@ -101,7 +101,7 @@ class ScaleChoice:
     deltas: np.ndarray | None
     sharpness: list[int] | None = None
     classes: np.ndarray | None = None  # [c, SYMBOL_CLASSES] offsets per symbol class (format 5)
-    means: np.ndarray | None = None  # [c, MEAN_LEVELS] mean offsets per mean level (format 6)
+    means: np.ndarray | None = None  # [c, MEAN_SOURCES, MEAN_LEVELS] mean offsets (format 6)
 
     def channel_sharpness(self) -> list[int]:
         return self.sharpness or [SHARPNESS_STEPS] * len(self.tile)
@@ -222,24 +222,36 @@ def choose_classes(tables: list[np.ndarray], symbols: list[np.ndarray], lo: list
 
 
 def choose_means(tables: list[np.ndarray], symbols: list[np.ndarray], lo: list[np.ndarray], hi: list[np.ndarray],
-                 levels: list[np.ndarray | None], base: list[np.ndarray], tau: int, sharpness: list[int] | None = None,
+                 levels: list[list[np.ndarray]], base: list[np.ndarray], tau: int, sharpness: list[int] | None = None,
                  scale: float = 1.0) -> np.ndarray:
-    """Each channel's mean offset per mean level ``[c, MEAN_LEVELS]`` (1/MEAN_STEPS bin; zero for
-    a channel whose ``levels`` are None, the first), from a sample of symbols under their log-scale
-    offsets ``base[c]`` (as :func:`choose_classes`); an offset is kept where it saves more than
-    MEAN_MIN_BITS in the tile."""
-    out = np.zeros((len(tables), MEAN_LEVELS), dtype=np.int64)
+    """Each channel's mean offsets per source and mean level ``[c, MEAN_SOURCES, MEAN_LEVELS]``
+    (1/MEAN_STEPS bin; ``levels[c]``: the mean levels of each of its sources, none for the first
+    channel), from a sample of symbols under their log-scale offsets ``base[c]`` (as
+    :func:`choose_classes`), one source after the other under the offsets of those before it; an
+    offset is kept where it saves more than MEAN_MIN_BITS in the tile."""
+    out = np.zeros((len(tables), MEAN_SOURCES, MEAN_LEVELS), dtype=np.int64)
     sharp = sharpness or [SHARPNESS_STEPS] * len(tables)
-    for c, (table, sym, low, high, lev, off) in enumerate(zip(tables, symbols, lo, hi, levels, base)):
-        if lev is None:
-            continue
-        order = np.argsort(lev, kind="stable")
-        starts = np.searchsorted(lev[order], np.arange(MEAN_LEVELS + 1))
-        best, cost, zero = _search_channel(moved(table[order], off[order]), sym[order], low[order], high[order],
-                                           starts, tau, 0, 0, MEAN_LOWEST, MEAN_HIGHEST, MEAN_COARSE, sharp[c],
-                                           shift_step=(2 * tau + 1) / MEAN_STEPS)
-        out[c] = np.where((zero - cost) * scale > MEAN_MIN_BITS, best, 0)
+    width = 2 * tau + 1
+    for c, (table, sym, low, high, sources, off) in enumerate(zip(tables, symbols, lo, hi, levels, base)):
+        table = moved(table, off)
+        for j, lev in enumerate(sources):
+            if j:
+                table = shifted(table, mean_shift(sources[j - 1 : j], out[c, j - 1 : j], width))
+            order = np.argsort(lev, kind="stable")
+            starts = np.searchsorted(lev[order], np.arange(MEAN_LEVELS + 1))
+            best, cost, zero = _search_channel(table[order], sym[order], low[order], high[order], starts, tau, 0, 0,
+                                               MEAN_LOWEST, MEAN_HIGHEST, MEAN_COARSE, sharp[c],
+                                               shift_step=width / MEAN_STEPS)
+            out[c, j] = np.where((zero - cost) * scale > MEAN_MIN_BITS, best, 0)
     return out
+
+
+def mean_shift(levels: Sequence[np.ndarray], offsets: np.ndarray, width: int) -> np.ndarray | None:
+    """Each symbol's shift of its means (1/MEAN_STEPS pixel) from its sources' mean ``levels`` and
+    their ``offsets`` ``[sources, MEAN_LEVELS]`` (None: no shift)."""
+    if not len(levels) or not np.any(offsets[: len(levels)]):
+        return None
+    return sum(np.asarray(offsets[j], dtype=np.int64)[lev] for j, lev in enumerate(levels)) * width
 
 
 def surprise(table: np.ndarray, bins: np.ndarray, width: int) -> np.ndarray:
@@ -254,37 +266,37 @@ def surprise(table: np.ndarray, bins: np.ndarray, width: int) -> np.ndarray:
 
 def surprise_levels(table: np.ndarray, bins: np.ndarray, width: int, signed: bool = False) -> np.ndarray:
     """The surprise level of each symbol's previous channel (:func:`surprise` cut at
-    SURPRISE_LIMITS half bins); ``signed``: the mean level instead, the same level on the side the
-    bin fell (SURPRISE_LEVELS - 1 in the middle, 0 .. MEAN_LEVELS - 1)."""
+    SURPRISE_LIMITS half bins); ``signed``: the mean level instead (cut at MEAN_LIMITS, on the side
+    the bin fell: 0 .. MEAN_LEVELS - 1, ``len(MEAN_LIMITS)`` in the middle)."""
     return distance_levels(surprise(table, bins, width), width, signed)
 
 
 def distance_levels(distance: np.ndarray, width: int, signed: bool = False) -> np.ndarray:
     """:func:`surprise_levels` of distances :func:`surprise` computed."""
-    level = np.searchsorted(np.asarray(SURPRISE_LIMITS) * (MEAN_STEPS * width), np.abs(distance), side="left")
-    return SURPRISE_LEVELS - 1 + np.sign(distance) * level if signed else level
+    limits = np.asarray(MEAN_LIMITS if signed else SURPRISE_LIMITS) * (MEAN_STEPS * width)
+    level = np.searchsorted(limits, np.abs(distance), side="left")
+    return len(MEAN_LIMITS) + np.sign(distance) * level if signed else level
 
 
 def symbol_classes(activity: np.ndarray, previous: tuple[np.ndarray, np.ndarray] | None, width: int,
                    distance: np.ndarray | None = None) -> np.ndarray:
     """Class of each symbol of a channel: its activity level and (``previous``: the previous
-    channel's mixtures and bins; None for the first channel) the surprise level (``distance``: the
-    previous channel's :func:`surprise`, when computed already)."""
-    if previous is None:
-        return activity * SURPRISE_LEVELS
-    return activity * SURPRISE_LEVELS + distance_levels(surprise(*previous, width) if distance is None else distance,
-                                                        width)
+    channel's mixtures and bins, or ``distance``: their :func:`surprise`; neither for the first
+    channel) the surprise level."""
+    if distance is None and previous is not None:
+        distance = surprise(*previous, width)
+    return activity * SURPRISE_LEVELS + (0 if distance is None else distance_levels(distance, width))
 
 
-def shifted(table: np.ndarray, levels: np.ndarray, offsets: np.ndarray, width: int) -> np.ndarray:
-    """Integer mixtures ``[n, 3K]`` with every mean moved by the offset of its symbol's mean level
-    (``offsets`` ``[MEAN_LEVELS]``, in 1/MEAN_STEPS bin): what the coder does with format 6's mean
-    offsets (a copy; ``table`` itself when every offset is zero)."""
-    if not np.any(offsets):
+def shifted(table: np.ndarray, shift: np.ndarray | None) -> np.ndarray:
+    """Integer mixtures ``[n, 3K]`` with every mean moved by its symbol's ``shift`` (1/MEAN_STEPS
+    pixel, :func:`mean_shift`): what the coder does with format 6's mean offsets (a copy; ``table``
+    itself for no shift)."""
+    if shift is None:
         return table
     K = table.shape[1] // 3
     out = np.array(table)
-    out[:, K : 2 * K] += (np.asarray(offsets, dtype=np.int64)[levels] * width).astype(out.dtype)[:, None]
+    out[:, K : 2 * K] += shift.astype(out.dtype)[:, None]
     return out
 
 
@@ -503,23 +515,25 @@ def pack_classes(offsets: np.ndarray) -> bytes:
 
 
 def pack_means(offsets: np.ndarray) -> bytes:
-    """Format 6's mean offsets ``[c, MEAN_LEVELS]``, as :func:`pack_classes` (a one-byte mask)."""
-    return _pack_masked(offsets, MEAN_LEVELS)
+    """Format 6's mean offsets ``[c, MEAN_SOURCES, MEAN_LEVELS]``, as :func:`pack_classes` (per
+    channel and source)."""
+    return _pack_masked(np.asarray(offsets).reshape(-1, MEAN_LEVELS), MEAN_LEVELS)
 
 
 def unpack_classes(data: bytes, patches: int, channels: int,
                    means: bool = False) -> tuple[np.ndarray, list[int], np.ndarray, np.ndarray | None]:
     """Inverse of :meth:`ScaleChoice.pack` with class offsets (format 5; ``means``: and mean
     offsets, format 6): every patch's offsets ``[patches, channels]``, each channel's sharpness,
-    the class offsets ``[channels, SYMBOL_CLASSES]`` and the mean offsets ``[channels, MEAN_LEVELS]``
-    (None without ``means``)."""
+    the class offsets ``[channels, SYMBOL_CLASSES]`` and the mean offsets ``[channels, MEAN_SOURCES,
+    MEAN_LEVELS]`` (None without ``means``)."""
     at = 2 * channels + (patches * channels + 1) // 2  # (the format 4 field's length)
     classes, at = _unpack_masked(data, at, channels, SYMBOL_CLASSES, "class offsets")
     mean_offsets = None
     if means:
-        mean_offsets, at = _unpack_masked(data, at, channels, MEAN_LEVELS, "mean offsets")
-        if mean_offsets[0].any():
-            raise BitstreamError("file is corrupt (mean offsets for the first channel)")
+        mean_offsets, at = _unpack_masked(data, at, channels * MEAN_SOURCES, MEAN_LEVELS, "mean offsets")
+        mean_offsets = mean_offsets.reshape(channels, MEAN_SOURCES, MEAN_LEVELS)
+        if any(mean_offsets[c, c:].any() for c in range(channels)):
+            raise BitstreamError("file is corrupt (mean offsets from a channel that is not before)")
     if at != len(data):
         raise BitstreamError(f"file is corrupt ({'mean' if means else 'class'} offsets do not match the tile)")
     return (*unpack_patches(data[: 2 * channels + (patches * channels + 1) // 2], patches, channels), classes,
