@@ -278,14 +278,15 @@ def test_activity_class_offsets_pay_and_decode_exactly(default_codecs, monkeypat
 
 
 def test_mean_offsets_pack_unpack_and_corrupt_fields() -> None:
-    """Format 6's scales field: format 5's, then per channel and source a mask of the mean levels
-    with an offset and a signed byte each; a field cut or lengthened, or one with offsets from a
-    channel that is not before the one they move, is refused."""
+    """Format 6's scales field: format 5's, then per channel and source (the channels before it and
+    its median deviation) a mask of the mean levels with an offset and a signed byte each; a field
+    cut or lengthened, or one with offsets from a channel that is not before the one they move, is
+    refused."""
     rng = np.random.default_rng(4)
     deltas = rng.integers(scales.DELTA_MIN, scales.DELTA_MAX + 1, size=(5, 3))
     means = rng.integers(scales.MEAN_LOWEST, scales.MEAN_HIGHEST + 1, size=(3, scales.MEAN_SOURCES, scales.MEAN_LEVELS))
-    means[0] = 0
-    means[1, 1:] = 0
+    means[0, : scales.MEDIAN_SOURCE] = 0  # R has no channel before it, G one
+    means[1, 1 : scales.MEDIAN_SOURCE] = 0
     means[2, 0, 3] = 0  # a level without an offset
     for classes in (None, rng.integers(-5, 5, size=(3, scales.SYMBOL_CLASSES))):
         choice = scales.ScaleChoice([1, 0, -2], deltas, [8, 8, 16], classes, means)
@@ -297,7 +298,7 @@ def test_mean_offsets_pack_unpack_and_corrupt_fields() -> None:
         for bad in (field[:-1], field + b"\x00"):
             with pytest.raises(BitstreamError, match="do not match"):
                 scales.unpack_classes(bad, 5, 3, means=True)
-    for c, j in ((0, 0), (1, 1)):
+    for c, j in ((0, 0), (0, 1), (1, 1)):
         wrong = means.copy()
         wrong[c, j, 2] = 3
         with pytest.raises(BitstreamError, match="not before"):

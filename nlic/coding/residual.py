@@ -141,16 +141,20 @@ class ResidualCoder:
                 for c in range(len(params))]
 
     @staticmethod
-    def mean_levels(params: list[ChannelParams], bins: Tensor, tau: int,
-                    take: np.ndarray | None = None) -> list[list[np.ndarray]]:
-        """Each channel's mean levels per source (:func:`scales.surprise_levels`, signed, of the
-        channels before it, the nearest first, at most MEAN_SOURCES), flat over ``[P, S, S]``
-        (``take``: of those symbols only)."""
+    def mean_levels(params: list[ChannelParams], bins: Tensor, patches: Patches, tau: int,
+                    take: np.ndarray | None = None) -> list[list[np.ndarray | None]]:
+        """Each channel's mean levels per source (:data:`scales.MEAN_SOURCES`: the signed surprise
+        levels of the two channels before it, None where there is none, then those of its own
+        mean's deviation from the median prediction), flat over ``[P, S, S]`` (``take``: of those
+        symbols only)."""
         w = bin_width(tau)
         pick = (lambda a: a.reshape(-1)) if take is None else (lambda a: a.reshape(-1)[take])  # noqa: E731
-        levels = [scales.surprise_levels(_rows(p.table.numpy(), take), pick(bins[:, c].numpy()), w, signed=True)
-                  for c, p in enumerate(params[:-1])]
-        return [levels[max(c - scales.MEAN_SOURCES, 0) : c][::-1] for c in range(len(params))]
+        tables = [_rows(p.table.numpy(), take) for p in params]
+        medians = scales.context_medians(patches.context(bins * w).numpy())
+        surprise = [scales.surprise_levels(t, pick(bins[:, c].numpy()), w, signed=True) for c, t in enumerate(tables)]
+        return [[surprise[c - 1] if c >= 1 else None, surprise[c - 2] if c >= 2 else None,
+                 scales.distance_levels(scales.deviation(t, pick(medians[:, c]), w), w, signed=True)]
+                for c, t in enumerate(tables)]
 
     # ------------------------------------------------------------------ encode
     @torch.no_grad()
@@ -244,8 +248,8 @@ class ResidualCoder:
             base = [per[patch[every], c] for c in range(len(params))]
             tables, *rest = ([x[every] for x in f] for f in fields)
             scale = int(patches.valid.sum()) / len(take[every])
-            if self.mean_offsets and len(params) > 1:  # format 6: the means first, the classes' scales under them
-                levels = self.mean_levels(params, bins, tau, take[every])
+            if self.mean_offsets:  # format 6: the means first, the classes' scales under them
+                levels = self.mean_levels(params, bins, patches, tau, take[every])
                 means = scales.choose_means(tables, *rest, levels, base, tau, sharpness, scale)
                 if means.any():
                     choice.means = means
@@ -272,7 +276,7 @@ class ResidualCoder:
         if class_offsets is not None:
             classes = self.classes(params, bins, patches, tau, order)
             offsets = [off + class_offsets[c][classes[c]] for c, off in enumerate(offsets)]
-        levels = None if mean_offsets is None else self.mean_levels(params, bins, tau, order)
+        levels = None if mean_offsets is None else self.mean_levels(params, bins, patches, tau, order)
         sharp = sharpness or [SHARPNESS_STEPS] * len(params)
         steps = np.array([0, *ends], dtype=np.int64)
         channels = []
@@ -338,8 +342,8 @@ class ResidualCoder:
         decoders = [SymbolDecoder(t.data) for t in tiles]
         by_class = any(t.class_offsets is not None for t in tiles)
         by_mean = any(t.mean_offsets is not None for t in tiles)
-        if by_class and self.activity_taps is None:
-            raise BitstreamError("file is corrupt (class offsets for a model without the neighbours they need)")
+        if (by_class or by_mean) and self.activity_taps is None:
+            raise BitstreamError("file is corrupt (class or mean offsets for a model without the neighbours they need)")
         start = 0
         with exact_float32():  # (entered once: it takes a lock)
             for end in ends:
@@ -351,6 +355,7 @@ class ResidualCoder:
                 gathered = residuals.gather(start, end)
                 taps = torch.from_numpy(gathered)
                 activity = scales.gathered_levels(gathered, self.activity_taps, n_ch, w) if by_class else None
+                medians = scales.gathered_medians(gathered, self.activity_taps, n_ch) if by_mean else None
                 distances: list[np.ndarray] = []  # each decoded channel's surprise (classes, mean levels)
                 act, skip = self.head.context_gathered(taps if on_cpu else taps.to(device),
                                                        None if feats is None else feats[run])
@@ -367,14 +372,18 @@ class ResidualCoder:
                     k = np.empty(end - start, dtype=np.int64)
                     classes = (scales.symbol_classes(activity[:, c], None, w, distances[c - 1] if c else None)
                                if by_class else None)
-                    levels = ([scales.distance_levels(d, w, signed=True)
-                               for d in distances[max(c - scales.MEAN_SOURCES, 0) : c][::-1]] if by_mean else None)
+                    levels = None
+                    if by_mean:  # (as mean_levels)
+                        levels = [scales.distance_levels(distances[c - j - 1], w, signed=True) if c > j else None
+                                  for j in range(scales.MEDIAN_SOURCE)]
+                        levels.append(scales.distance_levels(scales.deviation(table, medians[:, c], w), w, signed=True))
                     for i, seg in segments:
                         offset = offsets[c][run][seg]
                         if tiles[i].class_offsets is not None:
                             offset = offset + tiles[i].class_offsets[c][classes[seg]]
                         shift = (None if levels is None or tiles[i].mean_offsets is None
-                                 else scales.mean_shift([lev[seg] for lev in levels], tiles[i].mean_offsets[c], w))
+                                 else scales.mean_shift([None if lev is None else lev[seg] for lev in levels],
+                                                        tiles[i].mean_offsets[c], w))
                         k[seg] = self._code_group(decoders[i], table[seg], offset, sharpness[i][c], tau,
                                                   low[seg], high[seg], shift)
                     out[c, order[run]] = k

@@ -74,11 +74,15 @@ SYMBOL_CLASSES = (len(ACTIVITY_LIMITS) + 1) * SURPRISE_LEVELS
 CLASS_MIN_BITS = 8.0
 #: the neighbours the gradient reads, as (row, column) offsets: W, N, NW, NE
 ACTIVITY_TAPS = ((0, -1), (-1, 0), (-1, -1), (-1, 1))
-#: format 6: a channel's means follow the previous MEAN_SOURCES channels (G: R; B: G, then R): each
-#: source's mean levels, its surprise cut at MEAN_LIMITS half bins on the side of the mean its bin
-#: fell (0 .. MEAN_LEVELS - 1, the middle one for a bin within half a bin of it), select an offset
-#: of the means, in 1/MEAN_STEPS bin, searched over MEAN_LOWEST .. MEAN_HIGHEST (two bins either way)
-MEAN_SOURCES = 2
+#: format 6: a channel's means move by an offset per mean level of each of MEAN_SOURCES sources: the
+#: surprise of the channel before it (G: R's; B: G's), of the one before that (B: R's), and the
+#: deviation of its own mean from the median predictor of its W, N and NW neighbours (every channel);
+#: a level cuts the source's signed distance at MEAN_LIMITS half bins on either side (0 .. MEAN_LEVELS
+#: - 1, the middle one within half a bin); offsets in 1/MEAN_STEPS bin, searched over MEAN_LOWEST ..
+#: MEAN_HIGHEST (two bins either way).  The network, trained on noisy camera crops, reacts too much
+#: to R's value when it predicts G and B, and to the texture around a pixel, on smooth photos.
+MEAN_SOURCES = 3
+MEDIAN_SOURCE = 2
 MEAN_LIMITS = SURPRISE_LIMITS
 MEAN_LEVELS = 2 * len(MEAN_LIMITS) + 1
 MEAN_LOWEST, MEAN_HIGHEST, MEAN_COARSE = -32, 32, 4
@@ -222,11 +226,11 @@ def choose_classes(tables: list[np.ndarray], symbols: list[np.ndarray], lo: list
 
 
 def choose_means(tables: list[np.ndarray], symbols: list[np.ndarray], lo: list[np.ndarray], hi: list[np.ndarray],
-                 levels: list[list[np.ndarray]], base: list[np.ndarray], tau: int, sharpness: list[int] | None = None,
-                 scale: float = 1.0) -> np.ndarray:
+                 levels: list[list[np.ndarray | None]], base: list[np.ndarray], tau: int,
+                 sharpness: list[int] | None = None, scale: float = 1.0) -> np.ndarray:
     """Each channel's mean offsets per source and mean level ``[c, MEAN_SOURCES, MEAN_LEVELS]``
-    (1/MEAN_STEPS bin; ``levels[c]``: the mean levels of each of its sources, none for the first
-    channel), from a sample of symbols under their log-scale offsets ``base[c]`` (as
+    (1/MEAN_STEPS bin; ``levels[c]``: the mean levels of each of its sources, None for one it does
+    not have), from a sample of symbols under their log-scale offsets ``base[c]`` (as
     :func:`choose_classes`), one source after the other under the offsets of those before it; an
     offset is kept where it saves more than MEAN_MIN_BITS in the tile."""
     out = np.zeros((len(tables), MEAN_SOURCES, MEAN_LEVELS), dtype=np.int64)
@@ -234,34 +238,72 @@ def choose_means(tables: list[np.ndarray], symbols: list[np.ndarray], lo: list[n
     width = 2 * tau + 1
     for c, (table, sym, low, high, sources, off) in enumerate(zip(tables, symbols, lo, hi, levels, base)):
         table = moved(table, off)
+        done: list[np.ndarray | None] = []
         for j, lev in enumerate(sources):
-            if j:
-                table = shifted(table, mean_shift(sources[j - 1 : j], out[c, j - 1 : j], width))
-            order = np.argsort(lev, kind="stable")
-            starts = np.searchsorted(lev[order], np.arange(MEAN_LEVELS + 1))
-            best, cost, zero = _search_channel(table[order], sym[order], low[order], high[order], starts, tau, 0, 0,
-                                               MEAN_LOWEST, MEAN_HIGHEST, MEAN_COARSE, sharp[c],
-                                               shift_step=width / MEAN_STEPS)
-            out[c, j] = np.where((zero - cost) * scale > MEAN_MIN_BITS, best, 0)
+            if lev is not None:
+                table = shifted(table, mean_shift(done, out[c], width))  # under the sources chosen so far
+                order = np.argsort(lev, kind="stable")
+                starts = np.searchsorted(lev[order], np.arange(MEAN_LEVELS + 1))
+                best, cost, zero = _search_channel(table[order], sym[order], low[order], high[order], starts, tau,
+                                                   0, 0, MEAN_LOWEST, MEAN_HIGHEST, MEAN_COARSE, sharp[c],
+                                                   shift_step=width / MEAN_STEPS)
+                out[c, j] = np.where((zero - cost) * scale > MEAN_MIN_BITS, best, 0)
+                done = [None] * j + [lev]  # (the shifts so far are in the table now)
     return out
 
 
-def mean_shift(levels: Sequence[np.ndarray], offsets: np.ndarray, width: int) -> np.ndarray | None:
-    """Each symbol's shift of its means (1/MEAN_STEPS pixel) from its sources' mean ``levels`` and
-    their ``offsets`` ``[sources, MEAN_LEVELS]`` (None: no shift)."""
-    if not len(levels) or not np.any(offsets[: len(levels)]):
-        return None
-    return sum(np.asarray(offsets[j], dtype=np.int64)[lev] for j, lev in enumerate(levels)) * width
+def mean_shift(levels: Sequence[np.ndarray | None], offsets: np.ndarray, width: int) -> np.ndarray | None:
+    """Each symbol's shift of its means (1/MEAN_STEPS pixel) from its sources' mean ``levels``
+    (None: a source it does not have) and their ``offsets`` ``[sources, MEAN_LEVELS]`` (None: no
+    shift)."""
+    parts = [np.asarray(offsets[j], dtype=np.int64)[lev] for j, lev in enumerate(levels)
+             if lev is not None and np.any(offsets[j])]
+    return sum(parts) * width if parts else None
+
+
+def heaviest_means(table: np.ndarray) -> np.ndarray:
+    """The mean of each symbol's heaviest mixture component (the first of equals), 1/MEAN_STEPS
+    pixel: ``table`` ``[n, 3K]`` integer mixtures."""
+    K = table.shape[1] // 3
+    top = np.argmax(table[:, :K], axis=1)
+    return np.take_along_axis(table[:, K : 2 * K], top[:, None], axis=1)[:, 0].astype(np.int64)
+
+
+def median_predictions(west: np.ndarray, north: np.ndarray, north_west: np.ndarray) -> np.ndarray:
+    """The median (MED, LOCO-I) predictor of each pixel from its W, N and NW neighbours (integers)."""
+    low, high = np.minimum(west, north), np.maximum(west, north)
+    return np.where(north_west >= high, low, np.where(north_west <= low, high, west + north - north_west))
+
+
+def deviation(table: np.ndarray, median: np.ndarray, width: int) -> np.ndarray:
+    """How far each symbol's heaviest component's mean lies from its median prediction ``median``
+    (pixels, the residuals the network reads), signed, in the units of :func:`surprise`."""
+    return 2 * (heaviest_means(table) - MEAN_STEPS * median.astype(np.int64))
+
+
+def context_medians(context: np.ndarray) -> np.ndarray:
+    """:func:`median_predictions` of every pixel of patches ``[P, c, S, S]`` of reconstructed
+    residuals (as the network reads them), neighbours outside the patch zero (the decoder's border)."""
+    r = np.asarray(context, dtype=np.int64)
+    west, north, north_west = np.zeros_like(r), np.zeros_like(r), np.zeros_like(r)
+    west[..., :, 1:] = r[..., :, :-1]
+    north[..., 1:, :] = r[..., :-1, :]
+    north_west[..., 1:, 1:] = r[..., :-1, :-1]
+    return median_predictions(west, north, north_west)
+
+
+def gathered_medians(taps: np.ndarray, tap_index: Sequence[int], channels: int) -> np.ndarray:
+    """:func:`context_medians` of the decoder's rows ``[n, taps*3]`` (as :func:`gathered_levels`):
+    ``[n, channels]``."""
+    west, north, north_west = (taps[:, 3 * t : 3 * t + channels].astype(np.int64) for t in tap_index[:3])
+    return median_predictions(west, north, north_west)
 
 
 def surprise(table: np.ndarray, bins: np.ndarray, width: int) -> np.ndarray:
     """How far each symbol's previous channel fell from the mean of its heaviest mixture component,
     signed, in half bins times ``MEAN_STEPS * width``: ``table`` ``[n, 3K]`` its integer mixtures,
     ``bins`` its decoded bins; integers only (means in 1/MEAN_STEPS pixel), so both sides agree."""
-    K = table.shape[1] // 3
-    top = np.argmax(table[:, :K], axis=1)  # the heaviest component (the first of equals)
-    mean = np.take_along_axis(table[:, K : 2 * K], top[:, None], axis=1)[:, 0].astype(np.int64)
-    return 2 * (MEAN_STEPS * width * bins.astype(np.int64) - mean)
+    return 2 * (MEAN_STEPS * width * bins.astype(np.int64) - heaviest_means(table))
 
 
 def surprise_levels(table: np.ndarray, bins: np.ndarray, width: int, signed: bool = False) -> np.ndarray:
@@ -532,7 +574,7 @@ def unpack_classes(data: bytes, patches: int, channels: int,
     if means:
         mean_offsets, at = _unpack_masked(data, at, channels * MEAN_SOURCES, MEAN_LEVELS, "mean offsets")
         mean_offsets = mean_offsets.reshape(channels, MEAN_SOURCES, MEAN_LEVELS)
-        if any(mean_offsets[c, c:].any() for c in range(channels)):
+        if any(mean_offsets[c, c:MEDIAN_SOURCE].any() for c in range(channels)):
             raise BitstreamError("file is corrupt (mean offsets from a channel that is not before)")
     if at != len(data):
         raise BitstreamError(f"file is corrupt ({'mean' if means else 'class'} offsets do not match the tile)")
