@@ -224,8 +224,9 @@ def test_surprise_levels_follow_their_definition() -> None:
 
 
 def test_the_decoder_finds_each_symbol_in_the_encoders_activity_class(default_codecs) -> None:
-    """The classes the decoder derives from its gathered neighbours, wavefront by wavefront, are the
-    encoder's, computed on the whole patches (zero outside each patch), at tau 0 and 2."""
+    """The classes and median predictions the decoder derives from its gathered neighbours,
+    wavefront by wavefront, are the encoder's, computed on the whole patches (zero outside each
+    patch), at tau 0 and 2."""
     import torch
 
     from nlic.coding.residual import _ResidualBuffer
@@ -241,15 +242,20 @@ def test_the_decoder_finds_each_symbol_in_the_encoders_activity_class(default_co
         context = (bins * w).numpy()
         expected = scales.activity_levels(context, w)  # [P, 3, S, S]
         assert len(np.unique(expected)) == len(scales.ACTIVITY_LIMITS) + 1  # every level occurs: a real check
+        expected_predictions = scales.context_predictions(context)  # (format 6's predictor sources)
+        assert all(len(np.unique(p)) > 20 for p in expected_predictions)
         P = bins.shape[0]
         order, ends = coder._decode_order(torch.ones(P, 64, 64, dtype=torch.bool))
         buffer = _ResidualBuffer.of(order, P, coder.halo, coder.offsets)
         values = context.transpose(0, 2, 3, 1).reshape(-1, 3).astype(np.float32)
         start = 0
         for end in ends:
-            found = scales.gathered_levels(buffer.gather(start, end), coder.activity_taps, 3, w)
+            taps = buffer.gather(start, end)
+            found = scales.gathered_levels(taps, coder.activity_taps, 3, w)
             want = expected.transpose(0, 2, 3, 1).reshape(-1, 3)[order[start:end]]
             assert np.array_equal(found, want), (tau, start)
+            for found_p, want_p in zip(scales.gathered_predictions(taps, coder.activity_taps, 3), expected_predictions):
+                assert np.array_equal(found_p, want_p.transpose(0, 2, 3, 1).reshape(-1, 3)[order[start:end]])
             buffer.scatter(start, np.ascontiguousarray(values[order[start:end]]), 3)
             start = end
 
@@ -285,8 +291,8 @@ def test_mean_offsets_pack_unpack_and_corrupt_fields() -> None:
     rng = np.random.default_rng(4)
     deltas = rng.integers(scales.DELTA_MIN, scales.DELTA_MAX + 1, size=(5, 3))
     means = rng.integers(scales.MEAN_LOWEST, scales.MEAN_HIGHEST + 1, size=(3, scales.MEAN_SOURCES, scales.MEAN_LEVELS))
-    means[0, : scales.MEDIAN_SOURCE] = 0  # R has no channel before it, G one
-    means[1, 1 : scales.MEDIAN_SOURCE] = 0
+    means[0, : scales.CHANNEL_SOURCES] = 0  # R has no channel before it, G one
+    means[1, 1 : scales.CHANNEL_SOURCES] = 0
     means[2, 0, 3] = 0  # a level without an offset
     for classes in (None, rng.integers(-5, 5, size=(3, scales.SYMBOL_CLASSES))):
         choice = scales.ScaleChoice([1, 0, -2], deltas, [8, 8, 16], classes, means)
@@ -362,3 +368,13 @@ def test_mean_offsets_pay_and_decode_exactly(default_codecs, monkeypatch) -> Non
             sizes[with_means, tau] = len(out.data)
     for tau in (0, 2):
         assert sizes[True, tau] < sizes[False, tau], sizes
+
+
+def test_median_predictions_follow_loco_i() -> None:
+    w, n, nw = np.array([5, 5, 5, 9, 0]), np.array([9, 9, 9, 5, 0]), np.array([10, 2, 7, 7, 0])
+    assert scales.median_predictions(w, n, nw).tolist() == [5, 9, 7, 7, 0]
+    context = np.arange(2 * 1 * 4 * 4).reshape(2, 1, 4, 4)
+    med = scales.context_predictions(context)[0]
+    assert med[0, 0, 0, 0] == 0 and med[0, 0, 0, 2] == 1  # (W, N, NW = 0, 0, 0 and 1, 0, 0 in the first row)
+    west, north, north_west = (np.array([context[1, 0, i, j]]) for i, j in ((2, 1), (1, 2), (1, 1)))
+    assert med[1, 0, 2, 2] == scales.median_predictions(west, north, north_west)[0]

@@ -145,15 +145,15 @@ class ResidualCoder:
                     take: np.ndarray | None = None) -> list[list[np.ndarray | None]]:
         """Each channel's mean levels per source (:data:`scales.MEAN_SOURCES`: the signed surprise
         levels of the two channels before it, None where there is none, then those of its own
-        mean's deviation from the median prediction), flat over ``[P, S, S]`` (``take``: of those
-        symbols only)."""
+        mean's deviation from each of :data:`scales.PREDICTORS`), flat over ``[P, S, S]``
+        (``take``: of those symbols only)."""
         w = bin_width(tau)
         pick = (lambda a: a.reshape(-1)) if take is None else (lambda a: a.reshape(-1)[take])  # noqa: E731
         tables = [_rows(p.table.numpy(), take) for p in params]
-        medians = scales.context_medians(patches.context(bins * w).numpy())
+        predictions = scales.context_predictions(patches.context(bins * w).numpy())
         surprise = [scales.surprise_levels(t, pick(bins[:, c].numpy()), w, signed=True) for c, t in enumerate(tables)]
-        return [[surprise[c - 1] if c >= 1 else None, surprise[c - 2] if c >= 2 else None,
-                 scales.distance_levels(scales.deviation(t, pick(medians[:, c]), w), w, signed=True)]
+        return [[surprise[c - j - 1] if c > j else None for j in range(scales.CHANNEL_SOURCES)]
+                + [scales.distance_levels(scales.deviation(t, pick(p[:, c]), w), w, signed=True) for p in predictions]
                 for c, t in enumerate(tables)]
 
     # ------------------------------------------------------------------ encode
@@ -355,7 +355,7 @@ class ResidualCoder:
                 gathered = residuals.gather(start, end)
                 taps = torch.from_numpy(gathered)
                 activity = scales.gathered_levels(gathered, self.activity_taps, n_ch, w) if by_class else None
-                medians = scales.gathered_medians(gathered, self.activity_taps, n_ch) if by_mean else None
+                predictions = scales.gathered_predictions(gathered, self.activity_taps, n_ch) if by_mean else None
                 distances: list[np.ndarray] = []  # each decoded channel's surprise (classes, mean levels)
                 act, skip = self.head.context_gathered(taps if on_cpu else taps.to(device),
                                                        None if feats is None else feats[run])
@@ -375,8 +375,9 @@ class ResidualCoder:
                     levels = None
                     if by_mean:  # (as mean_levels)
                         levels = [scales.distance_levels(distances[c - j - 1], w, signed=True) if c > j else None
-                                  for j in range(scales.MEDIAN_SOURCE)]
-                        levels.append(scales.distance_levels(scales.deviation(table, medians[:, c], w), w, signed=True))
+                                  for j in range(scales.CHANNEL_SOURCES)]
+                        levels += [scales.distance_levels(scales.deviation(table, p[:, c], w), w, signed=True)
+                                   for p in predictions]
                     for i, seg in segments:
                         offset = offsets[c][run][seg]
                         if tiles[i].class_offsets is not None:

@@ -81,8 +81,7 @@ ACTIVITY_TAPS = ((0, -1), (-1, 0), (-1, -1), (-1, 1))
 #: - 1, the middle one within half a bin); offsets in 1/MEAN_STEPS bin, searched over MEAN_LOWEST ..
 #: MEAN_HIGHEST (two bins either way).  The network, trained on noisy camera crops, reacts too much
 #: to R's value when it predicts G and B, and to the texture around a pixel, on smooth photos.
-MEAN_SOURCES = 3
-MEDIAN_SOURCE = 2
+CHANNEL_SOURCES = 2
 MEAN_LIMITS = SURPRISE_LIMITS
 MEAN_LEVELS = 2 * len(MEAN_LIMITS) + 1
 MEAN_LOWEST, MEAN_HIGHEST, MEAN_COARSE = -32, 32, 4
@@ -281,22 +280,27 @@ def deviation(table: np.ndarray, median: np.ndarray, width: int) -> np.ndarray:
     return 2 * (heaviest_means(table) - MEAN_STEPS * median.astype(np.int64))
 
 
-def context_medians(context: np.ndarray) -> np.ndarray:
-    """:func:`median_predictions` of every pixel of patches ``[P, c, S, S]`` of reconstructed
-    residuals (as the network reads them), neighbours outside the patch zero (the decoder's border)."""
+def context_predictions(context: np.ndarray) -> list[np.ndarray]:
+    """Each of PREDICTORS for every pixel of patches ``[P, c, S, S]`` of reconstructed residuals (as
+    the network reads them), neighbours outside the patch zero (the decoder's border)."""
     r = np.asarray(context, dtype=np.int64)
     west, north, north_west = np.zeros_like(r), np.zeros_like(r), np.zeros_like(r)
     west[..., :, 1:] = r[..., :, :-1]
     north[..., 1:, :] = r[..., :-1, :]
     north_west[..., 1:, 1:] = r[..., :-1, :-1]
-    return median_predictions(west, north, north_west)
+    return [predict(west, north, north_west) for predict in PREDICTORS]
 
 
-def gathered_medians(taps: np.ndarray, tap_index: Sequence[int], channels: int) -> np.ndarray:
-    """:func:`context_medians` of the decoder's rows ``[n, taps*3]`` (as :func:`gathered_levels`):
-    ``[n, channels]``."""
+def gathered_predictions(taps: np.ndarray, tap_index: Sequence[int], channels: int) -> list[np.ndarray]:
+    """:func:`context_predictions` of the decoder's rows ``[n, taps*3]`` (as :func:`gathered_levels`):
+    each ``[n, channels]``."""
     west, north, north_west = (taps[:, 3 * t : 3 * t + channels].astype(np.int64) for t in tap_index[:3])
-    return median_predictions(west, north, north_west)
+    return [predict(west, north, north_west) for predict in PREDICTORS]
+
+
+#: the simple predictors whose distance from the network's mean select format 6's last mean sources
+PREDICTORS = (median_predictions,)
+MEAN_SOURCES = CHANNEL_SOURCES + len(PREDICTORS)
 
 
 def surprise(table: np.ndarray, bins: np.ndarray, width: int) -> np.ndarray:
@@ -574,7 +578,7 @@ def unpack_classes(data: bytes, patches: int, channels: int,
     if means:
         mean_offsets, at = _unpack_masked(data, at, channels * MEAN_SOURCES, MEAN_LEVELS, "mean offsets")
         mean_offsets = mean_offsets.reshape(channels, MEAN_SOURCES, MEAN_LEVELS)
-        if any(mean_offsets[c, c:MEDIAN_SOURCE].any() for c in range(channels)):
+        if any(mean_offsets[c, c:CHANNEL_SOURCES].any() for c in range(channels)):
             raise BitstreamError("file is corrupt (mean offsets from a channel that is not before)")
     if at != len(data):
         raise BitstreamError(f"file is corrupt ({'mean' if means else 'class'} offsets do not match the tile)")
