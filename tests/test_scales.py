@@ -370,9 +370,12 @@ def test_mean_offsets_pay_and_decode_exactly(default_codecs, monkeypatch) -> Non
         assert sizes[True, tau] < sizes[False, tau], sizes
 
 
-def test_median_predictions_follow_loco_i() -> None:
+def test_the_predictors_follow_their_definitions() -> None:
+    """MED (LOCO-I's median predictor) and the average of W and N, rounded down (format 6)."""
     w, n, nw = np.array([5, 5, 5, 9, 0]), np.array([9, 9, 9, 5, 0]), np.array([10, 2, 7, 7, 0])
     assert scales.median_predictions(w, n, nw).tolist() == [5, 9, 7, 7, 0]
+    average = scales.average_predictions(np.array([3, -3, -4, 0]), np.array([4, 0, 1, -1]), None)
+    assert average.tolist() == [3, -2, -2, -1]
     context = np.arange(2 * 1 * 4 * 4).reshape(2, 1, 4, 4)
     med = scales.context_predictions(context)[0]
     assert med[0, 0, 0, 0] == 0 and med[0, 0, 0, 2] == 1  # (W, N, NW = 0, 0, 0 and 1, 0, 0 in the first row)

@@ -25,9 +25,11 @@ tile chunk (formats 2 to 6)::
     kind 5, learned (format 5): as kind 4 with, after the deltas, per channel a bit mask of the
                       symbol classes that carry a log-scale offset and a signed byte per such class
                       (nlic.coding.scales.pack_classes)
-    kind 6, learned (format 6): as kind 5 with, after the class offsets, per channel a one-byte
-                      mask of the mean levels that carry a mean offset and a signed byte (1/16 bin)
-                      per such level (nlic.coding.scales.pack_means; none for the first channel)
+    kind 6, learned (format 6): as kind 5 (its class offsets all zero where the tile has none)
+                      with, after the class offsets, per channel and mean source (the channel
+                      before, the one before that, the MED and the W-N average predictors) a
+                      one-byte mask of the mean levels that carry a mean offset and a signed byte
+                      (1/16 bin) per such level (nlic.coding.scales.pack_means)
 
 ``extras`` holds an optional losslessly coded alpha plane.  ``recon_crc`` is the crc32 of the
 reconstruction the encoder computed: a decoder that diverged would be caught instead of writing a
