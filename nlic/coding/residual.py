@@ -250,7 +250,10 @@ class ResidualCoder:
             scale = int(patches.valid.sum()) / len(take[every])
             if self.mean_offsets:  # format 6: the means first, the classes' scales under them
                 levels = self.mean_levels(params, bins, patches, tau, take[every])
-                means = scales.choose_means(tables, *rest, levels, base, tau, sharpness, scale)
+                sub = slice(None, None, scales.MEAN_SAMPLE_STRIDE)
+                means = scales.choose_means([t[sub] for t in tables], *([x[sub] for x in f] for f in rest),
+                                            [[None if lev is None else lev[sub] for lev in c] for c in levels],
+                                            [b[sub] for b in base], tau, sharpness, scale * scales.MEAN_SAMPLE_STRIDE)
                 if means.any():
                     choice.means = means
                     tables = [scales.shifted(t, scales.mean_shift(lev, means[c], bin_width(tau)))
@@ -273,10 +276,11 @@ class ResidualCoder:
         enc = SymbolEncoder()
         order, ends = self._decode_order(patches.valid)
         offsets = _symbol_offsets(scale_offsets, order, patches)
-        if class_offsets is not None:
-            classes = self.classes(params, bins, patches, tau, order)
+        if class_offsets is not None:  # (computed in patch order, then taken in decoding order: cheaper)
+            classes = [cls[order] for cls in self.classes(params, bins, patches, tau)]
             offsets = [off + class_offsets[c][classes[c]] for c, off in enumerate(offsets)]
-        levels = None if mean_offsets is None else self.mean_levels(params, bins, patches, tau, order)
+        levels = None if mean_offsets is None else [[None if lev is None else lev[order] for lev in channel]
+                                                    for channel in self.mean_levels(params, bins, patches, tau)]
         sharp = sharpness or [SHARPNESS_STEPS] * len(params)
         steps = np.array([0, *ends], dtype=np.int64)
         channels = []
@@ -342,6 +346,11 @@ class ResidualCoder:
         decoders = [SymbolDecoder(t.data) for t in tiles]
         by_class = any(t.class_offsets is not None for t in tiles)
         by_mean = any(t.mean_offsets is not None for t in tiles)
+        # each tile's mean sources that move a channel, and the sources any tile needs: the levels of
+        # the others are not computed
+        active = [[scales.active_sources(None if t.mean_offsets is None else t.mean_offsets[c]) for c in range(n_ch)]
+                  for t in tiles]
+        needed = [{j for tile in active for j, _ in tile[c]} for c in range(n_ch)]
         if (by_class or by_mean) and self.activity_taps is None:
             raise BitstreamError("file is corrupt (class or mean offsets for a model without the neighbours they need)")
         start = 0
@@ -372,19 +381,12 @@ class ResidualCoder:
                     k = np.empty(end - start, dtype=np.int64)
                     classes = (scales.symbol_classes(activity[:, c], None, w, distances[c - 1] if c else None)
                                if by_class else None)
-                    levels = None
-                    if by_mean:  # (as mean_levels)
-                        levels = [scales.distance_levels(distances[c - j - 1], w, signed=True) if c > j else None
-                                  for j in range(scales.CHANNEL_SOURCES)]
-                        levels += [scales.distance_levels(scales.deviation(table, p[:, c], w), w, signed=True)
-                                   for p in predictions]
+                    levels = self._mean_levels(table, c, distances, predictions, needed[c], w) if by_mean else None
                     for i, seg in segments:
                         offset = offsets[c][run][seg]
                         if tiles[i].class_offsets is not None:
                             offset = offset + tiles[i].class_offsets[c][classes[seg]]
-                        shift = (None if levels is None or tiles[i].mean_offsets is None
-                                 else scales.mean_shift([None if lev is None else lev[seg] for lev in levels],
-                                                        tiles[i].mean_offsets[c], w))
+                        shift = None if levels is None else scales.level_shift(levels, active[i][c], w, seg)
                         k[seg] = self._code_group(decoders[i], table[seg], offset, sharpness[i][c], tau,
                                                   low[seg], high[seg], shift)
                     out[c, order[run]] = k
@@ -395,6 +397,19 @@ class ResidualCoder:
                 start = end
         bins = torch.from_numpy(out).reshape(n_ch, P, PATCH, PATCH).permute(1, 0, 2, 3)
         return [bins[a:b] for a, b in zip(first_patch[:-1], first_patch[1:])]
+
+    @staticmethod
+    def _mean_levels(table: np.ndarray, c: int, distances: list[np.ndarray], predictions: list[np.ndarray],
+                     needed: set[int], width: int) -> list[np.ndarray | None]:
+        """The decoder's :meth:`mean_levels` of one channel of a wavefront (only the ``needed``
+        sources; None for the others): from the earlier channels' ``distances``
+        (:func:`scales.surprise`) and the ``predictions`` of its gathered neighbours."""
+        levels: list[np.ndarray | None] = [
+            scales.distance_levels(distances[c - j - 1], width, signed=True) if c > j and j in needed else None
+            for j in range(scales.CHANNEL_SOURCES)]
+        means = scales.heaviest_means(table) if needed else None
+        return levels + [scales.distance_levels(scales.deviation(table, p[:, c], width, means), width, signed=True)
+                         if scales.CHANNEL_SOURCES + q in needed else None for q, p in enumerate(predictions)]
 
     # ------------------------------------------------------------------ one group of symbols
     @staticmethod
