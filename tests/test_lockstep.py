@@ -59,7 +59,8 @@ def test_tiles_decoded_in_lockstep_are_the_tiles_decoded_alone(codec, photos, ta
     together = coder.decode_tiles(streams, tau)
     for s, bins in zip(streams, together):
         assert torch.equal(bins, coder.decode(s.data, s.patches, tau, s.layers, s.scale_offsets, s.sharpness,
-                                              s.class_offsets))
+                                              s.class_offsets, s.mean_offsets))
+    assert any(s.mean_offsets is not None for s in streams)  # (format 6 tiles: their mean offsets ran)
     mixed = [streams[0], dataclasses.replace(streams[1], patches=dataclasses.replace(streams[1].patches,
                                                                                      context_limit=None))]
     with pytest.raises(ValueError, match="share the context clamp"):

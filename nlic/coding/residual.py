@@ -306,11 +306,11 @@ class ResidualCoder:
     @torch.no_grad()
     def decode(self, data: bytes, patches: Patches, tau: int, layers: Sequence[IntLinear | None],
                scale_offsets: np.ndarray | None = None, sharpness: Sequence[int] | None = None,
-               class_offsets: np.ndarray | None = None) -> Tensor:
+               class_offsets: np.ndarray | None = None, mean_offsets: np.ndarray | None = None) -> Tensor:
         """Decode the bins ``[P, c, 64, 64]`` (zero outside ``valid``) under the tile's output layers,
-        log-scale offsets, sharpness and class offsets (see :meth:`decode_tiles`)."""
-        return self.decode_tiles([TileStream(data, patches, layers, scale_offsets, sharpness, class_offsets)],
-                                 tau)[0]
+        log-scale offsets, sharpness, class offsets and mean offsets (see :meth:`decode_tiles`)."""
+        return self.decode_tiles([TileStream(data, patches, layers, scale_offsets, sharpness, class_offsets,
+                                             mean_offsets)], tau)[0]
 
     @torch.no_grad()
     def decode_tiles(self, tiles: Sequence[TileStream], tau: int) -> list[Tensor]:
