@@ -204,23 +204,30 @@ def test_class_offsets_pack_unpack_and_corrupt_fields() -> None:
             scales.unpack_classes(bad, 5, 3)
 
 
-def test_surprise_levels_follow_their_definition() -> None:
+def test_surprise_and_mean_levels_follow_their_definitions() -> None:
     """The previous channel's surprise level: how many SURPRISE_LIMITS (half bins) lie below the
-    distance of its bin from its heaviest component's mean, in integers on both sides."""
+    distance of its bin from its heaviest component's mean; the mean level (format 6): as many of
+    MEAN_LIMITS on the side of the mean the bin fell, the middle level within half a bin of it;
+    integers on both sides."""
     rng = np.random.default_rng(5)
     K, n = 3, 4000
     for tau in (0, 2):
         w = 2 * tau + 1
         table = np.concatenate([rng.integers(-40, 40, (n, K)), rng.integers(-800, 800, (n, K)),
                                 rng.integers(0, 100, (n, K))], 1).astype(np.int32)
-        bins = rng.integers(-12, 12, n)
+        bins = rng.integers(-40, 40, n)
         top = table[:, :K].argmax(1)
-        mean_px = table[np.arange(n), K + top] / 16.0
-        distance = np.abs(bins * w - mean_px) / w  # bins
-        want = (distance[:, None] > np.asarray(scales.SURPRISE_LIMITS)[None, :] / 2).sum(1)
+        assert np.array_equal(scales.heaviest_means(table), table[np.arange(n), K + top])
+        signed = (bins * w - table[np.arange(n), K + top] / 16.0) / w  # bins
+        want = (np.abs(signed)[:, None] > np.asarray(scales.SURPRISE_LIMITS)[None, :] / 2).sum(1)
         got = scales.surprise_levels(table, bins, w)
         assert np.array_equal(got, want), tau
         assert len(np.unique(got)) == scales.SURPRISE_LEVELS
+        level = (np.abs(signed)[:, None] > np.asarray(scales.MEAN_LIMITS)[None, :] / 2).sum(1)
+        want = len(scales.MEAN_LIMITS) + np.sign(signed).astype(int) * level
+        got = scales.surprise_levels(table, bins, w, signed=True)
+        assert np.array_equal(got, want), tau
+        assert len(np.unique(got)) == scales.MEAN_LEVELS
 
 
 def test_the_decoder_finds_each_symbol_in_the_encoders_activity_class(default_codecs) -> None:
@@ -310,25 +317,6 @@ def test_mean_offsets_pack_unpack_and_corrupt_fields() -> None:
         with pytest.raises(BitstreamError, match="not before"):
             scales.unpack_classes(scales.ScaleChoice([1, 0, -2], deltas, [8, 8, 16], None, wrong).pack(), 5, 3,
                                   means=True)
-
-
-def test_mean_levels_follow_their_definition() -> None:
-    """The mean level: the surprise level on the side of the heaviest component's mean the previous
-    channel's bin fell (MEAN_LIMITS half bins), the middle level within half a bin of it."""
-    rng = np.random.default_rng(6)
-    K, n = 3, 4000
-    for tau in (0, 2):
-        w = 2 * tau + 1
-        table = np.concatenate([rng.integers(-40, 40, (n, K)), rng.integers(-800, 800, (n, K)),
-                                rng.integers(0, 100, (n, K))], 1).astype(np.int32)
-        bins = rng.integers(-40, 40, n)
-        top = table[:, :K].argmax(1)
-        signed = (bins * w - table[np.arange(n), K + top] / 16.0) / w  # bins
-        level = (np.abs(signed)[:, None] > np.asarray(scales.MEAN_LIMITS)[None, :] / 2).sum(1)
-        want = len(scales.MEAN_LIMITS) + np.sign(signed).astype(int) * level
-        got = scales.surprise_levels(table, bins, w, signed=True)
-        assert np.array_equal(got, want), tau
-        assert len(np.unique(got)) == scales.MEAN_LEVELS
 
 
 def test_mean_shift_adds_each_sources_offset_and_shifted_moves_the_means() -> None:
