@@ -220,8 +220,9 @@ class ResidualCoder:
                       per_patch: bool = True) -> scales.ScaleChoice:
         """Each channel's log-scale offset for this tile (:mod:`nlic.coding.scales`), chosen on an
         evenly spaced sample of its symbols, then (``per_patch``: format 4) each channel's mixture
-        sharpness on the same sample and each patch's delta on a larger one, then (format 5, where
-        the model's taps hold the neighbours) each channel's offsets per symbol class on that one."""
+        sharpness on the same sample and each patch's delta on a larger one, then (formats 5 and 6,
+        where the model's taps hold the neighbours) each channel's mean offsets per source and mean
+        level on every second symbol of that one, and under them its offsets per symbol class."""
         order, _ = self._decode_order(patches.valid)
 
         def sample(count: int) -> tuple[np.ndarray, list, list, list, list]:

@@ -1,5 +1,6 @@
 """Log-scale offsets: integers added to every component's log-scale index, per tile and channel,
-in format 4 refined per 64x64 patch, in format 5 also per symbol class.
+in format 4 refined per 64x64 patch, in format 5 also per symbol class; and (format 6) mean
+offsets, integers added to every component's mean per mean level of a few sources.
 
 The network is sharper or blunter than a photo unlike its training crops deserves: on the held-out
 photos the chosen offsets went from -1.5 to +0.75 natural-log units (sharper on smooth skies at
