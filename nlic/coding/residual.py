@@ -129,32 +129,50 @@ class ResidualCoder:
         #: the encoder also chooses mean offsets per mean level (format 6); False: format 5 tiles
         self.mean_offsets = True
 
+    @staticmethod
+    def surprises(params: list[ChannelParams], bins: Tensor, tau: int,
+                  take: np.ndarray | None = None) -> list[np.ndarray]:
+        """:func:`scales.surprise` of every channel but the last (the channels after it read them),
+        flat over ``[P, S, S]`` (``take``: of those symbols only): what :meth:`classes` and
+        :meth:`mean_levels` share."""
+        w = bin_width(tau)
+        pick = (lambda a: a.reshape(-1)) if take is None else (lambda a: a.reshape(-1)[take])  # noqa: E731
+        return [scales.surprise(_rows(p.table.numpy(), take), pick(bins[:, c].numpy()), w)
+                for c, p in enumerate(params[:-1])]
+
     def classes(self, params: list[ChannelParams], bins: Tensor, patches: Patches, tau: int,
-                take: np.ndarray | None = None) -> list[np.ndarray]:
+                take: np.ndarray | None = None, distances: list[np.ndarray] | None = None) -> list[np.ndarray]:
         """Each channel's symbol classes (:func:`scales.symbol_classes`), flat over ``[P, S, S]``
-        (``take``: of those symbols only)."""
+        (``take``: of those symbols only; ``distances``: their :meth:`surprises`, when computed
+        already)."""
         w = bin_width(tau)
         activity = scales.activity_levels(patches.context(bins * w).numpy(), w)
         pick = (lambda a: a.reshape(-1)) if take is None else (lambda a: a.reshape(-1)[take])  # noqa: E731
-        return [scales.symbol_classes(pick(activity[:, c]), None if c == 0 else (
-                    _rows(params[c - 1].table.numpy(), take), pick(bins[:, c - 1].numpy())), w)
+        distances = self.surprises(params, bins, tau, take) if distances is None else distances
+        return [scales.symbol_classes(pick(activity[:, c]), None, w, distances[c - 1] if c else None)
                 for c in range(len(params))]
 
-    @staticmethod
-    def mean_levels(params: list[ChannelParams], bins: Tensor, patches: Patches, tau: int,
-                    take: np.ndarray | None = None) -> list[list[np.ndarray | None]]:
+    @classmethod
+    def mean_levels(cls, params: list[ChannelParams], bins: Tensor, patches: Patches, tau: int,
+                    take: np.ndarray | None = None,
+                    distances: list[np.ndarray] | None = None) -> list[list[np.ndarray | None]]:
         """Each channel's mean levels per source (:data:`scales.MEAN_SOURCES`: the signed surprise
         levels of the two channels before it, None where there is none, then those of its own
         mean's deviation from each of :data:`scales.PREDICTORS`), flat over ``[P, S, S]``
-        (``take``: of those symbols only)."""
+        (``take``: of those symbols only; ``distances``: their :meth:`surprises`, when computed
+        already)."""
         w = bin_width(tau)
         pick = (lambda a: a.reshape(-1)) if take is None else (lambda a: a.reshape(-1)[take])  # noqa: E731
-        tables = [_rows(p.table.numpy(), take) for p in params]
         predictions = scales.context_predictions(patches.context(bins * w).numpy())
-        surprise = [scales.surprise_levels(t, pick(bins[:, c].numpy()), w, signed=True) for c, t in enumerate(tables)]
-        return [[surprise[c - j - 1] if c > j else None for j in range(scales.CHANNEL_SOURCES)]
-                + [scales.distance_levels(scales.deviation(t, pick(p[:, c]), w), w, signed=True) for p in predictions]
-                for c, t in enumerate(tables)]
+        distances = cls.surprises(params, bins, tau, take) if distances is None else distances
+        surprise = [scales.distance_levels(d, w, signed=True) for d in distances]
+        out = []
+        for c, p in enumerate(params):
+            means = scales.heaviest_means(_rows(p.table.numpy(), take))
+            out.append([surprise[c - j - 1] if c > j else None for j in range(scales.CHANNEL_SOURCES)]
+                       + [scales.distance_levels(scales.deviation(None, pick(q[:, c]), w, means), w, signed=True)
+                          for q in predictions])
+        return out
 
     # ------------------------------------------------------------------ encode
     @torch.no_grad()
@@ -249,8 +267,9 @@ class ResidualCoder:
             base = [per[patch[every], c] for c in range(len(params))]
             tables, *rest = ([x[every] for x in f] for f in fields)
             scale = int(patches.valid.sum()) / len(take[every])
+            distances = self.surprises(params, bins, tau, take[every])
             if self.mean_offsets:  # format 6: the means first, the classes' scales under them
-                levels = self.mean_levels(params, bins, patches, tau, take[every])
+                levels = self.mean_levels(params, bins, patches, tau, take[every], distances)
                 sub = slice(None, None, scales.MEAN_SAMPLE_STRIDE)
                 means = scales.choose_means([t[sub] for t in tables], *([x[sub] for x in f] for f in rest),
                                             [[None if lev is None else lev[sub] for lev in c] for c in levels],
@@ -259,8 +278,8 @@ class ResidualCoder:
                     choice.means = means
                     tables = [scales.shifted(t, scales.mean_shift(lev, means[c], bin_width(tau)))
                               for c, (t, lev) in enumerate(zip(tables, levels))]
-            found = scales.choose_classes(tables, *rest, self.classes(params, bins, patches, tau, take[every]),
-                                          base, tau, sharpness, scale)
+            found = scales.choose_classes(tables, *rest, self.classes(params, bins, patches, tau, take[every],
+                                                                      distances), base, tau, sharpness, scale)
             choice.classes = found if found.any() else None
         return choice
 
@@ -277,11 +296,14 @@ class ResidualCoder:
         enc = SymbolEncoder()
         order, ends = self._decode_order(patches.valid)
         offsets = _symbol_offsets(scale_offsets, order, patches)
-        if class_offsets is not None:  # (computed in patch order, then taken in decoding order: cheaper)
-            classes = [cls[order] for cls in self.classes(params, bins, patches, tau)]
+        # (classes and levels computed in patch order, then taken in decoding order: cheaper)
+        distances = None if class_offsets is None and mean_offsets is None else self.surprises(params, bins, tau)
+        if class_offsets is not None:
+            classes = [cls[order] for cls in self.classes(params, bins, patches, tau, None, distances)]
             offsets = [off + class_offsets[c][classes[c]] for c, off in enumerate(offsets)]
-        levels = None if mean_offsets is None else [[None if lev is None else lev[order] for lev in channel]
-                                                    for channel in self.mean_levels(params, bins, patches, tau)]
+        levels = None if mean_offsets is None else [
+            [None if lev is None else lev[order] for lev in channel]
+            for channel in self.mean_levels(params, bins, patches, tau, None, distances)]
         sharp = sharpness or [SHARPNESS_STEPS] * len(params)
         steps = np.array([0, *ends], dtype=np.int64)
         channels = []

@@ -258,17 +258,15 @@ def choose_means(tables: list[np.ndarray], symbols: list[np.ndarray], lo: list[n
     width = 2 * tau + 1
     for c, (table, sym, low, high, sources, off) in enumerate(zip(tables, symbols, lo, hi, levels, base)):
         table = moved(table, off)
-        done: list[np.ndarray | None] = []
         for j, lev in enumerate(sources):
             if lev is not None:
-                table = shifted(table, mean_shift(done, out[c], width))  # under the sources chosen so far
+                under = shifted(table, mean_shift(sources[:j], out[c], width))  # the sources before it
                 order = np.argsort(lev, kind="stable")
                 starts = np.searchsorted(lev[order], np.arange(MEAN_LEVELS + 1))
-                best, cost, zero = _search_channel(table[order], sym[order], low[order], high[order], starts, tau,
+                best, cost, zero = _search_channel(under[order], sym[order], low[order], high[order], starts, tau,
                                                    0, 0, MEAN_LOWEST, MEAN_HIGHEST, MEAN_COARSE, sharp[c],
                                                    shift_step=width / MEAN_STEPS)
                 out[c, j] = np.where((zero - cost) * scale > MEAN_MIN_BITS, best, 0)
-                done = [None] * j + [lev]  # (the shifts so far are in the table now)
     return out
 
 
@@ -330,10 +328,11 @@ def median_predictions(west: np.ndarray, north: np.ndarray, north_west: np.ndarr
     return np.where(north_west >= high, low, np.where(north_west <= low, high, west + north - north_west))
 
 
-def deviation(table: np.ndarray, prediction: np.ndarray, width: int, means: np.ndarray | None = None) -> np.ndarray:
-    """How far each symbol's heaviest component's mean (``means``: :func:`heaviest_means`, when
-    computed already) lies from a ``prediction`` (pixels, the residuals the network reads), signed,
-    in the units of :func:`surprise`."""
+def deviation(table: np.ndarray | None, prediction: np.ndarray, width: int,
+              means: np.ndarray | None = None) -> np.ndarray:
+    """How far each symbol's heaviest component's mean (of ``table``, or ``means``: its
+    :func:`heaviest_means` computed already) lies from a ``prediction`` (pixels, the residuals the
+    network reads), signed, in the units of :func:`surprise`."""
     return 2 * ((heaviest_means(table) if means is None else means) - MEAN_STEPS * prediction.astype(np.int64))
 
 
