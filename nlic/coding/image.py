@@ -321,13 +321,15 @@ class ImageCodec:
                        tau: int, latents: bytes, offsets: torch.Tensor | None, fit_scales: bool) -> TileChunk:
         """A learned tile coded under ``params`` (output-layer ``deltas`` stored beside them), with
         its scale offsets fitted when ``fit_scales`` and its grid ``offsets`` (None: none)."""
-        choice = coder.scale_offsets(params, bins, patches, tau, self.patch_scales) if fit_scales else None
+        context = coder.symbol_context(params, bins, patches, tau) if fit_scales and self.patch_scales else None
+        choice = coder.scale_offsets(params, bins, patches, tau, self.patch_scales, context) if fit_scales else None
         if (choice is not None and choice.deltas is not None and not choice.deltas.any() and choice.classes is None
                 and choice.means is None and all(s == SHARPNESS_STEPS for s in choice.channel_sharpness())):
             choice.deltas = choice.sharpness = None  # one offset per tile, neutral mixtures: a format 3 tile
         per_patch = None if choice is None else choice.per_patch(bins.shape[0])
         stream = coder.encode(params, bins, patches, tau, per_patch, None if choice is None else choice.sharpness,
-                              None if choice is None else choice.classes, None if choice is None else choice.means)
+                              None if choice is None else choice.classes, None if choice is None else choice.means,
+                              context)
         neutral = choice is None or (choice.deltas is None and not any(choice.tile))  # (format 3 normalised above)
         if offsets is None and neutral:  # no grid, no offsets, neutral mixtures: a format 2 tile
             return TileChunk(LEARNED, latents, adaptation.pack(deltas), stream)

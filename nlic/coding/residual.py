@@ -89,6 +89,15 @@ class Patches:
 
 
 @dataclass
+class SymbolContext:
+    """The encoder's view of a tile's symbol classes (per channel ``[P*S*S]``, :meth:`ResidualCoder.classes`)
+    and mean levels (per channel and source, :meth:`ResidualCoder.mean_levels`; None: not computed)."""
+
+    classes: list[np.ndarray] | None
+    levels: list[list[np.ndarray | None]] | None
+
+
+@dataclass
 class TileStream:
     """What the decoder has of one tile: its residual stream, patches, output layers (None: the
     shared ones), each patch's log-scale offsets ``[P, c]`` (None: zero), each channel's
@@ -174,6 +183,17 @@ class ResidualCoder:
                           for q in predictions])
         return out
 
+    def symbol_context(self, params: list[ChannelParams], bins: Tensor, patches: Patches, tau: int) -> SymbolContext:
+        """Every symbol's classes and (:attr:`mean_offsets`) mean levels, flat over ``[P, S, S]``: what
+        the encoder's choice of offsets (on a sample) and its coding (on every symbol) both read,
+        computed once per tile (None where the model's taps lack the neighbours)."""
+        if self.activity_taps is None:
+            return SymbolContext(None, None)
+        distances = self.surprises(params, bins, tau)
+        return SymbolContext(self.classes(params, bins, patches, tau, None, distances),
+                             self.mean_levels(params, bins, patches, tau, None, distances) if self.mean_offsets
+                             else None)
+
     # ------------------------------------------------------------------ encode
     @torch.no_grad()
     def analyse(self, bins: Tensor, patches: Patches, tau: int) -> list[tuple[Tensor, ...]]:
@@ -235,12 +255,13 @@ class ResidualCoder:
         return np.concatenate(order).astype(np.int64), ends
 
     def scale_offsets(self, params: list[ChannelParams], bins: Tensor, patches: Patches, tau: int,
-                      per_patch: bool = True) -> scales.ScaleChoice:
+                      per_patch: bool = True, context: SymbolContext | None = None) -> scales.ScaleChoice:
         """Each channel's log-scale offset for this tile (:mod:`nlic.coding.scales`), chosen on an
         evenly spaced sample of its symbols, then (``per_patch``: format 4) each channel's mixture
         sharpness on the same sample and each patch's delta on a larger one, then (formats 5 and 6,
         where the model's taps hold the neighbours) each channel's mean offsets per source and mean
-        level on every second symbol of that one, and under them its offsets per symbol class."""
+        level on every second symbol of that one, and under them its offsets per symbol class
+        (``context``: the tile's :meth:`symbol_context`, when computed already)."""
         order, _ = self._decode_order(patches.valid)
 
         def sample(count: int) -> tuple[np.ndarray, list, list, list, list]:
@@ -267,9 +288,11 @@ class ResidualCoder:
             base = [per[patch[every], c] for c in range(len(params))]
             tables, *rest = ([x[every] for x in f] for f in fields)
             scale = int(patches.valid.sum()) / len(take[every])
-            distances = self.surprises(params, bins, tau, take[every])
+            if context is None:
+                context = self.symbol_context(params, bins, patches, tau)
+            sampled = take[every]
             if self.mean_offsets:  # format 6: the means first, the classes' scales under them
-                levels = self.mean_levels(params, bins, patches, tau, take[every], distances)
+                levels = [[None if lev is None else lev[sampled] for lev in c] for c in context.levels]
                 sub = slice(None, None, scales.MEAN_SAMPLE_STRIDE)
                 means = scales.choose_means([t[sub] for t in tables], *([x[sub] for x in f] for f in rest),
                                             [[None if lev is None else lev[sub] for lev in c] for c in levels],
@@ -278,32 +301,38 @@ class ResidualCoder:
                     choice.means = means
                     tables = [scales.shifted(t, scales.mean_shift(lev, means[c], bin_width(tau)))
                               for c, (t, lev) in enumerate(zip(tables, levels))]
-            found = scales.choose_classes(tables, *rest, self.classes(params, bins, patches, tau, take[every],
-                                                                      distances), base, tau, sharpness, scale)
+            found = scales.choose_classes(tables, *rest, [cls[sampled] for cls in context.classes], base, tau,
+                                          sharpness, scale)
             choice.classes = found if found.any() else None
         return choice
 
     @torch.no_grad()
     def encode(self, params: list[ChannelParams], bins: Tensor, patches: Patches, tau: int,
                scale_offsets: np.ndarray | None = None, sharpness: Sequence[int] | None = None,
-               class_offsets: np.ndarray | None = None, mean_offsets: np.ndarray | None = None) -> bytes:
+               class_offsets: np.ndarray | None = None, mean_offsets: np.ndarray | None = None,
+               context: SymbolContext | None = None) -> bytes:
         """Encode ``bins`` given their mixtures (:meth:`mixtures`), each patch's log-scale offsets
         (``[P, c]``, :meth:`scales.ScaleChoice.per_patch`), each channel's sharpness, offsets
         per symbol class (``[c, SYMBOL_CLASSES]``) and mean offsets (``[c, MEAN_SOURCES, MEAN_LEVELS]``):
         the symbols in the order the decoder meets them (wavefront by wavefront, channel by channel,
         each group's windows by width, then its escapes by span), planned PLAN_STEPS wavefronts of a
-        channel at a time (:class:`_ChannelPlan`)."""
+        channel at a time (:class:`_ChannelPlan`); ``context``: the tile's :meth:`symbol_context`, when
+        computed already."""
         enc = SymbolEncoder()
         order, ends = self._decode_order(patches.valid)
         offsets = _symbol_offsets(scale_offsets, order, patches)
         # (classes and levels computed in patch order, then taken in decoding order: cheaper)
-        distances = None if class_offsets is None and mean_offsets is None else self.surprises(params, bins, tau)
+        if (class_offsets is not None or mean_offsets is not None) and (
+                context is None or (mean_offsets is not None and context.levels is None)):
+            distances = self.surprises(params, bins, tau)
+            context = SymbolContext(self.classes(params, bins, patches, tau, None, distances),
+                                    None if mean_offsets is None
+                                    else self.mean_levels(params, bins, patches, tau, None, distances))
         if class_offsets is not None:
-            classes = [cls[order] for cls in self.classes(params, bins, patches, tau, None, distances)]
+            classes = [cls[order] for cls in context.classes]
             offsets = [off + class_offsets[c][classes[c]] for c, off in enumerate(offsets)]
         levels = None if mean_offsets is None else [
-            [None if lev is None else lev[order] for lev in channel]
-            for channel in self.mean_levels(params, bins, patches, tau, None, distances)]
+            [None if lev is None else lev[order] for lev in channel] for channel in context.levels]
         sharp = sharpness or [SHARPNESS_STEPS] * len(params)
         steps = np.array([0, *ends], dtype=np.int64)
         channels = []

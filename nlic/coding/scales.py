@@ -65,8 +65,9 @@ from nlic.entropy.pmf import SHARPNESS_STEPS, sharpened_gap
 from nlic.errors import BitstreamError
 from nlic.residual.integer import LOG_SCALE_LEVELS, LOG_SCALE_MIN, LOG_SCALE_STEPS, LOGIT_STEPS, MEAN_STEPS
 
-#: offsets searched, in log-scale grid steps (1/16 natural-log unit): -2 .. +1, first every
-#: COARSE steps, then halving the step around the best (the estimate is smooth in the offset)
+#: offsets searched, in log-scale grid steps (1/16 natural-log unit): -2 .. +1, first in COARSE
+#: steps from 0 while the estimate falls, then halving the step around the best (the estimate is
+#: smooth in the offset)
 LOWEST, HIGHEST, COARSE = -32, 16, 4
 #: symbols per channel the choice is estimated on (a fixed, evenly spaced sample)
 SAMPLES = 4096
@@ -181,8 +182,9 @@ def choose(tables: list[np.ndarray], symbols: list[np.ndarray], lo: list[np.ndar
            tau: int, sharpness: list[int] | None = None) -> tuple[list[int], float]:
     """The offset of each channel from a sample of its symbols, and the sample's estimated bits
     under them: ``tables[c]`` their integer mixtures ``[n, 3K]``, ``symbols``/``lo``/``hi`` ``[n]``
-    their bins and feasible bins.  Coarse steps over LOWEST..HIGHEST, then halving steps around the
-    best (the estimate is smooth in the offset); zero unless the best saves MIN_GAIN."""
+    their bins and feasible bins.  Coarse steps from 0 within LOWEST..HIGHEST while the estimate
+    falls, then halving steps around the best (the estimate is smooth in the offset); zero unless
+    the best saves MIN_GAIN."""
     offsets, total = [], 0.0
     sharp = sharpness or [SHARPNESS_STEPS] * len(tables)
     for table, sym, low, high, s in zip(tables, symbols, lo, hi, sharp):
@@ -470,8 +472,8 @@ def _search_channel(table: np.ndarray, symbols: np.ndarray, lo: np.ndarray, hi: 
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """For each group ``starts[g]:starts[g+1]`` of symbols (mixtures ``table`` ``[n, 3K]`` under
     ``sharpness``), the best log-scale offset ``base + step * d`` and mean shift ``shift_step * d``
-    pixels over ``d`` in ``lowest..highest`` (coarse steps, then halving ones; a tie keeps the
-    smaller move): ``d``, its estimated bits and those at ``d = 0``."""
+    pixels over ``d`` in ``lowest..highest`` (coarse steps from 0 while the estimate falls, then
+    halving ones; a tie keeps the smaller move): ``d``, its estimated bits and those at ``d = 0``."""
     inverse_scale = np.exp(-(LOG_SCALE_MIN + np.arange(LOG_SCALE_LEVELS) / LOG_SCALE_STEPS))
     return _search(*(np.ascontiguousarray(x, dtype=np.int64) for x in (table, symbols, lo, hi, starts)), tau,
                    inverse_scale, base, step, float(shift_step), lowest, highest, max(coarse, 1), sharpness, _TANH)
@@ -548,15 +550,28 @@ def _search(table, symbols, lo, hi, starts, tau, inverse_scale, base, step, shif
                 lower[j, k] = -np.inf if symbols[i] <= lo[i] else centre - tau - 0.5 - mu
                 log_scales[j, k] = table[i, 2 * K + k]
         costs[:] = -1.0
-        best = 0
         costs[-lowest] = _bits_at(weights, upper, lower, log_scales, n, inverse_scale, base, 0.0, tanh_table)
-        stride = coarse
-        while stride:
-            if stride == coarse:  # the coarse pass over the range
-                candidates = np.arange(lowest, highest + 1, coarse)
-            else:
-                candidates = np.array([best - stride, best + stride])
-            for d in candidates:
+        # coarse steps from 0 while the estimate falls, on the better side of 0 (the best is
+        # mostly near 0: a pass over the whole range cost twice the evaluations for the same choices)
+        best = 0
+        for d in (coarse, -coarse):
+            if lowest <= d <= highest:
+                costs[d - lowest] = _bits_at(weights, upper, lower, log_scales, n, inverse_scale,
+                                             base + step * d, shift_step * d, tanh_table)
+                if costs[d - lowest] < costs[best - lowest]:
+                    best = d
+        while best != 0:
+            d = best + coarse * (1 if best > 0 else -1)
+            if d < lowest or d > highest:
+                break
+            costs[d - lowest] = _bits_at(weights, upper, lower, log_scales, n, inverse_scale,
+                                         base + step * d, shift_step * d, tanh_table)
+            if costs[d - lowest] >= costs[best - lowest]:
+                break
+            best = d
+        stride = coarse // 2
+        while stride:  # then halving steps around the best
+            for d in (best - stride, best + stride):
                 if d < lowest or d > highest:
                     continue
                 if costs[d - lowest] < 0:
