@@ -263,6 +263,9 @@ def test_the_decoder_finds_each_symbol_in_the_encoders_activity_class(default_co
             assert np.array_equal(found, want), (tau, start)
             for found_p, want_p in zip(scales.gathered_predictions(taps, coder.activity_taps, 3), expected_predictions):
                 assert np.array_equal(found_p, want_p.transpose(0, 2, 3, 1).reshape(-1, 3)[order[start:end]])
+            activity, predictions = scales.gathered_context(taps, coder.activity_taps, 3, w)  # the compiled form
+            assert np.array_equal(activity, found)
+            assert np.array_equal(predictions, np.stack(scales.gathered_predictions(taps, coder.activity_taps, 3)))
             buffer.scatter(start, np.ascontiguousarray(values[order[start:end]]), 3)
             start = end
 
@@ -334,6 +337,45 @@ def test_mean_shift_adds_each_sources_offset_and_shifted_moves_the_means() -> No
     assert np.array_equal(out[:, K : 2 * K] - table[:, K : 2 * K], np.repeat(shift[:, None], K, 1))
     assert np.array_equal(np.delete(out, np.s_[K : 2 * K], 1), np.delete(table, np.s_[K : 2 * K], 1))
     assert scales.shifted(table, None) is table
+
+
+def test_the_decoders_compiled_adjustments_follow_the_definitions() -> None:
+    """:func:`scales.symbol_adjustments` (the decoder's one pass per channel and wavefront) gives
+    each symbol the log-scale offset of its tile's class offsets and the mean shift of its tile's
+    mean offsets that :func:`symbol_classes`, :func:`distance_levels`, :func:`deviation` and
+    :func:`mean_shift` define, for every channel, with tiles with and without offsets mixed."""
+    rng = np.random.default_rng(11)
+    K, n, T = 3, 3000, 3
+    for tau in (0, 2):
+        w = 2 * tau + 1
+        table = np.concatenate([rng.integers(-40, 40, (n, K)), rng.integers(-900, 900, (n, K)),
+                                rng.integers(0, 100, (n, K))], 1).astype(np.int32)
+        tile = np.sort(rng.integers(0, T, n))
+        base = rng.integers(-20, 20, n)
+        activity = rng.integers(0, len(scales.ACTIVITY_LIMITS) + 1, (n, 3))
+        predictions = rng.integers(-60, 60, (len(scales.PREDICTORS), n, 3))
+        distances = [rng.integers(-900, 900, n) for _ in range(2)]
+        class_offsets = rng.integers(-9, 9, (T, scales.SYMBOL_CLASSES))
+        mean_offsets = rng.integers(-9, 9, (T, scales.MEAN_SOURCES, scales.MEAN_LEVELS))
+        class_offsets[1] = mean_offsets[1] = 0  # a tile without offsets
+        for c in range(3):
+            offset, shift, heaviest = scales.symbol_adjustments(table, c, base, tile, activity, distances,
+                                                                predictions, class_offsets, mean_offsets, w)
+            assert np.array_equal(heaviest, scales.heaviest_means(table))
+            classes = scales.symbol_classes(activity[:, c], None, w, distances[c - 1] if c else None)
+            assert np.array_equal(offset, base + class_offsets[tile, classes]), (tau, c)
+            levels = ([scales.distance_levels(distances[c - 1 - j], w, signed=True) if c > j else None
+                       for j in range(scales.CHANNEL_SOURCES)]
+                      + [scales.distance_levels(scales.deviation(table, p[:, c], w), w, signed=True)
+                         for p in predictions])
+            for t in range(T):
+                rows = tile == t
+                want = scales.mean_shift([None if lev is None else lev[rows] for lev in levels], mean_offsets[t], w)
+                assert np.array_equal(shift[rows], np.zeros(rows.sum()) if want is None else want), (tau, c, t)
+            assert len(np.unique(shift)) > 10
+            plain, none, _ = scales.symbol_adjustments(table, c, base, tile, None, distances, None, class_offsets,
+                                                       mean_offsets, w)
+            assert np.array_equal(plain, base) and none is None
 
 
 def test_mean_offsets_pay_and_decode_exactly(default_codecs, monkeypatch) -> None:

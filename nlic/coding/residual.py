@@ -400,9 +400,14 @@ class ResidualCoder:
         by_mean = any(t.mean_offsets is not None for t in tiles)
         # each tile's mean sources that move a channel, and the sources any tile needs: the levels of
         # the others are not computed
-        active = [[scales.active_sources(None if t.mean_offsets is None else t.mean_offsets[c]) for c in range(n_ch)]
-                  for t in tiles]
-        needed = [{j for tile in active for j, _ in tile[c]} for c in range(n_ch)]
+        # every tile's class and mean offsets (zeros: none), indexed by the tile of each symbol
+        class_offsets = np.zeros((len(tiles), n_ch, scales.SYMBOL_CLASSES), dtype=np.int64)
+        mean_offsets = np.zeros((len(tiles), n_ch, scales.MEAN_SOURCES, scales.MEAN_LEVELS), dtype=np.int64)
+        for i, t in enumerate(tiles):
+            if t.class_offsets is not None:
+                class_offsets[i] = t.class_offsets
+            if t.mean_offsets is not None:
+                mean_offsets[i] = t.mean_offsets
         if (by_class or by_mean) and self.activity_taps is None:
             raise BitstreamError("file is corrupt (class or mean offsets for a model without the neighbours they need)")
         start = 0
@@ -415,8 +420,11 @@ class ResidualCoder:
                 segments = [(i, slice(a, b)) for i, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])) if b > a]
                 gathered = residuals.gather(start, end)
                 taps = torch.from_numpy(gathered)
-                activity = scales.gathered_levels(gathered, self.activity_taps, n_ch, w) if by_class else None
-                predictions = scales.gathered_predictions(gathered, self.activity_taps, n_ch) if by_mean else None
+                activity = predictions = None
+                if by_class or by_mean:
+                    activity, predictions = scales.gathered_context(gathered, self.activity_taps, n_ch, w)
+                activity = activity if by_class else None
+                predictions = predictions if by_mean else None
                 distances: list[np.ndarray] = []  # each decoded channel's surprise (classes, mean levels)
                 act, skip = self.head.context_gathered(taps if on_cpu else taps.to(device),
                                                        None if feats is None else feats[run])
@@ -431,37 +439,22 @@ class ResidualCoder:
                         table = self.head.channel_output(c, inputs, layers[c]).table.cpu().numpy()
                     low, high = lo[c][run], hi[c][run]
                     k = np.empty(end - start, dtype=np.int64)
-                    classes = (scales.symbol_classes(activity[:, c], None, w, distances[c - 1] if c else None)
-                               if by_class else None)
-                    levels = self._mean_levels(table, c, distances, predictions, needed[c], w) if by_mean else None
+                    offset, shift = offsets[c][run], None
+                    if by_class or by_mean:
+                        offset, shift, heaviest = scales.symbol_adjustments(
+                            table, c, offset, tile_of[run], activity, distances, predictions, class_offsets[:, c],
+                            mean_offsets[:, c], w)
                     for i, seg in segments:
-                        offset = offsets[c][run][seg]
-                        if tiles[i].class_offsets is not None:
-                            offset = offset + tiles[i].class_offsets[c][classes[seg]]
-                        shift = None if levels is None else scales.level_shift(levels, active[i][c], w, seg)
-                        k[seg] = self._code_group(decoders[i], table[seg], offset, sharpness[i][c], tau,
-                                                  low[seg], high[seg], shift)
+                        k[seg] = self._code_group(decoders[i], table[seg], offset[seg], sharpness[i][c], tau,
+                                                  low[seg], high[seg], None if shift is None else shift[seg])
                     out[c, order[run]] = k
                     if (by_class or by_mean) and c < n_ch - 1:
-                        distances.append(scales.surprise(table, k, w))
+                        distances.append(scales.surprise(table, k, w, heaviest))
                     current[:, c] = patches.context_array(k * w)
                 residuals.scatter(start, current, n_ch)
                 start = end
         bins = torch.from_numpy(out).reshape(n_ch, P, PATCH, PATCH).permute(1, 0, 2, 3)
         return [bins[a:b] for a, b in zip(first_patch[:-1], first_patch[1:])]
-
-    @staticmethod
-    def _mean_levels(table: np.ndarray, c: int, distances: list[np.ndarray], predictions: list[np.ndarray],
-                     needed: set[int], width: int) -> list[np.ndarray | None]:
-        """The decoder's :meth:`mean_levels` of one channel of a wavefront (only the ``needed``
-        sources; None for the others): from the earlier channels' ``distances``
-        (:func:`scales.surprise`) and the ``predictions`` of its gathered neighbours."""
-        levels: list[np.ndarray | None] = [
-            scales.distance_levels(distances[c - j - 1], width, signed=True) if c > j and j in needed else None
-            for j in range(scales.CHANNEL_SOURCES)]
-        means = scales.heaviest_means(table) if needed else None
-        return levels + [scales.distance_levels(scales.deviation(table, p[:, c], width, means), width, signed=True)
-                         if scales.CHANNEL_SOURCES + q in needed else None for q, p in enumerate(predictions)]
 
     # ------------------------------------------------------------------ one group of symbols
     @staticmethod

@@ -366,11 +366,12 @@ PREDICTORS = (median_predictions, average_predictions)
 MEAN_SOURCES = CHANNEL_SOURCES + len(PREDICTORS)
 
 
-def surprise(table: np.ndarray, bins: np.ndarray, width: int) -> np.ndarray:
+def surprise(table: np.ndarray, bins: np.ndarray, width: int, means: np.ndarray | None = None) -> np.ndarray:
     """How far each symbol's previous channel fell from the mean of its heaviest mixture component,
-    signed, in half bins times ``MEAN_STEPS * width``: ``table`` ``[n, 3K]`` its integer mixtures,
-    ``bins`` its decoded bins; integers only (means in 1/MEAN_STEPS pixel), so both sides agree."""
-    return 2 * (MEAN_STEPS * width * bins.astype(np.int64) - heaviest_means(table))
+    signed, in half bins times ``MEAN_STEPS * width``: ``table`` ``[n, 3K]`` its integer mixtures
+    (or ``means``: their :func:`heaviest_means` computed already), ``bins`` its decoded bins;
+    integers only (means in 1/MEAN_STEPS pixel), so both sides agree."""
+    return 2 * (MEAN_STEPS * width * bins.astype(np.int64) - (heaviest_means(table) if means is None else means))
 
 
 def surprise_levels(table: np.ndarray, bins: np.ndarray, width: int, signed: bool = False) -> np.ndarray:
@@ -444,6 +445,102 @@ def gathered_levels(taps: np.ndarray, tap_index: Sequence[int], channels: int, w
         taps[:, 3 * t : 3 * t + channels].astype(np.int64) for t in tap_index)
     gradient = (np.abs(north_east - north) + np.abs(north - north_west) + np.abs(north_west - west)) // width
     return np.searchsorted(np.asarray(ACTIVITY_LIMITS), gradient, side="left")
+
+
+def gathered_context(taps: np.ndarray, tap_index: Sequence[int], channels: int,
+                     width: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`gathered_levels` and :func:`gathered_predictions` of a wavefront in one compiled pass
+    (the decoder's form; the tests hold it to those): activity ``[n, channels]`` and the predictions
+    ``[len(PREDICTORS), n, channels]``."""
+    return _gathered_context(taps, np.asarray(tap_index, dtype=np.int64), channels, width,
+                             np.asarray(ACTIVITY_LIMITS, dtype=np.int64))
+
+
+@numba.njit(cache=True, nogil=True)
+def _gathered_context(taps, tap_index, channels, width, limits):  # pragma: no cover - compiled
+    n = taps.shape[0]
+    activity = np.empty((n, channels), dtype=np.int64)
+    predictions = np.empty((2, n, channels), dtype=np.int64)
+    tw, tn, tnw, tne = 3 * tap_index[0], 3 * tap_index[1], 3 * tap_index[2], 3 * tap_index[3]
+    for i in range(n):
+        for c in range(channels):
+            west, north = np.int64(taps[i, tw + c]), np.int64(taps[i, tn + c])
+            north_west, north_east = np.int64(taps[i, tnw + c]), np.int64(taps[i, tne + c])
+            g = (abs(north_east - north) + abs(north - north_west) + abs(north_west - west)) // width
+            k = 0
+            while k < limits.shape[0] and limits[k] < g:
+                k += 1
+            activity[i, c] = k
+            low, high = min(west, north), max(west, north)  # median_predictions
+            predictions[0, i, c] = low if north_west >= high else high if north_west <= low else (
+                west + north - north_west)
+            predictions[1, i, c] = (west + north) >> 1  # average_predictions
+    return activity, predictions
+
+
+def symbol_adjustments(table: np.ndarray, c: int, base: np.ndarray, tile: np.ndarray, activity: np.ndarray | None,
+                       distances: Sequence[np.ndarray], predictions: np.ndarray | None, class_offsets: np.ndarray,
+                       mean_offsets: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    """The decoder's per-symbol offsets of channel ``c`` of a wavefront in one compiled pass: each
+    symbol's log-scale offset (``base`` plus its tile's offset of its :func:`symbol_classes` class;
+    ``activity`` None: no classes), its :func:`mean_shift` (None without ``predictions``: no mean
+    offsets) and its :func:`heaviest_means` (for the next channels' :func:`surprise`).
+
+    ``tile`` ``[n]``: each symbol's tile, whose ``class_offsets`` ``[T, SYMBOL_CLASSES]`` and
+    ``mean_offsets`` ``[T, MEAN_SOURCES, MEAN_LEVELS]`` (zeros: none) apply; ``distances``: the
+    earlier channels' :func:`surprise`.  The same integers as the step-by-step definitions."""
+    empty = np.zeros(0, dtype=np.int64)
+    previous = [np.ascontiguousarray(distances[c - 1 - j], dtype=np.int64) if c > j else empty
+                for j in range(CHANNEL_SOURCES)]
+    scale = np.asarray(SURPRISE_LIMITS, dtype=np.int64) * (MEAN_STEPS * width)
+    signed = np.asarray(MEAN_LIMITS, dtype=np.int64) * (MEAN_STEPS * width)
+    offset, shift, heaviest = _symbol_adjustments(
+        np.ascontiguousarray(table), c, np.ascontiguousarray(base, dtype=np.int64), tile,
+        empty.reshape(0, 0) if activity is None else activity, previous[0], previous[1],
+        np.zeros((0, 0, 0), dtype=np.int64) if predictions is None else predictions,
+        np.ascontiguousarray(class_offsets, dtype=np.int64), np.ascontiguousarray(mean_offsets, dtype=np.int64),
+        width, scale, signed, activity is not None, predictions is not None)
+    return offset, (shift if predictions is not None else None), heaviest
+
+
+@numba.njit(cache=True, nogil=True)
+def _level(d, limits, signed):  # pragma: no cover - compiled
+    """:func:`_distance_levels` of one distance."""
+    level = 0
+    while level < limits.shape[0] and limits[level] < abs(d):
+        level += 1
+    return (limits.shape[0] + (level if d > 0 else -level)) if signed else level
+
+
+@numba.njit(cache=True, nogil=True)
+def _symbol_adjustments(table, c, base, tile, activity, previous1, previous2, predictions, class_offsets, mean_offsets,
+                        width, scale_limits, signed_limits, by_class, by_mean):  # pragma: no cover - compiled
+    n, K = table.shape[0], table.shape[1] // 3
+    offset = np.empty(n, dtype=np.int64)
+    shift = np.zeros(n, dtype=np.int64)
+    heaviest = np.empty(n, dtype=np.int64)
+    for i in range(n):
+        top = 0
+        for k in range(1, K):
+            if table[i, k] > table[i, top]:
+                top = k
+        heaviest[i] = table[i, K + top]
+        t = tile[i]
+        offset[i] = base[i]
+        if by_class:
+            cls = activity[i, c] * SURPRISE_LEVELS + (_level(previous1[i], scale_limits, False) if c > 0 else 0)
+            offset[i] += class_offsets[t, cls]
+        if by_mean:
+            s = 0
+            if c > 0:
+                s += mean_offsets[t, 0, _level(previous1[i], signed_limits, True)]
+            if c > 1:
+                s += mean_offsets[t, 1, _level(previous2[i], signed_limits, True)]
+            for q in range(predictions.shape[0]):
+                d = 2 * (heaviest[i] - MEAN_STEPS * predictions[q, i, c])
+                s += mean_offsets[t, CHANNEL_SOURCES + q, _level(d, signed_limits, True)]
+            shift[i] = s * width
+    return offset, shift, heaviest
 
 
 @numba.njit(cache=True, nogil=True)
