@@ -320,3 +320,23 @@ def test_planned_group_equals_the_step_by_step_tables(tau: int) -> None:
     assert np.array_equal(shifted.params.means, expected.params.means) and np.array_equal(shifted.first, expected.first)
     assert np.array_equal(shifted.windows.masses, expected.windows.masses)
     assert not np.array_equal(shifted.params.means, plan_group(table, tau, lo, hi, per_symbol).params.means)
+    # segments (the decoder's tiles of a wavefront, each its own stream and sharpness) are planned as
+    # if each were planned alone: the same runs, tables and escape tables, in segment order
+    bounds = np.array([0, 700, 700, 1900, n])  # (an empty segment too)
+    sharp = np.repeat([8, 12, 8, 16], np.diff(bounds))
+    joined = plan_group(table, tau, lo, hi, per_symbol, sharp, mean_shift, bounds)
+    escaped = np.flatnonzero(rng.random(n) < 0.2)
+    want_windows, want_escapes = [], []
+    for seg, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):
+        if b == a:
+            continue
+        alone = plan_group(table[a:b], tau, lo[a:b], hi[a:b], per_symbol[a:b], int(sharp[a]), mean_shift[a:b])
+        assert np.array_equal(joined.first[a:b], alone.first) and np.array_equal(joined.width[a:b], alone.width)
+        want_windows += [(seg, idx + a, pmf) for idx, pmf in alone.windows.tables()]
+        mine = escaped[(escaped >= a) & (escaped < b)]
+        want_escapes += [(seg, idx + a, pmf) for idx, pmf in plan_escapes(alone, mine - a, lo[a:b], hi[a:b]).tables()]
+    for got, want in ((joined.windows.segment_tables(), want_windows),
+                      (plan_escapes(joined, escaped, lo, hi).segment_tables(), want_escapes)):
+        assert len(got) == len(want) >= 3  # (runs of every non-empty segment)
+        for (s1, i1, p1), (s2, i2, p2) in zip(got, want):
+            assert s1 == s2 and np.array_equal(i1, i2) and np.array_equal(p1, p2)

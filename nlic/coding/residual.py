@@ -7,8 +7,9 @@ same integers (see :mod:`nlic.residual.integer`), then code each (wavefront, cha
 tile with the same steps:
 
 1. window step: the integer mixture becomes a window of bins per symbol, all the group's windows
-   and tables in one compiled call (:func:`nlic.entropy.pmf.plan_group`); one range-coder call
-   per window width (bin or escape entry);
+   and tables in one compiled call (:func:`nlic.entropy.pmf.plan_group`; the decoder plans the
+   group of every tile it decodes in lockstep in one call too); one range-coder call per tile and
+   window width (bin or escape entry);
 2. escape step: symbols outside their window, coded with the same mixture over the feasible
    bins outside the window (escaping costs time, not rate).
 
@@ -18,10 +19,13 @@ coded as channel 0 with its context replicated to the three channels the network
 model's grey heads when it has them).
 
 Where the time goes (a profile of one decode, one thread): the network's products a fifth, the
-window tables 15 %, the context gather, range coder, requantization and current-channel products
-4-6 % each, the rest Python and small operations per wavefront and group; which is why the decoder
-evaluates several tiles in lockstep (:meth:`ResidualCoder.decode_tiles`) and the encoder plans
-several wavefronts at once (:class:`_ChannelPlan`).
+window tables a fifth, the current-channel products a tenth, the range coder 8 %, the context
+gather, requantization and the per-symbol classes and mean levels 3-4 % each, the rest Python per
+wavefront and group; which is why the decoder evaluates several tiles in lockstep
+(:meth:`ResidualCoder.decode_tiles`), derives a wavefront's classes and levels in compiled passes
+(:func:`scales.gathered_context`, :func:`scales.symbol_adjustments`), and the encoder plans several
+wavefronts at once (:class:`_ChannelPlan`).  Python's share matters twice: tiles decoded on two
+threads wait for each other's Python work (the GIL).
 """
 
 from __future__ import annotations
@@ -395,6 +399,7 @@ class ResidualCoder:
         out = np.zeros((n_ch, P * PATCH * PATCH), dtype=np.int64)
         offsets = _symbol_offsets(_joined_offsets(tiles, n_ch), order, patches)
         sharpness = [t.sharpness or [SHARPNESS_STEPS] * n_ch for t in tiles]
+        sharp = np.asarray(sharpness, dtype=np.int64)[tile_of].T  # [c, symbols] each symbol's tile's
         decoders = [SymbolDecoder(t.data) for t in tiles]
         by_class = any(t.class_offsets is not None for t in tiles)
         by_mean = any(t.mean_offsets is not None for t in tiles)
@@ -417,7 +422,8 @@ class ResidualCoder:
                     continue
                 run = slice(start, end)
                 bounds = np.searchsorted(tile_of[run], np.arange(len(tiles) + 1))  # each tile's rows
-                segments = [(i, slice(a, b)) for i, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])) if b > a]
+                tiles_in = np.flatnonzero(bounds[1:] > bounds[:-1])  # the tiles with pixels in this wavefront
+                bounds_in = np.append(bounds[tiles_in], bounds[-1])
                 gathered = residuals.gather(start, end)
                 taps = torch.from_numpy(gathered)
                 activity = predictions = None
@@ -438,15 +444,13 @@ class ResidualCoder:
                         inputs = self.head.channel_inputs(c, hidden, skip, torch.from_numpy(current).to(device))
                         table = self.head.channel_output(c, inputs, layers[c]).table.cpu().numpy()
                     low, high = lo[c][run], hi[c][run]
-                    k = np.empty(end - start, dtype=np.int64)
                     offset, shift = offsets[c][run], None
                     if by_class or by_mean:
                         offset, shift, heaviest = scales.symbol_adjustments(
                             table, c, offset, tile_of[run], activity, distances, predictions, class_offsets[:, c],
                             mean_offsets[:, c], w)
-                    for i, seg in segments:
-                        k[seg] = self._code_group(decoders[i], table[seg], offset[seg], sharpness[i][c], tau,
-                                                  low[seg], high[seg], None if shift is None else shift[seg])
+                    k = self._code_group([decoders[i] for i in tiles_in], table, offset, sharp[c][run], tau, low,
+                                         high, shift, bounds_in)
                     out[c, order[run]] = k
                     if (by_class or by_mean) and c < n_ch - 1:
                         distances.append(scales.surprise(table, k, w, heaviest))
@@ -458,24 +462,27 @@ class ResidualCoder:
 
     # ------------------------------------------------------------------ one group of symbols
     @staticmethod
-    def _code_group(coder: SymbolDecoder, table: np.ndarray, scale_offset: np.ndarray, sharpness: int, tau: int,
-                    lo: np.ndarray, hi: np.ndarray, mean_shift: np.ndarray | None = None) -> np.ndarray:
-        """Decode one channel of one wavefront and return its bins; ``table``: the integer mixtures
-        ``[n, 3K]`` (:class:`ChannelParams`), ``scale_offset``: each symbol's log-scale offset,
-        ``sharpness``: the tile's mixture sharpness of the channel, ``mean_shift``: each symbol's
-        shift of its means (1/MEAN_STEPS pixel, format 6; None: none).
+    def _code_group(coders: Sequence[SymbolDecoder], table: np.ndarray, scale_offset: np.ndarray,
+                    sharpness: np.ndarray, tau: int, lo: np.ndarray, hi: np.ndarray, mean_shift: np.ndarray | None,
+                    segments: np.ndarray) -> np.ndarray:
+        """Decode one channel of one wavefront of one or more tiles and return its bins; ``table``:
+        the integer mixtures ``[n, 3K]`` (:class:`ChannelParams`), ``scale_offset``: each symbol's
+        log-scale offset, ``sharpness``: each symbol's tile's mixture sharpness of the channel,
+        ``mean_shift``: each symbol's shift of its means (1/MEAN_STEPS pixel, format 6; None:
+        none); ``segments``: where each tile's symbols start (and the end), ``coders``: their streams.
 
-        Window step: one range-coder call per window width, ascending; escape step: the symbols
-        outside their window, one call per span width (:class:`_ChannelPlan` encodes them so).
+        One plan for all the tiles; then, from each tile's stream, the window step (one range-coder
+        call per window width, ascending) and the escape step (the symbols outside their window, one
+        call per span width), as :class:`_ChannelPlan` encodes a tile's symbols.
         """
-        plan = plan_group(table, tau, lo, hi, scale_offset, sharpness, mean_shift)
+        plan = plan_group(table, tau, lo, hi, scale_offset, sharpness, mean_shift, segments)
         out = np.zeros(len(lo), dtype=np.int64)
-        for idx, pmf in plan.windows.tables():
-            out[idx] = plan.first[idx] + coder.decode(pmf)
+        for seg, idx, pmf in plan.windows.segment_tables():
+            out[idx] = plan.first[idx] + coders[seg].decode(pmf)
         escaped = np.flatnonzero(out >= plan.first + plan.width)
         if len(escaped):
-            for idx, pmf in plan_escapes(plan, escaped, lo, hi).tables():
-                out[idx] = lo[idx] + coder.decode(pmf)
+            for seg, idx, pmf in plan_escapes(plan, escaped, lo, hi).segment_tables():
+                out[idx] = lo[idx] + coders[seg].decode(pmf)
         if bool(((out < lo) | (out > hi)).any()):
             raise BitstreamError("residual stream decodes outside the feasible range")
         return out
@@ -534,7 +541,7 @@ class _ChannelPlan:
 
         def cuts(classes: Classes) -> np.ndarray:
             return np.array([np.searchsorted(classes.order[at : at + count], steps)
-                             for _, at, count, _ in classes.runs], dtype=np.int64).reshape(-1, len(steps))
+                             for _, at, count, _, _ in classes.runs], dtype=np.int64).reshape(-1, len(steps))
 
         return cls(plan.windows, np.where(inside, local, plan.width), cuts(plan.windows), escapes, bins - lo,
                    cuts(escapes))
@@ -543,7 +550,7 @@ class _ChannelPlan:
         """Encode wavefront ``step``'s symbols of this channel: windows by width, then escapes."""
         for classes, symbols, cuts in ((self.windows, self.window_symbols, self.window_cuts),
                                        (self.escapes, self.escape_symbols, self.escape_cuts)):
-            for (cols, at, _, off), (a, b) in zip(classes.runs, cuts[:, step : step + 2]):
+            for (cols, at, _, off, _), (a, b) in zip(classes.runs, cuts[:, step : step + 2]):
                 if b > a:
                     idx = classes.order[at + a : at + b]
                     enc.encode(symbols[idx], classes.masses[off + a * cols : off + b * cols].reshape(b - a, cols))

@@ -273,18 +273,22 @@ MAX_WIDTH_LOG2 = 12
 
 @dataclass
 class Classes:
-    """Symbols grouped by table width: ``order`` (indices into the group, each width's run in
-    ascending index order), and per width ``(columns, first position in order, count, offset of
-    its [count, columns] tables in masses)``."""
+    """Symbols grouped by segment (see :func:`plan_group`), then by table width: ``order``
+    (indices into the group, each run in ascending index order), and per run ``(columns, first
+    position in order, count, offset of its [count, columns] tables in masses, segment)``."""
 
     order: np.ndarray
-    runs: list[tuple[int, int, int, int]]
+    runs: list[tuple[int, int, int, int, int]]
     masses: np.ndarray
 
     def tables(self) -> list[tuple[np.ndarray, np.ndarray]]:
-        """``(indices, [count, columns] tables)`` per width, ascending."""
-        return [(self.order[at : at + count], self.masses[off : off + count * cols].reshape(count, cols))
-                for cols, at, count, off in self.runs]
+        """``(indices, [count, columns] tables)`` per run: by width, ascending (one segment)."""
+        return [(idx, pmf) for _, idx, pmf in self.segment_tables()]
+
+    def segment_tables(self) -> list[tuple[int, np.ndarray, np.ndarray]]:
+        """``(segment, indices, [count, columns] tables)`` per run: by segment, then by width."""
+        return [(seg, self.order[at : at + count], self.masses[off : off + count * cols].reshape(count, cols))
+                for cols, at, count, off, seg in self.runs]
 
 
 @dataclass
@@ -296,11 +300,12 @@ class GroupPlan:
     first: np.ndarray
     width: np.ndarray
     windows: Classes
+    segments: np.ndarray  # where each stream's symbols start, and the end
 
 
 def plan_group(table: np.ndarray, tau: int, lo: np.ndarray, hi: np.ndarray,
-               log_scale_offset: int | np.ndarray = 0, sharpness: int = SHARPNESS_STEPS,
-               mean_shift: np.ndarray | None = None) -> GroupPlan:
+               log_scale_offset: int | np.ndarray = 0, sharpness: int | np.ndarray = SHARPNESS_STEPS,
+               mean_shift: np.ndarray | None = None, segments: np.ndarray | None = None) -> GroupPlan:
     """Every window and window table of a group, from the integer network's outputs (``table``
     ``[n, 3K]``: logits, means, log-scale indices, see :class:`nlic.residual.integer.ChannelParams`),
     a log-scale offset (one for the group or one per symbol, ``[n]``; added to the indices, kept on
@@ -308,31 +313,41 @@ def plan_group(table: np.ndarray, tau: int, lo: np.ndarray, hi: np.ndarray,
     component times ``sharpness / SHARPNESS_STEPS``, rounded half up) and
     the feasible bins ``lo``/``hi`` (``[n]`` int64), and a shift of every component's mean per
     symbol (``[n]``, 1/MEAN_STEPS pixel; None: none).  Same integers as :meth:`BinParams.of`,
-    :func:`window_bounds`, :func:`window_width` and :func:`window_pmf`."""
+    :func:`window_bounds`, :func:`window_width` and :func:`window_pmf`.
+
+    ``segments``: where the symbols of independent streams start (and the end; None: one stream),
+    each with its own runs (the decoder plans a wavefront of several tiles in one call); the
+    sharpness may then be one per symbol (``[n]``)."""
     t = tables()
+    n = len(lo)
     width_px = 2 * tau + 1
     if np.ndim(log_scale_offset) == 0:
-        log_scale_offset = np.full(len(lo), int(log_scale_offset), dtype=np.int64)
+        log_scale_offset = np.full(n, int(log_scale_offset), dtype=np.int64)
     if mean_shift is None:
-        mean_shift = np.zeros(len(lo), dtype=np.int64)
+        mean_shift = np.zeros(n, dtype=np.int64)
+    if np.ndim(sharpness) == 0:
+        sharpness = np.full(n, int(sharpness), dtype=np.int64)
+    bounds = np.array([0, n], dtype=np.int64) if segments is None else np.asarray(segments, dtype=np.int64)
     w, m, r, first, size, order, runs, masses = _plan_windows(
         np.ascontiguousarray(table), np.ascontiguousarray(log_scale_offset, dtype=np.int64),
         np.ascontiguousarray(mean_shift, dtype=np.int64), width_px,
         np.ascontiguousarray(lo, dtype=np.int64), np.ascontiguousarray(hi, dtype=np.int64), t.weight,
         int(t.log_width[width_px]), t.index_offset, t.half_window, int(t.weight[MAJOR_GAP]), t.cdf_rows,
-        t.cdf_base, t.mass_rows, t.mass_base, t.reach, int(sharpness))
-    return GroupPlan(BinParams(w, m, r), first, size, Classes(order, [tuple(x) for x in runs.tolist()], masses))
+        t.cdf_base, t.mass_rows, t.mass_base, t.reach, np.ascontiguousarray(sharpness, dtype=np.int64), bounds)
+    return GroupPlan(BinParams(w, m, r), first, size, Classes(order, [tuple(x) for x in runs.tolist()], masses),
+                     bounds)
 
 
 def plan_escapes(plan: GroupPlan, escaped: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> Classes:
     """Tables of the escaped symbols ``escaped`` (indices into the group, ascending): the mixture
     over every feasible bin with the window's bins at zero and every other bin + 1 (a row stays
-    codable even where the model put no mass outside the window); grouped by span width."""
+    codable even where the model put no mass outside the window); grouped by the plan's segment,
+    then by span width."""
     t = tables()
     order, runs, masses = _plan_escapes(escaped.astype(np.int64), plan.params.weights, plan.params.means,
                                         plan.params.rows, plan.first, plan.width, lo.astype(np.int64),
                                         hi.astype(np.int64), t.cdf_rows, t.cdf_base, t.mass_rows, t.mass_base,
-                                        t.reach)
+                                        t.reach, plan.segments)
     return Classes(order, [tuple(x) for x in runs.tolist()], masses)
 
 
@@ -346,45 +361,61 @@ def _pow2_width(n):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, nogil=True)
-def _runs_by_width(log2w, extra):  # pragma: no cover - compiled
-    """Stable grouping of symbols by width: order and (columns, at, count, offset) runs, each table
-    ``width + extra`` columns wide (extra 1: the escape entry of a window)."""
+def _runs_by_width(log2w, extra, segment, segments):  # pragma: no cover - compiled
+    """Stable grouping of symbols by segment (``segment[i]`` ascending in ``i``, of ``segments``),
+    then by width: order and (columns, at, count, offset, segment) runs, each table ``width +
+    extra`` columns wide (extra 1: the escape entry of a window)."""
     n = log2w.shape[0]
-    count = np.zeros(MAX_WIDTH_LOG2 + 1, dtype=np.int64)
+    E = MAX_WIDTH_LOG2 + 1
+    count = np.zeros(segments * E, dtype=np.int64)
     for i in range(n):
-        count[log2w[i]] += 1
-    at = np.zeros(MAX_WIDTH_LOG2 + 1, dtype=np.int64)
+        count[segment[i] * E + log2w[i]] += 1
+    at = np.zeros(segments * E, dtype=np.int64)
     n_runs = 0
     pos = 0
-    for e in range(MAX_WIDTH_LOG2 + 1):
-        at[e] = pos
-        pos += count[e]
-        if count[e]:
+    for key in range(segments * E):
+        at[key] = pos
+        pos += count[key]
+        if count[key]:
             n_runs += 1
-    runs = np.zeros((n_runs, 4), dtype=np.int64)
+    runs = np.zeros((n_runs, 5), dtype=np.int64)
     j = 0
     off = 0
-    for e in range(MAX_WIDTH_LOG2 + 1):
-        if count[e]:
-            columns = (1 << e) + extra
+    for key in range(segments * E):
+        if count[key]:
+            columns = (1 << (key % E)) + extra
             runs[j, 0] = columns
-            runs[j, 1] = at[e]
-            runs[j, 2] = count[e]
+            runs[j, 1] = at[key]
+            runs[j, 2] = count[key]
             runs[j, 3] = off
-            off += count[e] * columns
+            runs[j, 4] = key // E
+            off += count[key] * columns
             j += 1
     order = np.empty(n, dtype=np.int64)
     fill = at.copy()
     for i in range(n):
-        order[fill[log2w[i]]] = i
-        fill[log2w[i]] += 1
+        key = segment[i] * E + log2w[i]
+        order[fill[key]] = i
+        fill[key] += 1
     return order, runs, off
+
+
+@numba.njit(cache=True, nogil=True)
+def _segment_of(index, bounds):  # pragma: no cover - compiled
+    """The segment of each of the ascending ``index`` (``bounds``: where each segment starts, and the end)."""
+    out = np.empty(index.shape[0], dtype=np.int64)
+    s = 0
+    for j in range(index.shape[0]):
+        while index[j] >= bounds[s + 1]:
+            s += 1
+        out[j] = s
+    return out
 
 
 @numba.njit(cache=True, nogil=True, fastmath=EXACT_FLOAT_FLAGS, error_model="numpy")
 def _plan_windows(table, log_scale_offset, mean_shift, width_px, lo, hi, weight_t, log_width, index_offset, half_window,
                   major_weight, cdf_rows, cdf_base, mass_rows, mass_base, reach,
-                  sharpness):  # pragma: no cover - compiled
+                  sharpness, bounds):  # pragma: no cover - compiled
     n, K = table.shape[0], table.shape[1] // 3
     weights = np.empty((n, K), dtype=np.int64)
     means = np.empty((n, K), dtype=np.int64)
@@ -400,7 +431,8 @@ def _plan_windows(table, log_scale_offset, mean_shift, width_px, lo, hi, weight_
             top = max(top, table[i, k])
         f, last = big, -big
         for k in range(K):
-            weights[i, k] = weight_t[min(sharpened_gap(top - table[i, k], sharpness), 2 * LOGIT_LIMIT)] if K > 1 else 1
+            weights[i, k] = (weight_t[min(sharpened_gap(top - table[i, k], sharpness[i]), 2 * LOGIT_LIMIT)]
+                             if K > 1 else 1)
             # round(mean / width), halves up
             means[i, k] = (2 * (np.int64(table[i, K + k]) + mean_shift[i]) + width_px) // (2 * width_px)
             log_scale = min(max(np.int64(table[i, 2 * K + k]) + log_scale_offset[i], 0), LOG_SCALE_LEVELS - 1)
@@ -414,7 +446,7 @@ def _plan_windows(table, log_scale_offset, mean_shift, width_px, lo, hi, weight_
         first[i] = f
         log2w[i] = _pow2_width(last - f + 1)
         size[i] = 1 << log2w[i]
-    order, runs, total = _runs_by_width(log2w, 1)
+    order, runs, total = _runs_by_width(log2w, 1, _segment_of(np.arange(n), bounds), bounds.shape[0] - 1)
     masses = np.empty(total, dtype=np.float64)
     for r in range(runs.shape[0]):
         cols, at, count, off = runs[r, 0], runs[r, 1], runs[r, 2], runs[r, 3]
@@ -427,13 +459,14 @@ def _plan_windows(table, log_scale_offset, mean_shift, width_px, lo, hi, weight_
 
 @numba.njit(cache=True, nogil=True, fastmath=EXACT_FLOAT_FLAGS, error_model="numpy")
 def _plan_escapes(escaped, weights, means, rows, first, size, lo, hi, cdf_rows, cdf_base, mass_rows, mass_base,
-                  reach):  # pragma: no cover - compiled
+                  reach, bounds):  # pragma: no cover - compiled
     n = escaped.shape[0]
     log2w = np.empty(n, dtype=np.int64)
     for j in range(n):
         i = escaped[j]
         log2w[j] = _pow2_width(hi[i] - lo[i] + 1)
-    local, runs, total = _runs_by_width(log2w, 0)  # tables of span width: no escape entry
+    # tables of span width: no escape entry
+    local, runs, total = _runs_by_width(log2w, 0, _segment_of(escaped, bounds), bounds.shape[0] - 1)
     masses = np.empty(total, dtype=np.float64)
     row = np.empty((1 << MAX_WIDTH_LOG2) + 1, dtype=np.float64)
     order = np.empty(n, dtype=np.int64)
