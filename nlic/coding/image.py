@@ -171,10 +171,12 @@ class ImageCodec:
             self._coders[key] = ResidualCoder(head.to(self.device), net.mask, net.kernel)
         return self._coders[key]
 
-    def _map_tiles(self, fn: Callable[..., T], items: list[tuple]) -> list[T]:
-        """``fn(*item)`` for every tile, in order.  On the CPU, with a lossy layer that allows it,
-        tiles run on ``self.threads`` threads with one torch thread each: a tile's wavefronts are too
-        small for torch's own threads to pay, and the compiled PMF code and torch release the GIL."""
+    def _map_tiles(self, fn: Callable[..., T], items: list[tuple], costs: list[int] | None = None) -> list[T]:
+        """``fn(*item)`` for every tile, results in order.  On the CPU, with a lossy layer that
+        allows it, tiles run on ``self.threads`` threads with one torch thread each: a tile's
+        wavefronts are too small for torch's own threads to pay, and the compiled PMF code and torch
+        release the GIL.  ``costs``: each item's work (pixels); the costliest start first, so that
+        the small tiles at the image's edges fill in at the end (the threads finish together)."""
         workers = min(self.threads, len(items))
         if workers <= 1 or self.device.type != "cpu" or not self.model.lossy.thread_safe:
             return [fn(*item) for item in items]
@@ -183,11 +185,13 @@ class ImageCodec:
             with torch.no_grad():  # grad mode is per thread
                 return fn(*item)
 
+        start = sorted(range(len(items)), key=lambda i: -costs[i]) if costs is not None else range(len(items))
         saved = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
             with ThreadPoolExecutor(workers) as pool:
-                return list(pool.map(run, items))
+                futures = {i: pool.submit(run, items[i]) for i in start}
+                return [futures[i].result() for i in range(len(items))]
         finally:
             torch.set_num_threads(saved)
 
@@ -254,7 +258,8 @@ class ImageCodec:
         self.coder(tau, gray=pixels.shape[2] == 1)  # built once, before any thread needs it
         with _lossy_step(self.model.lossy, lossy_step):
             coded = self._map_tiles(self._encode_tile, [
-                (np.ascontiguousarray(pixels[y : y + h, x : x + w]), tau, adapt) for y, x, h, w in tiles])
+                (np.ascontiguousarray(pixels[y : y + h, x : x + w]), tau, adapt) for y, x, h, w in tiles],
+                [h * w for _, _, h, w in tiles])
         chunks = [chunk for chunk, _ in coded]
         for (y, x, h, w), (_, rec) in zip(tiles, coded):
             recon[y : y + h, x : x + w] = rec
@@ -378,7 +383,9 @@ class ImageCodec:
         items = [_TileItem(i, chunk, h, w) for i, ((_, _, h, w), chunk) in enumerate(zip(tiles, c.tiles))]
         groups = [[t] for t in items if t.chunk.kind not in LEARNED_KINDS]
         groups += self._lockstep_groups([t for t in items if t.chunk.kind in LEARNED_KINDS])
-        for group, decoded in zip(groups, self._map_tiles(self._decode_group, [(g, channels, c.tau) for g in groups])):
+        decoded_groups = self._map_tiles(self._decode_group, [(g, channels, c.tau) for g in groups],
+                                         [sum(t.area for t in g) for g in groups])
+        for group, decoded in zip(groups, decoded_groups):
             for item, tile in zip(group, decoded):
                 y, x, h, w = tiles[item.index]
                 out[y : y + h, x : x + w] = tile
