@@ -411,3 +411,9 @@ def test_the_predictors_follow_their_definitions() -> None:
     assert med[0, 0, 0, 0] == 0 and med[0, 0, 0, 2] == 1  # (W, N, NW = 0, 0, 0 and 1, 0, 0 in the first row)
     west, north, north_west = (np.array([context[1, 0, i, j]]) for i, j in ((2, 1), (1, 2), (1, 1)))
     assert med[1, 0, 2, 2] == scales.median_predictions(west, north, north_west)[0]
+    # the compiled form is each predictor on the shifted planes (zero outside each patch)
+    r = np.random.default_rng(3).integers(-300, 300, (5, 3, 16, 16))
+    shift = [np.zeros_like(r) for _ in range(3)]
+    shift[0][..., :, 1:], shift[1][..., 1:, :], shift[2][..., 1:, 1:] = r[..., :, :-1], r[..., :-1, :], r[..., :-1, :-1]
+    for got, predict in zip(scales.context_predictions(r), scales.PREDICTORS, strict=True):
+        assert np.array_equal(got, predict(*shift))

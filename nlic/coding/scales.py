@@ -340,13 +340,28 @@ def deviation(table: np.ndarray | None, prediction: np.ndarray, width: int,
 
 def context_predictions(context: np.ndarray) -> list[np.ndarray]:
     """Each of PREDICTORS for every pixel of patches ``[P, c, S, S]`` of reconstructed residuals (as
-    the network reads them), neighbours outside the patch zero (the decoder's border)."""
-    r = np.asarray(context, dtype=np.int64)
-    west, north, north_west = np.zeros_like(r), np.zeros_like(r), np.zeros_like(r)
-    west[..., :, 1:] = r[..., :, :-1]
-    north[..., 1:, :] = r[..., :-1, :]
-    north_west[..., 1:, 1:] = r[..., :-1, :-1]
-    return [predict(west, north, north_west) for predict in PREDICTORS]
+    the network reads them), neighbours outside the patch zero (the decoder's border): one compiled
+    pass (the encoder's form; the tests hold it to :func:`median_predictions` and
+    :func:`average_predictions` on shifted planes)."""
+    return list(_context_predictions(np.ascontiguousarray(context, dtype=np.int64)))
+
+
+@numba.njit(cache=True, nogil=True)
+def _context_predictions(r):  # pragma: no cover - compiled
+    P, C, S, _ = r.shape
+    out = np.empty((2, P, C, S, S), dtype=np.int64)
+    for p in range(P):
+        for c in range(C):
+            for i in range(S):
+                for j in range(S):
+                    west = r[p, c, i, j - 1] if j > 0 else 0
+                    north = r[p, c, i - 1, j] if i > 0 else 0
+                    north_west = r[p, c, i - 1, j - 1] if i > 0 and j > 0 else 0
+                    low, high = min(west, north), max(west, north)  # median_predictions
+                    out[0, p, c, i, j] = low if north_west >= high else high if north_west <= low else (
+                        west + north - north_west)
+                    out[1, p, c, i, j] = (west + north) >> 1  # average_predictions
+    return out
 
 
 def gathered_predictions(taps: np.ndarray, tap_index: Sequence[int], channels: int) -> list[np.ndarray]:
