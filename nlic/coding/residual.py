@@ -270,7 +270,7 @@ class ResidualCoder:
 
         def sample(count: int) -> tuple[np.ndarray, list, list, list, list]:
             take = order[np.linspace(0, len(order) - 1, min(count, len(order))).astype(np.int64)]
-            tables = [p.table.numpy().reshape(-1, p.table.shape[-1])[take] for p in params]
+            tables = [np.take(p.table.numpy().reshape(-1, p.table.shape[-1]), take, axis=0) for p in params]
             return take, tables, *([t[:, c].numpy().reshape(-1)[take] for c in range(len(params))]
                                    for t in (bins, patches.lo, patches.hi))
 

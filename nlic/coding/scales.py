@@ -66,8 +66,8 @@ from nlic.errors import BitstreamError
 from nlic.residual.integer import LOG_SCALE_LEVELS, LOG_SCALE_MIN, LOG_SCALE_STEPS, LOGIT_STEPS, MEAN_STEPS
 
 #: offsets searched, in log-scale grid steps (1/16 natural-log unit): -2 .. +1, first in COARSE
-#: steps from 0 while the estimate falls, then halving the step around the best (the estimate is
-#: smooth in the offset)
+#: steps from 0 while the estimate falls, then around the vertex of a parabola through the best and
+#: its neighbours (the estimate is smooth in the offset)
 LOWEST, HIGHEST, COARSE = -32, 16, 4
 #: symbols per channel the choice is estimated on (a fixed, evenly spaced sample)
 SAMPLES = 4096
@@ -97,7 +97,7 @@ ACTIVITY_TAPS = ((0, -1), (-1, 0), (-1, -1), (-1, 1))
 #: deviation of its own mean from each of PREDICTORS (MED and the average of W and N, from its own
 #: neighbours); a level cuts the source's signed distance at MEAN_LIMITS half bins on either side
 #: (0 .. MEAN_LEVELS - 1, the middle one within half a bin); offsets in 1/MEAN_STEPS bin, searched
-#: over MEAN_LOWEST .. MEAN_HIGHEST (two bins either way) in coarse steps then halving ones, one
+#: over MEAN_LOWEST .. MEAN_HIGHEST (two bins either way) in coarse steps then unit steps near the best, one
 #: source after the other
 CHANNEL_SOURCES = 2
 MEAN_LIMITS = SURPRISE_LIMITS
@@ -183,8 +183,8 @@ def choose(tables: list[np.ndarray], symbols: list[np.ndarray], lo: list[np.ndar
     """The offset of each channel from a sample of its symbols, and the sample's estimated bits
     under them: ``tables[c]`` their integer mixtures ``[n, 3K]``, ``symbols``/``lo``/``hi`` ``[n]``
     their bins and feasible bins.  Coarse steps from 0 within LOWEST..HIGHEST while the estimate
-    falls, then halving steps around the best (the estimate is smooth in the offset); zero unless
-    the best saves MIN_GAIN."""
+    falls, then around the vertex of a parabola through the best and its neighbours (the estimate
+    is smooth in the offset); zero unless the best saves MIN_GAIN."""
     offsets, total = [], 0.0
     sharp = sharpness or [SHARPNESS_STEPS] * len(tables)
     for table, sym, low, high, s in zip(tables, symbols, lo, hi, sharp):
@@ -216,7 +216,7 @@ def refine(tables: list[np.ndarray], symbols: list[np.ndarray], lo: list[np.ndar
     symbols of the sample (as :func:`choose`; ``patch`` ``[n]``: their patch), and the sample's
     estimated bits under them."""
     deltas = np.zeros((patches, len(tables)), dtype=np.int64)
-    by_patch = np.argsort(patch, kind="stable")
+    by_patch = _stable_order(patch)
     starts = np.searchsorted(patch[by_patch], np.arange(patches + 1))
     total = 0.0
     sharp = sharpness or [SHARPNESS_STEPS] * len(tables)
@@ -238,7 +238,7 @@ def choose_classes(tables: list[np.ndarray], symbols: list[np.ndarray], lo: list
     out = np.zeros((len(tables), SYMBOL_CLASSES), dtype=np.int64)
     sharp = sharpness or [SHARPNESS_STEPS] * len(tables)
     for c, (table, sym, low, high, cls, off) in enumerate(zip(tables, symbols, lo, hi, classes, base)):
-        order = np.argsort(cls, kind="stable")
+        order = _stable_order(cls)
         starts = np.searchsorted(cls[order], np.arange(SYMBOL_CLASSES + 1))
         best, cost, zero = _search_channel(moved(table[order], off[order]), sym[order], low[order], high[order],
                                            starts, tau, 0, 1, CLASS_LOWEST, CLASS_HIGHEST, CLASS_COARSE, sharp[c])
@@ -263,7 +263,7 @@ def choose_means(tables: list[np.ndarray], symbols: list[np.ndarray], lo: list[n
         for j, lev in enumerate(sources):
             if lev is not None:
                 under = shifted(table, mean_shift(sources[:j], out[c], width))  # the sources before it
-                order = np.argsort(lev, kind="stable")
+                order = _stable_order(lev)
                 starts = np.searchsorted(lev[order], np.arange(MEAN_LEVELS + 1))
                 best, cost, zero = _search_channel(under[order], sym[order], low[order], high[order], starts, tau,
                                                    0, 0, MEAN_LOWEST, MEAN_HIGHEST, MEAN_COARSE, sharp[c],
@@ -585,7 +585,8 @@ def _search_channel(table: np.ndarray, symbols: np.ndarray, lo: np.ndarray, hi: 
     """For each group ``starts[g]:starts[g+1]`` of symbols (mixtures ``table`` ``[n, 3K]`` under
     ``sharpness``), the best log-scale offset ``base + step * d`` and mean shift ``shift_step * d``
     pixels over ``d`` in ``lowest..highest`` (coarse steps from 0 while the estimate falls, then
-    halving ones; a tie keeps the smaller move): ``d``, its estimated bits and those at ``d = 0``."""
+    unit steps around a parabola's vertex, or halving steps at the range's ends; a tie keeps the
+    smaller move): ``d``, its estimated bits and those at ``d = 0``."""
     inverse_scale = np.exp(-(LOG_SCALE_MIN + np.arange(LOG_SCALE_LEVELS) / LOG_SCALE_STEPS))
     return _search(*(np.ascontiguousarray(x, dtype=np.int64) for x in (table, symbols, lo, hi, starts)), tau,
                    inverse_scale, base, step, float(shift_step), lowest, highest, max(coarse, 1), sharpness, _TANH)
@@ -664,7 +665,9 @@ def _search(table, symbols, lo, hi, starts, tau, inverse_scale, base, step, shif
         costs[:] = -1.0
         costs[-lowest] = _bits_at(weights, upper, lower, log_scales, n, inverse_scale, base, 0.0, tanh_table)
         # coarse steps from 0 while the estimate falls, on the better side of 0 (the best is
-        # mostly near 0: a pass over the whole range cost twice the evaluations for the same choices)
+        # mostly near 0: a pass over the whole range cost twice the evaluations for the same
+        # choices); then around the vertex of the parabola through the best and its neighbours (two
+        # evaluations fewer than halving steps, the same files on the validation split and samples)
         best = 0
         for d in (coarse, -coarse):
             if lowest <= d <= highest:
@@ -682,7 +685,35 @@ def _search(table, symbols, lo, hi, starts, tau, inverse_scale, base, step, shif
                 break
             best = d
         stride = coarse // 2
-        while stride:  # then halving steps around the best
+        left, right = best - coarse, best + coarse
+        if (stride > 1 and lowest <= left and right <= highest and costs[left - lowest] >= 0
+                and costs[right - lowest] >= 0):
+            # the parabola through the best coarse step and its neighbours puts the minimum near its
+            # vertex: look there and one step either side, then walk on in unit steps while it falls
+            cl, cb, cr = costs[left - lowest], costs[best - lowest], costs[right - lowest]
+            curve = cl - 2.0 * cb + cr
+            centre = best
+            if curve > 0:
+                centre = best + int(np.floor(0.5 + 0.5 * coarse * (cl - cr) / curve))
+                centre = min(max(centre, left + 1), right - 1)
+            for d in (centre - 1, centre, centre + 1):
+                if costs[d - lowest] < 0:
+                    costs[d - lowest] = _bits_at(weights, upper, lower, log_scales, n, inverse_scale,
+                                                 base + step * d, shift_step * d, tanh_table)
+                c, b = costs[d - lowest], costs[best - lowest]
+                if c < b or (c == b and abs(d) < abs(best)):
+                    best = d
+            for side in (-1, 1):
+                while best != centre and (best - centre) * side > 0 and lowest <= best + side <= highest:
+                    d = best + side
+                    if costs[d - lowest] < 0:
+                        costs[d - lowest] = _bits_at(weights, upper, lower, log_scales, n, inverse_scale,
+                                                     base + step * d, shift_step * d, tanh_table)
+                    if not costs[d - lowest] < costs[best - lowest]:
+                        break
+                    best = d
+            stride = 0
+        while stride:  # else halving steps around the best
             for d in (best - stride, best + stride):
                 if d < lowest or d > highest:
                     continue
@@ -697,6 +728,12 @@ def _search(table, symbols, lo, hi, starts, tau, inverse_scale, base, step, shif
         best_cost[g] = costs[best - lowest]
         zero_cost[g] = costs[-lowest]
     return best_d, best_cost, zero_cost
+
+
+def _stable_order(keys: np.ndarray) -> np.ndarray:
+    """``np.argsort(keys, kind="stable")`` of small non-negative integers (levels, classes, patches),
+    as 16-bit keys: NumPy then sorts by radix instead of merging."""
+    return np.argsort(keys.astype(np.int16) if keys.size and keys.max() < 2**15 else keys, kind="stable")
 
 
 def patch_offsets(tile_offsets: list[int], deltas: np.ndarray) -> np.ndarray:
