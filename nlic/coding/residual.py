@@ -154,12 +154,13 @@ class ResidualCoder:
                 for c, p in enumerate(params[:-1])]
 
     def classes(self, params: list[ChannelParams], bins: Tensor, patches: Patches, tau: int,
-                take: np.ndarray | None = None, distances: list[np.ndarray] | None = None) -> list[np.ndarray]:
+                take: np.ndarray | None = None, distances: list[np.ndarray] | None = None,
+                near: tuple[np.ndarray, np.ndarray] | None = None) -> list[np.ndarray]:
         """Each channel's symbol classes (:func:`scales.symbol_classes`), flat over ``[P, S, S]``
-        (``take``: of those symbols only; ``distances``: their :meth:`surprises`, when computed
-        already)."""
+        (``take``: of those symbols only; ``distances``: their :meth:`surprises`, ``near``: the
+        patches' :func:`scales.patch_context`, when computed already)."""
         w = bin_width(tau)
-        activity = scales.activity_levels(patches.context(bins * w).numpy(), w)
+        activity = (near or scales.patch_context(patches.context(bins * w).numpy(), w))[0]
         pick = (lambda a: a.reshape(-1)) if take is None else (lambda a: a.reshape(-1)[take])  # noqa: E731
         distances = self.surprises(params, bins, tau, take) if distances is None else distances
         return [scales.symbol_classes(pick(activity[:, c]), None, w, distances[c - 1] if c else None)
@@ -167,16 +168,16 @@ class ResidualCoder:
 
     @classmethod
     def mean_levels(cls, params: list[ChannelParams], bins: Tensor, patches: Patches, tau: int,
-                    take: np.ndarray | None = None,
-                    distances: list[np.ndarray] | None = None) -> list[list[np.ndarray | None]]:
+                    take: np.ndarray | None = None, distances: list[np.ndarray] | None = None,
+                    near: tuple[np.ndarray, np.ndarray] | None = None) -> list[list[np.ndarray | None]]:
         """Each channel's mean levels per source (:data:`scales.MEAN_SOURCES`: the signed surprise
         levels of the two channels before it, None where there is none, then those of its own
         mean's deviation from each of :data:`scales.PREDICTORS`), flat over ``[P, S, S]``
-        (``take``: of those symbols only; ``distances``: their :meth:`surprises`, when computed
-        already)."""
+        (``take``: of those symbols only; ``distances``: their :meth:`surprises`, ``near``: the
+        patches' :func:`scales.patch_context`, when computed already)."""
         w = bin_width(tau)
         pick = (lambda a: a.reshape(-1)) if take is None else (lambda a: a.reshape(-1)[take])  # noqa: E731
-        predictions = scales.context_predictions(patches.context(bins * w).numpy())
+        predictions = (near or scales.patch_context(patches.context(bins * w).numpy(), w))[1]
         distances = cls.surprises(params, bins, tau, take) if distances is None else distances
         surprise = [scales.distance_levels(d, w, signed=True) for d in distances]
         out = []
@@ -194,8 +195,9 @@ class ResidualCoder:
         if self.activity_taps is None:
             return SymbolContext(None, None)
         distances = self.surprises(params, bins, tau)
-        return SymbolContext(self.classes(params, bins, patches, tau, None, distances),
-                             self.mean_levels(params, bins, patches, tau, None, distances) if self.mean_offsets
+        near = scales.patch_context(patches.context(bins * bin_width(tau)).numpy(), bin_width(tau))
+        return SymbolContext(self.classes(params, bins, patches, tau, None, distances, near),
+                             self.mean_levels(params, bins, patches, tau, None, distances, near) if self.mean_offsets
                              else None)
 
     # ------------------------------------------------------------------ encode

@@ -340,16 +340,40 @@ def deviation(table: np.ndarray | None, prediction: np.ndarray, width: int,
 
 def context_predictions(context: np.ndarray) -> list[np.ndarray]:
     """Each of PREDICTORS for every pixel of patches ``[P, c, S, S]`` of reconstructed residuals (as
-    the network reads them), neighbours outside the patch zero (the decoder's border): one compiled
-    pass (the encoder's form; the tests hold it to :func:`median_predictions` and
-    :func:`average_predictions` on shifted planes)."""
-    return list(_context_predictions(np.ascontiguousarray(context, dtype=np.int64)))
+    the network reads them), neighbours outside the patch zero (the decoder's border)."""
+    return list(patch_context(context, 1)[1])
+
+
+def patch_context(context: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`activity_levels` and :func:`context_predictions` of patches ``[P, c, S, S]`` in one
+    compiled pass (the encoder's form; the tests hold it to :func:`median_predictions` and
+    :func:`average_predictions` on shifted planes): ``[P, c, S, S]`` and ``[len(PREDICTORS), P, c, S, S]``."""
+    return _patch_context(np.ascontiguousarray(context, dtype=np.int64), width,
+                          np.asarray(ACTIVITY_LIMITS, dtype=np.int64))
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _median(west, north, north_west):  # pragma: no cover - compiled
+    """:func:`median_predictions` of one pixel."""
+    low, high = min(west, north), max(west, north)
+    return low if north_west >= high else high if north_west <= low else west + north - north_west
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _activity(west, north, north_west, north_east, width, limits):  # pragma: no cover - compiled
+    """The activity level of one pixel: how many ``limits`` lie below its neighbours' gradient in bins."""
+    g = (abs(north_east - north) + abs(north - north_west) + abs(north_west - west)) // width
+    k = 0
+    while k < limits.shape[0] and limits[k] < g:
+        k += 1
+    return k
 
 
 @numba.njit(cache=True, nogil=True)
-def _context_predictions(r):  # pragma: no cover - compiled
+def _patch_context(r, width, limits):  # pragma: no cover - compiled
     P, C, S, _ = r.shape
-    out = np.empty((2, P, C, S, S), dtype=np.int64)
+    activity = np.empty((P, C, S, S), dtype=np.int64)
+    predictions = np.empty((2, P, C, S, S), dtype=np.int64)
     for p in range(P):
         for c in range(C):
             for i in range(S):
@@ -357,11 +381,11 @@ def _context_predictions(r):  # pragma: no cover - compiled
                     west = r[p, c, i, j - 1] if j > 0 else 0
                     north = r[p, c, i - 1, j] if i > 0 else 0
                     north_west = r[p, c, i - 1, j - 1] if i > 0 and j > 0 else 0
-                    low, high = min(west, north), max(west, north)  # median_predictions
-                    out[0, p, c, i, j] = low if north_west >= high else high if north_west <= low else (
-                        west + north - north_west)
-                    out[1, p, c, i, j] = (west + north) >> 1  # average_predictions
-    return out
+                    north_east = r[p, c, i - 1, j + 1] if i > 0 and j < S - 1 else 0
+                    activity[p, c, i, j] = _activity(west, north, north_west, north_east, width, limits)
+                    predictions[0, p, c, i, j] = _median(west, north, north_west)
+                    predictions[1, p, c, i, j] = (west + north) >> 1  # average_predictions
+    return activity, predictions
 
 
 def gathered_predictions(taps: np.ndarray, tap_index: Sequence[int], channels: int) -> list[np.ndarray]:
@@ -450,7 +474,7 @@ def activity_levels(context: np.ndarray, width: int) -> np.ndarray:
     """The activity level of every pixel of patches ``[P, c, S, S]`` of reconstructed residuals
     (integers, as the network reads them; ``width``: the bin width): its W, N, NW and NE neighbours'
     gradient in bins, neighbours outside the patch zero (the decoder's zero border)."""
-    return _activity_levels(np.ascontiguousarray(context, dtype=np.int64), width, np.asarray(ACTIVITY_LIMITS))
+    return patch_context(context, width)[0]
 
 
 def gathered_levels(taps: np.ndarray, tap_index: Sequence[int], channels: int, width: int) -> np.ndarray:
@@ -481,14 +505,8 @@ def _gathered_context(taps, tap_index, channels, width, limits):  # pragma: no c
         for c in range(channels):
             west, north = np.int64(taps[i, tw + c]), np.int64(taps[i, tn + c])
             north_west, north_east = np.int64(taps[i, tnw + c]), np.int64(taps[i, tne + c])
-            g = (abs(north_east - north) + abs(north - north_west) + abs(north_west - west)) // width
-            k = 0
-            while k < limits.shape[0] and limits[k] < g:
-                k += 1
-            activity[i, c] = k
-            low, high = min(west, north), max(west, north)  # median_predictions
-            predictions[0, i, c] = low if north_west >= high else high if north_west <= low else (
-                west + north - north_west)
+            activity[i, c] = _activity(west, north, north_west, north_east, width, limits)
+            predictions[0, i, c] = _median(west, north, north_west)
             predictions[1, i, c] = (west + north) >> 1  # average_predictions
     return activity, predictions
 
@@ -558,26 +576,6 @@ def _symbol_adjustments(table, c, base, tile, activity, previous1, previous2, pr
     return offset, shift, heaviest
 
 
-@numba.njit(cache=True, nogil=True)
-def _activity_levels(r, width, limits):  # pragma: no cover - compiled
-    P, C, S, _ = r.shape
-    out = np.empty((P, C, S, S), dtype=np.int64)
-    for p in range(P):
-        for c in range(C):
-            for i in range(S):
-                for j in range(S):
-                    west = r[p, c, i, j - 1] if j > 0 else 0
-                    north = r[p, c, i - 1, j] if i > 0 else 0
-                    north_west = r[p, c, i - 1, j - 1] if i > 0 and j > 0 else 0
-                    north_east = r[p, c, i - 1, j + 1] if i > 0 and j < S - 1 else 0
-                    g = (abs(north_east - north) + abs(north - north_west) + abs(north_west - west)) // width
-                    k = 0
-                    while k < limits.shape[0] and limits[k] < g:
-                        k += 1
-                    out[p, c, i, j] = k
-    return out
-
-
 def _search_channel(table: np.ndarray, symbols: np.ndarray, lo: np.ndarray, hi: np.ndarray, starts: np.ndarray,
                     tau: int, base: int, step: int, lowest: int, highest: int, coarse: int,
                     sharpness: int = SHARPNESS_STEPS, shift_step: float = 0.0,
@@ -627,6 +625,23 @@ def _bits_at(weights, upper, lower, log_scales, n, inverse_scale, offset, shift,
 
 
 @numba.njit(cache=True, nogil=True, fastmath=_FAST)
+def _cost(costs, d, lowest, weights, upper, lower, log_scales, n, inverse_scale, base, step, shift_step,
+          table):  # pragma: no cover - compiled
+    """The estimate at ``d`` (log-scale offset ``base + step * d``, mean shift ``shift_step * d``),
+    computed once: ``costs[d - lowest]`` is negative until then."""
+    if costs[d - lowest] < 0:
+        costs[d - lowest] = _bits_at(weights, upper, lower, log_scales, n, inverse_scale, base + step * d,
+                                     shift_step * d, table)
+    return costs[d - lowest]
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _better(d, best, cost, best_cost):  # pragma: no cover - compiled
+    """``d`` if its estimate beats the best's (a tie keeps the smaller move), else ``best``."""
+    return d if cost < best_cost or (cost == best_cost and abs(d) < abs(best)) else best
+
+
+@numba.njit(cache=True, nogil=True, fastmath=_FAST)
 def _search(table, symbols, lo, hi, starts, tau, inverse_scale, base, step, shift_step, lowest, highest, coarse,
             sharpness, tanh_table):  # pragma: no cover - compiled
     groups, K = starts.shape[0] - 1, table.shape[1] // 3
@@ -663,30 +678,23 @@ def _search(table, symbols, lo, hi, starts, tau, inverse_scale, base, step, shif
                 lower[j, k] = -np.inf if symbols[i] <= lo[i] else centre - tau - 0.5 - mu
                 log_scales[j, k] = table[i, 2 * K + k]
         costs[:] = -1.0
-        costs[-lowest] = _bits_at(weights, upper, lower, log_scales, n, inverse_scale, base, 0.0, tanh_table)
+        args = (weights, upper, lower, log_scales, n, inverse_scale, base, step, shift_step, tanh_table)
+        _cost(costs, 0, lowest, *args)
         # coarse steps from 0 while the estimate falls, on the better side of 0 (the best is
         # mostly near 0: a pass over the whole range cost twice the evaluations for the same
         # choices); then around the vertex of the parabola through the best and its neighbours (two
         # evaluations fewer than halving steps, the same files on the validation split and samples)
         best = 0
         for d in (coarse, -coarse):
-            if lowest <= d <= highest:
-                costs[d - lowest] = _bits_at(weights, upper, lower, log_scales, n, inverse_scale,
-                                             base + step * d, shift_step * d, tanh_table)
-                if costs[d - lowest] < costs[best - lowest]:
-                    best = d
+            if lowest <= d <= highest and _cost(costs, d, lowest, *args) < costs[best - lowest]:
+                best = d
         while best != 0:
             d = best + coarse * (1 if best > 0 else -1)
-            if d < lowest or d > highest:
-                break
-            costs[d - lowest] = _bits_at(weights, upper, lower, log_scales, n, inverse_scale,
-                                         base + step * d, shift_step * d, tanh_table)
-            if costs[d - lowest] >= costs[best - lowest]:
+            if d < lowest or d > highest or _cost(costs, d, lowest, *args) >= costs[best - lowest]:
                 break
             best = d
-        stride = coarse // 2
         left, right = best - coarse, best + coarse
-        if (stride > 1 and lowest <= left and right <= highest and costs[left - lowest] >= 0
+        if (coarse > 2 and lowest <= left and right <= highest and costs[left - lowest] >= 0
                 and costs[right - lowest] >= 0):
             # the parabola through the best coarse step and its neighbours puts the minimum near its
             # vertex: look there and one step either side, then walk on in unit steps while it falls
@@ -697,32 +705,19 @@ def _search(table, symbols, lo, hi, starts, tau, inverse_scale, base, step, shif
                 centre = best + int(np.floor(0.5 + 0.5 * coarse * (cl - cr) / curve))
                 centre = min(max(centre, left + 1), right - 1)
             for d in (centre - 1, centre, centre + 1):
-                if costs[d - lowest] < 0:
-                    costs[d - lowest] = _bits_at(weights, upper, lower, log_scales, n, inverse_scale,
-                                                 base + step * d, shift_step * d, tanh_table)
-                c, b = costs[d - lowest], costs[best - lowest]
-                if c < b or (c == b and abs(d) < abs(best)):
-                    best = d
+                best = _better(d, best, _cost(costs, d, lowest, *args), costs[best - lowest])
             for side in (-1, 1):
                 while best != centre and (best - centre) * side > 0 and lowest <= best + side <= highest:
-                    d = best + side
-                    if costs[d - lowest] < 0:
-                        costs[d - lowest] = _bits_at(weights, upper, lower, log_scales, n, inverse_scale,
-                                                     base + step * d, shift_step * d, tanh_table)
-                    if not costs[d - lowest] < costs[best - lowest]:
+                    if not _cost(costs, best + side, lowest, *args) < costs[best - lowest]:
                         break
-                    best = d
+                    best += side
             stride = 0
+        else:
+            stride = coarse // 2
         while stride:  # else halving steps around the best
             for d in (best - stride, best + stride):
-                if d < lowest or d > highest:
-                    continue
-                if costs[d - lowest] < 0:
-                    costs[d - lowest] = _bits_at(weights, upper, lower, log_scales, n, inverse_scale,
-                                                 base + step * d, shift_step * d, tanh_table)
-                c, b = costs[d - lowest], costs[best - lowest]
-                if c < b or (c == b and abs(d) < abs(best)):
-                    best = d
+                if lowest <= d <= highest:
+                    best = _better(d, best, _cost(costs, d, lowest, *args), costs[best - lowest])
             stride //= 2
         best_d[g] = best
         best_cost[g] = costs[best - lowest]
