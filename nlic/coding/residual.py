@@ -405,8 +405,6 @@ class ResidualCoder:
         decoders = [SymbolDecoder(t.data) for t in tiles]
         by_class = any(t.class_offsets is not None for t in tiles)
         by_mean = any(t.mean_offsets is not None for t in tiles)
-        # each tile's mean sources that move a channel, and the sources any tile needs: the levels of
-        # the others are not computed
         # every tile's class and mean offsets (zeros: none), indexed by the tile of each symbol
         class_offsets = np.zeros((len(tiles), n_ch, scales.SYMBOL_CLASSES), dtype=np.int64)
         mean_offsets = np.zeros((len(tiles), n_ch, scales.MEAN_SOURCES, scales.MEAN_LEVELS), dtype=np.int64)
