@@ -188,16 +188,18 @@ class ResidualCoder:
                           for q in predictions])
         return out
 
-    def symbol_context(self, params: list[ChannelParams], bins: Tensor, patches: Patches, tau: int) -> SymbolContext:
-        """Every symbol's classes and (:attr:`mean_offsets`) mean levels, flat over ``[P, S, S]``: what
-        the encoder's choice of offsets (on a sample) and its coding (on every symbol) both read,
-        computed once per tile (None where the model's taps lack the neighbours)."""
+    def symbol_context(self, params: list[ChannelParams], bins: Tensor, patches: Patches, tau: int,
+                       levels: bool | None = None) -> SymbolContext:
+        """Every symbol's classes and (``levels``; None: :attr:`mean_offsets`) mean levels, flat over
+        ``[P, S, S]``: what the encoder's choice of offsets (on a sample) and its coding (on every
+        symbol) both read, computed once per tile (None where the model's taps lack the neighbours)."""
         if self.activity_taps is None:
             return SymbolContext(None, None)
         distances = self.surprises(params, bins, tau)
         near = scales.patch_context(patches.context(bins * bin_width(tau)).numpy(), bin_width(tau))
+        with_levels = self.mean_offsets if levels is None else levels
         return SymbolContext(self.classes(params, bins, patches, tau, None, distances, near),
-                             self.mean_levels(params, bins, patches, tau, None, distances, near) if self.mean_offsets
+                             self.mean_levels(params, bins, patches, tau, None, distances, near) if with_levels
                              else None)
 
     # ------------------------------------------------------------------ encode
@@ -330,10 +332,7 @@ class ResidualCoder:
         # (classes and levels computed in patch order, then taken in decoding order: cheaper)
         if (class_offsets is not None or mean_offsets is not None) and (
                 context is None or (mean_offsets is not None and context.levels is None)):
-            distances = self.surprises(params, bins, tau)
-            context = SymbolContext(self.classes(params, bins, patches, tau, None, distances),
-                                    None if mean_offsets is None
-                                    else self.mean_levels(params, bins, patches, tau, None, distances))
+            context = self.symbol_context(params, bins, patches, tau, levels=mean_offsets is not None)
         if class_offsets is not None:
             classes = [cls[order] for cls in context.classes]
             offsets = [off + class_offsets[c][classes[c]] for c, off in enumerate(offsets)]
