@@ -300,21 +300,10 @@ def mean_shift(levels: Sequence[np.ndarray | None], offsets: np.ndarray, width: 
     """Each symbol's shift of its means (1/MEAN_STEPS pixel) from its sources' mean ``levels``
     (None: a source it does not have) and their ``offsets`` ``[sources, MEAN_LEVELS]`` (None: no
     shift)."""
-    return level_shift(levels, active_sources(offsets), width)
-
-
-def active_sources(offsets: np.ndarray | None) -> list[tuple[int, np.ndarray]]:
-    """The sources ``(j, offsets[j] as int64)`` of a channel's mean ``offsets`` ``[sources,
-    MEAN_LEVELS]`` that move anything (none for None)."""
     if offsets is None:
-        return []
-    return [(j, np.ascontiguousarray(row, dtype=np.int64)) for j, row in enumerate(offsets) if row.any()]
-
-
-def level_shift(levels: Sequence[np.ndarray | None], active: list[tuple[int, np.ndarray]], width: int,
-                rows: slice = slice(None)) -> np.ndarray | None:
-    """:func:`mean_shift` of the symbols ``rows`` under the :func:`active_sources` ``active``."""
-    parts = [(levels[j][rows], row) for j, row in active if j < len(levels) and levels[j] is not None]
+        return None
+    parts = [(levels[j], np.ascontiguousarray(row, dtype=np.int64)) for j, row in enumerate(offsets)
+             if row.any() and j < len(levels) and levels[j] is not None]
     if not parts:
         return None
     out = np.zeros(len(parts[0][0]), dtype=np.int64)
@@ -337,15 +326,21 @@ def heaviest_means(table: np.ndarray) -> np.ndarray:
 
 @numba.njit(cache=True, nogil=True)
 def _heaviest_means(table):  # pragma: no cover - compiled
-    K = table.shape[1] // 3
     out = np.empty(table.shape[0], dtype=np.int64)
     for i in range(table.shape[0]):
-        top = 0
-        for k in range(1, K):
-            if table[i, k] > table[i, top]:
-                top = k
-        out[i] = table[i, K + top]
+        out[i] = _heaviest_mean(table, i)
     return out
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _heaviest_mean(table, i):  # pragma: no cover - compiled
+    """The mean of row ``i``'s heaviest component (the first of equals)."""
+    K = table.shape[1] // 3
+    top = 0
+    for k in range(1, K):
+        if table[i, k] > table[i, top]:
+            top = k
+    return table[i, K + top]
 
 
 def median_predictions(west: np.ndarray, north: np.ndarray, north_west: np.ndarray) -> np.ndarray:
@@ -455,11 +450,7 @@ def distance_levels(distance: np.ndarray, width: int, signed: bool = False) -> n
 def _distance_levels(distance, limits, signed):  # pragma: no cover - compiled
     out = np.empty(distance.shape[0], dtype=np.int64)
     for i in range(distance.shape[0]):
-        d = distance[i]
-        level = 0
-        while level < limits.shape[0] and limits[level] < abs(d):
-            level += 1
-        out[i] = (limits.shape[0] + (level if d > 0 else -level)) if signed else level
+        out[i] = _level(distance[i], limits, signed)
     return out
 
 
@@ -560,9 +551,9 @@ def symbol_adjustments(table: np.ndarray, c: int, base: np.ndarray, tile: np.nda
     return offset, (shift if predictions is not None else None), heaviest
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, inline="always")
 def _level(d, limits, signed):  # pragma: no cover - compiled
-    """:func:`_distance_levels` of one distance."""
+    """:func:`distance_levels` of one distance."""
     level = 0
     while level < limits.shape[0] and limits[level] < abs(d):
         level += 1
@@ -572,16 +563,12 @@ def _level(d, limits, signed):  # pragma: no cover - compiled
 @numba.njit(cache=True, nogil=True)
 def _symbol_adjustments(table, c, base, tile, activity, previous1, previous2, predictions, class_offsets, mean_offsets,
                         width, scale_limits, signed_limits, by_class, by_mean):  # pragma: no cover - compiled
-    n, K = table.shape[0], table.shape[1] // 3
+    n = table.shape[0]
     offset = np.empty(n, dtype=np.int64)
     shift = np.zeros(n, dtype=np.int64)
     heaviest = np.empty(n, dtype=np.int64)
     for i in range(n):
-        top = 0
-        for k in range(1, K):
-            if table[i, k] > table[i, top]:
-                top = k
-        heaviest[i] = table[i, K + top]
+        heaviest[i] = _heaviest_mean(table, i)
         t = tile[i]
         offset[i] = base[i]
         if by_class:
