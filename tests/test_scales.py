@@ -168,6 +168,30 @@ def test_the_search_sharpens_mixtures_that_are_too_even() -> None:
     assert bits(chosen[0], sharp_only) < 0.97 * bits(8, sharp_only)
 
 
+def test_the_search_reads_reordered_moved_and_shifted_symbols_in_place() -> None:
+    """``order``, ``moved_by`` and ``shifted_by`` (what the encoder's searches read in place) give
+    the search of the reordered copies under :func:`scales.moved` and :func:`scales.shifted`."""
+    rng = np.random.default_rng(5)
+    n, K = 3000, 3
+    table = np.concatenate([rng.integers(-40, 40, (n, K)), rng.integers(-64, 64, (n, K)),
+                            rng.integers(40, 60, (n, K))], axis=1).astype(np.int32)
+    groups = rng.integers(0, 7, n)
+    symbols = np.round(rng.logistic(0, 0.4 * 1.8 ** groups) / 3).astype(np.int64)  # bins of width 3
+    lo, hi = np.full(n, -6), np.full(n, 6)  # some symbols at the ends
+    order = np.argsort(groups, kind="stable")
+    starts = np.searchsorted(groups[order], np.arange(8))
+    moved_by, shifted_by = rng.integers(-20, 20, n), 3 * rng.integers(-30, 30, n)
+    moved_by[::20] = rng.choice([-90, 100], n // 20)  # some beyond the grid's ends
+    copies = scales.shifted(scales.moved(table, moved_by), shifted_by)[order]
+    for step, shift_step in ((1, 0.0), (0, 3 / 16)):
+        args = (starts, 1, 2, step, -32, 24, 4, 12, shift_step)
+        expected = scales._search_channel(copies, symbols[order], lo[order], hi[order], *args)
+        found = scales._search_channel(table, symbols, lo, hi, *args, order=order, moved_by=moved_by,
+                                       shifted_by=shifted_by)
+        assert all(np.array_equal(a, b) for a, b in zip(expected, found))
+        assert len(set(expected[0].tolist())) > 1  # the groups' choices differ: the test can tell them apart
+
+
 def test_a_sharpened_tile_without_offsets_keeps_its_sharpness(default_codecs, monkeypatch) -> None:
     """A tile whose offsets are all zero but whose mixtures are sharpened is a format 4 tile (a
     format 2 tile cannot carry the sharpness, and its decode would diverge): it decodes exactly."""

@@ -307,10 +307,10 @@ class ResidualCoder:
                                             [b[sub] for b in base], tau, sharpness, scale * scales.MEAN_SAMPLE_STRIDE)
                 if means.any():
                     choice.means = means
-                    tables = [scales.shifted(t, scales.mean_shift(lev, means[c], bin_width(tau)))
-                              for c, (t, lev) in enumerate(zip(tables, levels))]
+            shifts = None if choice.means is None else [scales.mean_shift(lev, choice.means[c], bin_width(tau))
+                                                        for c, lev in enumerate(levels)]
             found = scales.choose_classes(tables, *rest, [cls[sampled] for cls in context.classes], base, tau,
-                                          sharpness, scale)
+                                          sharpness, scale, shifts)
             choice.classes = found if found.any() else None
         return choice
 

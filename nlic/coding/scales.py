@@ -245,8 +245,8 @@ def refine(tables: list[np.ndarray], symbols: list[np.ndarray], lo: list[np.ndar
     total = 0.0
     sharp = sharpness or [SHARPNESS_STEPS] * len(tables)
     for c, (table, sym, low, high) in enumerate(zip(tables, symbols, lo, hi)):
-        best, cost, _ = _search_channel(*(x[by_patch] for x in (table, sym, low, high)), starts, tau,
-                                        int(tile_offsets[c]), DELTA_STEP, DELTA_MIN, DELTA_MAX, 4, sharp[c])
+        best, cost, _ = _search_channel(table, sym, low, high, starts, tau, int(tile_offsets[c]), DELTA_STEP,
+                                        DELTA_MIN, DELTA_MAX, 4, sharp[c], order=by_patch)
         deltas[:, c] = best
         total += float(cost.sum())
     return deltas, total
@@ -254,18 +254,20 @@ def refine(tables: list[np.ndarray], symbols: list[np.ndarray], lo: list[np.ndar
 
 def choose_classes(tables: list[np.ndarray], symbols: list[np.ndarray], lo: list[np.ndarray], hi: list[np.ndarray],
                    classes: list[np.ndarray], base: list[np.ndarray], tau: int, sharpness: list[int] | None = None,
-                   scale: float = 1.0) -> np.ndarray:
+                   scale: float = 1.0, shifts: Sequence[np.ndarray | None] | None = None) -> np.ndarray:
     """Each channel's offset per symbol class ``[c, SYMBOL_CLASSES]`` on top of each symbol's
     offset ``base[c]`` (the patch's), from a sample of symbols (as :func:`refine`; ``classes[c]``:
-    their classes; ``scale``: the tile's symbols per sampled one).  A class keeps 0 unless its move
-    saves more than CLASS_MIN_BITS in the tile (the byte that stores it)."""
+    their classes; ``scale``: the tile's symbols per sampled one; ``shifts[c]``: their mean shifts,
+    :func:`mean_shift`, None: none).  A class keeps 0 unless its move saves more than
+    CLASS_MIN_BITS in the tile (the byte that stores it)."""
     out = np.zeros((len(tables), SYMBOL_CLASSES), dtype=np.int64)
     sharp = sharpness or [SHARPNESS_STEPS] * len(tables)
+    shifts = shifts or [None] * len(tables)
     for c, (table, sym, low, high, cls, off) in enumerate(zip(tables, symbols, lo, hi, classes, base)):
         order = _stable_order(cls)
         starts = np.searchsorted(cls[order], np.arange(SYMBOL_CLASSES + 1))
-        best, cost, zero = _search_channel(moved(table[order], off[order]), sym[order], low[order], high[order],
-                                           starts, tau, 0, 1, CLASS_LOWEST, CLASS_HIGHEST, CLASS_COARSE, sharp[c])
+        best, cost, zero = _search_channel(table, sym, low, high, starts, tau, 0, 1, CLASS_LOWEST, CLASS_HIGHEST,
+                                           CLASS_COARSE, sharp[c], order=order, moved_by=off, shifted_by=shifts[c])
         out[c] = np.where((zero - cost) * scale > CLASS_MIN_BITS, best, 0)
     return out
 
@@ -283,15 +285,14 @@ def choose_means(tables: list[np.ndarray], symbols: list[np.ndarray], lo: list[n
     sharp = sharpness or [SHARPNESS_STEPS] * len(tables)
     width = 2 * tau + 1
     for c, (table, sym, low, high, sources, off) in enumerate(zip(tables, symbols, lo, hi, levels, base)):
-        table = moved(table, off)
         for j, lev in enumerate(sources):
             if lev is not None:
-                under = shifted(table, mean_shift(sources[:j], out[c], width))  # the sources before it
                 order = _stable_order(lev)
                 starts = np.searchsorted(lev[order], np.arange(MEAN_LEVELS + 1))
-                best, cost, zero = _search_channel(under[order], sym[order], low[order], high[order], starts, tau,
-                                                   0, 0, MEAN_LOWEST, MEAN_HIGHEST, MEAN_COARSE, sharp[c],
-                                                   shift_step=width / MEAN_STEPS)
+                best, cost, zero = _search_channel(table, sym, low, high, starts, tau, 0, 0, MEAN_LOWEST, MEAN_HIGHEST,
+                                                   MEAN_COARSE, sharp[c], shift_step=width / MEAN_STEPS, order=order,
+                                                   moved_by=off,  # under the sources before it
+                                                   shifted_by=mean_shift(sources[:j], out[c], width))
                 out[c, j] = np.where((zero - cost) * scale > MEAN_MIN_BITS, best, 0)
     return out
 
@@ -589,16 +590,26 @@ def _symbol_adjustments(table, c, base, tile, activity, previous1, previous2, pr
 
 def _search_channel(table: np.ndarray, symbols: np.ndarray, lo: np.ndarray, hi: np.ndarray, starts: np.ndarray,
                     tau: int, base: int, step: int, lowest: int, highest: int, coarse: int,
-                    sharpness: int = SHARPNESS_STEPS, shift_step: float = 0.0,
+                    sharpness: int = SHARPNESS_STEPS, shift_step: float = 0.0, order: np.ndarray | None = None,
+                    moved_by: np.ndarray | None = None, shifted_by: np.ndarray | None = None,
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """For each group ``starts[g]:starts[g+1]`` of symbols (mixtures ``table`` ``[n, 3K]`` under
     ``sharpness``), the best log-scale offset ``base + step * d`` and mean shift ``shift_step * d``
     pixels over ``d`` in ``lowest..highest`` (coarse steps from 0 while the estimate falls, then
     unit steps around a parabola's vertex, or halving steps at the range's ends; a tie keeps the
-    smaller move): ``d``, its estimated bits and those at ``d = 0``."""
+    smaller move): ``d``, its estimated bits and those at ``d = 0``.
+
+    ``order``: the symbols in group order (indices into the arrays; None: as they are);
+    ``moved_by``, ``shifted_by``: each symbol's log-scale offset and mean shift to apply first, as
+    :func:`moved` and :func:`shifted` do.  Read in place: copying the reordered, moved and shifted
+    tables cost the encoder about as much as the searches on them."""
     inverse_scale = np.exp(-(LOG_SCALE_MIN + np.arange(LOG_SCALE_LEVELS) / LOG_SCALE_STEPS))
-    return _search(*(np.ascontiguousarray(x, dtype=np.int64) for x in (table, symbols, lo, hi, starts)), tau,
-                   inverse_scale, base, step, float(shift_step), lowest, highest, max(coarse, 1), sharpness, _TANH)
+    none = np.zeros(0, dtype=np.int64)
+    index = np.arange(len(symbols), dtype=np.int64) if order is None else np.ascontiguousarray(order, dtype=np.int64)
+    per_symbol = (none if x is None else np.ascontiguousarray(x, dtype=np.int64) for x in (moved_by, shifted_by))
+    return _search(np.ascontiguousarray(table, dtype=np.int32),
+                   *(np.ascontiguousarray(x, dtype=np.int64) for x in (symbols, lo, hi, starts)), index, *per_symbol,
+                   tau, inverse_scale, base, step, float(shift_step), lowest, highest, max(coarse, 1), sharpness, _TANH)
 
 
 #: tanh(x / 2) tabulated for the search, linearly interpolated (error under 1e-6; the per-patch
@@ -653,8 +664,8 @@ def _better(d, best, cost, best_cost):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, nogil=True, fastmath=_FAST)
-def _search(table, symbols, lo, hi, starts, tau, inverse_scale, base, step, shift_step, lowest, highest, coarse,
-            sharpness, tanh_table):  # pragma: no cover - compiled
+def _search(table, symbols, lo, hi, starts, index, moved_by, shifted_by, tau, inverse_scale, base, step, shift_step,
+            lowest, highest, coarse, sharpness, tanh_table):  # pragma: no cover - compiled
     groups, K = starts.shape[0] - 1, table.shape[1] // 3
     width = 2 * tau + 1
     most = 0
@@ -673,21 +684,25 @@ def _search(table, symbols, lo, hi, starts, tau, inverse_scale, base, step, shif
         if n == 0:
             continue
         for j in range(n):  # what does not depend on the offset (as _CodeLength)
-            i = a + j
-            top = table[i, 0]
+            i = index[a + j]
+            top = np.int64(table[i, 0])
             for k in range(1, K):
-                top = max(top, table[i, k])
+                top = max(top, np.int64(table[i, k]))
             norm = 0.0
             for k in range(K):
                 weights[j, k] = np.exp(-sharpened_gap(top - table[i, k], sharpness) / LOGIT_STEPS)
                 norm += weights[j, k]
             centre = symbols[i] * width
+            shift = shifted_by[i] if shifted_by.shape[0] else 0
             for k in range(K):
                 weights[j, k] /= norm
-                mu = table[i, K + k] / MEAN_STEPS
+                mu = (np.int64(table[i, K + k]) + shift) / MEAN_STEPS
                 upper[j, k] = np.inf if symbols[i] >= hi[i] else centre + tau + 0.5 - mu
                 lower[j, k] = -np.inf if symbols[i] <= lo[i] else centre - tau - 0.5 - mu
-                log_scales[j, k] = table[i, 2 * K + k]
+                log_scale = np.int64(table[i, 2 * K + k])
+                if moved_by.shape[0]:
+                    log_scale = min(max(log_scale + moved_by[i], 0), LOG_SCALE_LEVELS - 1)
+                log_scales[j, k] = log_scale
         costs[:] = -1.0
         args = (weights, upper, lower, log_scales, n, inverse_scale, base, step, shift_step, tanh_table)
         _cost(costs, 0, lowest, *args)
