@@ -340,3 +340,12 @@ def test_planned_group_equals_the_step_by_step_tables(tau: int) -> None:
         assert len(got) == len(want) >= 3  # (runs of every non-empty segment)
         for (s1, i1, p1), (s2, i2, p2) in zip(got, want):
             assert s1 == s2 and np.array_equal(i1, i2) and np.array_equal(p1, p2)
+    # rows read by index (the encoder's symbols in decoding order from a table in patch order) plan
+    # as the reordered copy of the table does
+    take = rng.permutation(n)[: n // 2]
+    by_index = plan_group(table, tau, lo[take], hi[take], per_symbol[take], 12, mean_shift[take], rows=take)
+    copied = plan_group(table[take], tau, lo[take], hi[take], per_symbol[take], 12, mean_shift[take])
+    for field in ("weights", "means", "rows"):
+        assert np.array_equal(getattr(by_index.params, field), getattr(copied.params, field))
+    assert np.array_equal(by_index.first, copied.first) and np.array_equal(by_index.windows.order, copied.windows.order)
+    assert np.array_equal(by_index.windows.masses, copied.windows.masses)

@@ -341,8 +341,8 @@ class ResidualCoder:
         sharp = sharpness or [SHARPNESS_STEPS] * len(params)
         steps = np.array([0, *ends], dtype=np.int64)
         channels = []
-        for c, p in enumerate(params):  # into decoding order: one gather of int32 rows, then read in order
-            table = np.take(p.table.numpy().reshape(-1, p.table.shape[-1]), order, axis=0)
+        for c, p in enumerate(params):  # the tables stay in patch order: the plans read their rows by ``order``
+            table = p.table.numpy().reshape(-1, p.table.shape[-1])
             shift = None if levels is None else scales.mean_shift(levels[c], mean_offsets[c], bin_width(tau))
             if shift is None:
                 shift = np.zeros(len(order), dtype=np.int64)
@@ -351,8 +351,8 @@ class ResidualCoder:
         for first in range(0, len(ends), PLAN_STEPS):
             last = min(first + PLAN_STEPS, len(ends))
             rows = slice(steps[first], steps[last])
-            plans = [_ChannelPlan.of(table[rows], offset[rows], sharp_c, tau, lo[rows], hi[rows], sym[rows],
-                                     steps[first : last + 1] - steps[first], shift[rows])
+            plans = [_ChannelPlan.of(table, offset[rows], sharp_c, tau, lo[rows], hi[rows], sym[rows],
+                                     steps[first : last + 1] - steps[first], shift[rows], order[rows])
                      for table, offset, shift, sharp_c, lo, hi, sym in channels]
             for step in range(last - first):
                 for plan in plans:
@@ -529,11 +529,12 @@ class _ChannelPlan:
     @classmethod
     def of(cls, table: np.ndarray, scale_offset: np.ndarray, sharpness: int, tau: int, lo: np.ndarray,
            hi: np.ndarray, bins: np.ndarray, steps: np.ndarray, mean_shift: np.ndarray | None = None,
-           ) -> _ChannelPlan:
-        """Symbols in decoding order: mixtures ``table`` ``[n, 3K]``, log-scale offsets, the channel's
-        sharpness, feasible bins, bins; ``steps``: where each wavefront starts among them (and the
-        end); ``mean_shift``: each symbol's shift of its means (format 6)."""
-        plan = plan_group(table, tau, lo, hi, scale_offset, sharpness, mean_shift)
+           rows: np.ndarray | None = None) -> _ChannelPlan:
+        """Symbols in decoding order: mixtures ``table`` ``[n, 3K]`` (``rows``: theirs among its rows,
+        None: all in order), log-scale offsets, the channel's sharpness, feasible bins, bins;
+        ``steps``: where each wavefront starts among them (and the end); ``mean_shift``: each
+        symbol's shift of its means (format 6)."""
+        plan = plan_group(table, tau, lo, hi, scale_offset, sharpness, mean_shift, rows=rows)
         local = bins - plan.first
         inside = (local >= 0) & (local < plan.width)
         escapes = plan_escapes(plan, np.flatnonzero(~inside), lo, hi)

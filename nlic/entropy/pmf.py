@@ -305,7 +305,8 @@ class GroupPlan:
 
 def plan_group(table: np.ndarray, tau: int, lo: np.ndarray, hi: np.ndarray,
                log_scale_offset: int | np.ndarray = 0, sharpness: int | np.ndarray = SHARPNESS_STEPS,
-               mean_shift: np.ndarray | None = None, segments: np.ndarray | None = None) -> GroupPlan:
+               mean_shift: np.ndarray | None = None, segments: np.ndarray | None = None,
+               rows: np.ndarray | None = None) -> GroupPlan:
     """Every window and window table of a group, from the integer network's outputs (``table``
     ``[n, 3K]``: logits, means, log-scale indices, see :class:`nlic.residual.integer.ChannelParams`),
     a log-scale offset (one for the group or one per symbol, ``[n]``; added to the indices, kept on
@@ -317,7 +318,10 @@ def plan_group(table: np.ndarray, tau: int, lo: np.ndarray, hi: np.ndarray,
 
     ``segments``: where the symbols of independent streams start (and the end; None: one stream),
     each with its own runs (the decoder plans a wavefront of several tiles in one call); the
-    sharpness may then be one per symbol (``[n]``)."""
+    sharpness may then be one per symbol (``[n]``).
+
+    ``rows``: the symbols' rows of ``table`` (None: its rows in order; the encoder plans its
+    symbols in decoding order from the tile's table in patch order, without a reordered copy)."""
     t = tables()
     n = len(lo)
     width_px = 2 * tau + 1
@@ -328,8 +332,9 @@ def plan_group(table: np.ndarray, tau: int, lo: np.ndarray, hi: np.ndarray,
     if np.ndim(sharpness) == 0:
         sharpness = np.full(n, int(sharpness), dtype=np.int64)
     bounds = np.array([0, n], dtype=np.int64) if segments is None else np.asarray(segments, dtype=np.int64)
+    rows = np.zeros(0, dtype=np.int64) if rows is None else np.ascontiguousarray(rows, dtype=np.int64)
     w, m, r, first, size, order, runs, masses = _plan_windows(
-        np.ascontiguousarray(table), np.ascontiguousarray(log_scale_offset, dtype=np.int64),
+        np.ascontiguousarray(table), rows, np.ascontiguousarray(log_scale_offset, dtype=np.int64),
         np.ascontiguousarray(mean_shift, dtype=np.int64), width_px,
         np.ascontiguousarray(lo, dtype=np.int64), np.ascontiguousarray(hi, dtype=np.int64), t.weight,
         int(t.log_width[width_px]), t.index_offset, t.half_window, int(t.weight[MAJOR_GAP]), t.cdf_rows,
@@ -413,10 +418,11 @@ def _segment_of(index, bounds):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, nogil=True, fastmath=EXACT_FLOAT_FLAGS, error_model="numpy")
-def _plan_windows(table, log_scale_offset, mean_shift, width_px, lo, hi, weight_t, log_width, index_offset, half_window,
-                  major_weight, cdf_rows, cdf_base, mass_rows, mass_base, reach,
+def _plan_windows(table, table_rows, log_scale_offset, mean_shift, width_px, lo, hi, weight_t, log_width, index_offset,
+                  half_window, major_weight, cdf_rows, cdf_base, mass_rows, mass_base, reach,
                   sharpness, bounds):  # pragma: no cover - compiled
-    n, K = table.shape[0], table.shape[1] // 3
+    n, K = lo.shape[0], table.shape[1] // 3
+    direct = table_rows.shape[0] == 0
     weights = np.empty((n, K), dtype=np.int64)
     means = np.empty((n, K), dtype=np.int64)
     rows = np.empty((n, K), dtype=np.int64)
@@ -426,16 +432,17 @@ def _plan_windows(table, log_scale_offset, mean_shift, width_px, lo, hi, weight_
     big = np.iinfo(np.int64).max
     half_step = MEAN_STEPS // 2
     for i in range(n):
-        top = table[i, 0]
+        t = i if direct else table_rows[i]
+        top = table[t, 0]
         for k in range(1, K):
-            top = max(top, table[i, k])
+            top = max(top, table[t, k])
         f, last = big, -big
         for k in range(K):
-            weights[i, k] = (weight_t[min(sharpened_gap(top - table[i, k], sharpness[i]), 2 * LOGIT_LIMIT)]
+            weights[i, k] = (weight_t[min(sharpened_gap(top - table[t, k], sharpness[i]), 2 * LOGIT_LIMIT)]
                              if K > 1 else 1)
             # round(mean / width), halves up
-            means[i, k] = (2 * (np.int64(table[i, K + k]) + mean_shift[i]) + width_px) // (2 * width_px)
-            log_scale = min(max(np.int64(table[i, 2 * K + k]) + log_scale_offset[i], 0), LOG_SCALE_LEVELS - 1)
+            means[i, k] = (2 * (np.int64(table[t, K + k]) + mean_shift[i]) + width_px) // (2 * width_px)
+            log_scale = min(max(np.int64(table[t, 2 * K + k]) + log_scale_offset[i], 0), LOG_SCALE_LEVELS - 1)
             rows[i, k] = log_scale - log_width + index_offset
             if weights[i, k] >= major_weight:
                 half = half_window[rows[i, k]]
