@@ -291,7 +291,7 @@ def choose_means(tables: list[np.ndarray], symbols: list[np.ndarray], lo: list[n
                 starts = np.searchsorted(lev[order], np.arange(MEAN_LEVELS + 1))
                 best, cost, zero = _search_channel(table, sym, low, high, starts, tau, 0, 0, MEAN_LOWEST, MEAN_HIGHEST,
                                                    MEAN_COARSE, sharp[c], shift_step=width / MEAN_STEPS, order=order,
-                                                   moved_by=off,  # under the sources before it
+                                                   moved_by=off,  # and shifted by the sources before it:
                                                    shifted_by=mean_shift(sources[:j], out[c], width))
                 out[c, j] = np.where((zero - cost) * scale > MEAN_MIN_BITS, best, 0)
     return out
@@ -468,7 +468,7 @@ def symbol_classes(activity: np.ndarray, previous: tuple[np.ndarray, np.ndarray]
 def shifted(table: np.ndarray, shift: np.ndarray | None) -> np.ndarray:
     """Integer mixtures ``[n, 3K]`` with every mean moved by its symbol's ``shift`` (1/MEAN_STEPS
     pixel, :func:`mean_shift`): what the coder does with format 6's mean offsets (a copy; ``table``
-    itself for no shift)."""
+    itself for no shift).  The definition the searches' ``shifted_by`` follows (they read in place)."""
     if shift is None:
         return table
     K = table.shape[1] // 3
@@ -479,7 +479,8 @@ def shifted(table: np.ndarray, shift: np.ndarray | None) -> np.ndarray:
 
 def moved(table: np.ndarray, offset: np.ndarray) -> np.ndarray:
     """Integer mixtures ``[n, 3K]`` with ``offset`` ``[n]`` added to their log-scale indices (on the
-    grid): what a per-symbol offset does in the coder (:func:`nlic.entropy.pmf.plan_group`)."""
+    grid): what a per-symbol offset does in the coder (:func:`nlic.entropy.pmf.plan_group`).  The
+    definition the searches' ``moved_by`` follows (they read in place)."""
     K = table.shape[1] // 3
     out = np.array(table, dtype=np.int64)
     out[:, 2 * K :] = np.clip(out[:, 2 * K :] + np.asarray(offset)[:, None], 0, LOG_SCALE_LEVELS - 1)
