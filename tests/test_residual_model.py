@@ -254,6 +254,28 @@ def test_schedule_covers_patch_and_respects_context(mask: str) -> None:
         assert np.all(neighbour < when), (mask, di, dj)
 
 
+@pytest.mark.parametrize("mask", ["3p", "none"])
+def test_decoding_order_is_wavefront_then_patch_then_pixel(mask: str) -> None:
+    """The coder's decoding order (one compiled pass) is the definition: wavefront by wavefront,
+    patch by patch, the schedule's pixels of the wavefront that are valid; a run ends per wavefront."""
+    from types import SimpleNamespace
+
+    from nlic.coding.residual import ResidualCoder
+
+    coder = ResidualCoder(SimpleNamespace(offsets=context_taps(mask)), mask, 7)
+    valid = torch.rand(5, 64, 64, generator=torch.Generator().manual_seed(1)) > 0.3
+    valid[1] = False  # a patch with nothing to code
+    order, ends = coder._decode_order(valid)
+    flat = valid.reshape(5, -1).numpy()
+    want, want_ends = [], []
+    for rows, cols in schedule(mask, 64):
+        for p in range(5):
+            want += [p * 4096 + q for q in rows * 64 + cols if flat[p, q]]
+        want_ends.append(len(want))
+    assert order.dtype == np.int64 and order.tolist() == want and ends == want_ends
+    assert len(want) == int(valid.sum()) and len(set(want)) == len(want)
+
+
 def test_3p_drops_two_taps_of_type_a() -> None:
     assert len(context_taps("5p")) == 24
     assert set(context_taps("5p")) - set(context_taps("3p")) == {(-1, 2), (-1, 3)}

@@ -133,6 +133,9 @@ class ResidualCoder:
     def __init__(self, head: IntegerHead, mask: str, kernel: int) -> None:
         self.head = head
         self.steps = schedule(mask, PATCH)
+        #: the wavefronts' pixels one after the other, and where each wavefront starts (and the end)
+        self._step_pixels = np.concatenate([rows * PATCH + cols for rows, cols in self.steps]).astype(np.int64)
+        self._step_starts = np.cumsum([0] + [len(rows) for rows, _ in self.steps]).astype(np.int64)
         self.halo = kernel // 2
         self.offsets = head.offsets
         #: where the activity levels' neighbours are among the taps (None: the mask lacks one, so
@@ -248,19 +251,12 @@ class ResidualCoder:
 
     def _decode_order(self, valid: Tensor) -> tuple[np.ndarray, list[int]]:
         """Flat indices (into ``[P*S*S]``) of the valid pixels in decoding order, and where each
-        wavefront's run ends: what the decoder meets step by step, as one permutation."""
-        P = valid.shape[0]
-        flat = valid.reshape(P, -1).numpy()
-        base = (np.arange(P) * PATCH * PATCH)[:, None]
-        order, ends = [], []
-        count = 0
-        for rows, cols in self.steps:
-            pix = rows * PATCH + cols
-            idx = (base + pix[None, :])[flat[:, pix]]  # [P, n] patch-major, like the decoder's gather
-            order.append(idx)
-            count += len(idx)
-            ends.append(count)
-        return np.concatenate(order).astype(np.int64), ends
+        wavefront's run ends: what the decoder meets step by step, as one permutation (one compiled
+        pass: the per-wavefront NumPy indexing it replaces cost about 5 ms a tile, paid twice by the
+        encoder and once by the decoder)."""
+        flat = np.ascontiguousarray(valid.reshape(valid.shape[0], -1).numpy(), dtype=np.bool_)
+        order, ends = _wavefront_order(flat, self._step_pixels, self._step_starts)
+        return order, ends.tolist()
 
     def scale_offsets(self, params: list[ChannelParams], bins: Tensor, patches: Patches, tau: int,
                       per_patch: bool = True, context: SymbolContext | None = None) -> scales.ScaleChoice:
@@ -517,14 +513,16 @@ class _ChannelPlan:
     wavefronts at once gives each one's tables; each width class lists its symbols in ascending
     order, so a wavefront's part of it is one contiguous slice (``cuts``).  Planning per wavefront,
     as the decoder must, cost the encoder more in per-call NumPy work than in the tables; planning a
-    whole tile at once, tens of MB of tables, ran out of the CPU's caches (PLAN_STEPS)."""
+    whole tile at once, tens of MB of tables, ran out of the CPU's caches (PLAN_STEPS).  The symbols
+    are kept in each class's order, ready for the range coder: :meth:`emit` runs some 4,000 times a
+    megapixel, and its indexing and conversions per call had cost more than the coding in it."""
 
     windows: Classes
-    window_symbols: np.ndarray  # bin minus window start, the width for an escape
-    window_cuts: np.ndarray  # [classes, steps + 1]: where each wavefront starts in each class
+    window_symbols: np.ndarray  # int32 in the windows' order: bin minus window start, the width for an escape
+    window_cuts: list[list[int]]  # [classes][steps + 1]: where each wavefront starts in each class
     escapes: Classes
-    escape_symbols: np.ndarray  # bin minus the first feasible bin
-    escape_cuts: np.ndarray
+    escape_symbols: np.ndarray  # int32 in the escapes' order: bin minus the first feasible bin
+    escape_cuts: list[list[int]]
 
     @classmethod
     def of(cls, table: np.ndarray, scale_offset: np.ndarray, sharpness: int, tau: int, lo: np.ndarray,
@@ -539,21 +537,23 @@ class _ChannelPlan:
         inside = (local >= 0) & (local < plan.width)
         escapes = plan_escapes(plan, np.flatnonzero(~inside), lo, hi)
 
-        def cuts(classes: Classes) -> np.ndarray:
-            return np.array([np.searchsorted(classes.order[at : at + count], steps)
-                             for _, at, count, _, _ in classes.runs], dtype=np.int64).reshape(-1, len(steps))
+        def cuts(classes: Classes) -> list[list[int]]:
+            return [np.searchsorted(classes.order[at : at + count], steps).tolist()
+                    for _, at, count, _, _ in classes.runs]
 
-        return cls(plan.windows, np.where(inside, local, plan.width), cuts(plan.windows), escapes, bins - lo,
-                   cuts(escapes))
+        window_symbols = np.where(inside, local, plan.width)[plan.windows.order].astype(np.int32)
+        escape_symbols = (bins - lo)[escapes.order].astype(np.int32)
+        return cls(plan.windows, window_symbols, cuts(plan.windows), escapes, escape_symbols, cuts(escapes))
 
     def emit(self, enc: SymbolEncoder, step: int) -> None:
         """Encode wavefront ``step``'s symbols of this channel: windows by width, then escapes."""
         for classes, symbols, cuts in ((self.windows, self.window_symbols, self.window_cuts),
                                        (self.escapes, self.escape_symbols, self.escape_cuts)):
-            for (cols, at, _, off, _), (a, b) in zip(classes.runs, cuts[:, step : step + 2]):
+            for (cols, at, _, off, _), run_cuts in zip(classes.runs, cuts):
+                a, b = run_cuts[step], run_cuts[step + 1]
                 if b > a:
-                    idx = classes.order[at + a : at + b]
-                    enc.encode(symbols[idx], classes.masses[off + a * cols : off + b * cols].reshape(b - a, cols))
+                    masses = classes.masses[off + a * cols : off + b * cols]
+                    enc.encode(symbols[at + a : at + b], masses.reshape(b - a, cols))
 
 
 @dataclass
@@ -585,6 +585,24 @@ class _ResidualBuffer:
         """Store the residuals ``values`` ``[n, 3]`` of pixels ``start..`` (``coded`` = 1: a grey
         image, its channel into all three)."""
         _scatter_residuals(self.buffer, self.where, start, values, coded)
+
+
+@numba.njit(cache=True, nogil=True)
+def _wavefront_order(valid, pixels, starts):  # pragma: no cover - compiled
+    """Wavefront by wavefront (``pixels[starts[s]:starts[s+1]]``), patch by patch, the flat index of
+    every pixel ``valid`` ``[P, S*S]`` marks; and where each wavefront's run ends."""
+    P, area = valid.shape
+    order = np.empty(P * area, dtype=np.int64)
+    ends = np.empty(starts.shape[0] - 1, dtype=np.int64)
+    n = 0
+    for s in range(starts.shape[0] - 1):
+        for p in range(P):
+            for j in range(starts[s], starts[s + 1]):
+                if valid[p, pixels[j]]:
+                    order[n] = p * area + pixels[j]
+                    n += 1
+        ends[s] = n
+    return order[:n], ends
 
 
 @numba.njit(cache=True, nogil=True)

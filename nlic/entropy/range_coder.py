@@ -24,7 +24,7 @@ class SymbolEncoder:
             if np.any(symbols != 0):  # (and constriction refuses such a distribution)
                 raise ValueError("symbol outside a one-symbol alphabet")
             return
-        self._enc.encode(symbols.astype(np.int32), _FAMILY, pmf)
+        self._enc.encode(symbols.astype(np.int32, copy=False), _FAMILY, pmf)
 
     def encode_uniform(self, symbols: np.ndarray, sizes: np.ndarray) -> None:
         """Encode ``symbols[i]`` uniformly from ``0 .. sizes[i]-1`` (sizes of 1 cost nothing)."""
