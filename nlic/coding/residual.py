@@ -132,10 +132,10 @@ class ResidualCoder:
 
     def __init__(self, head: IntegerHead, mask: str, kernel: int) -> None:
         self.head = head
-        self.steps = schedule(mask, PATCH)
+        steps = schedule(mask, PATCH)
         #: the wavefronts' pixels one after the other, and where each wavefront starts (and the end)
-        self._step_pixels = np.concatenate([rows * PATCH + cols for rows, cols in self.steps]).astype(np.int64)
-        self._step_starts = np.cumsum([0] + [len(rows) for rows, _ in self.steps]).astype(np.int64)
+        self._step_pixels = np.concatenate([rows * PATCH + cols for rows, cols in steps]).astype(np.int64)
+        self._step_starts = np.cumsum([0] + [len(rows) for rows, _ in steps]).astype(np.int64)
         self.halo = kernel // 2
         self.offsets = head.offsets
         #: where the activity levels' neighbours are among the taps (None: the mask lacks one, so
