@@ -55,6 +55,22 @@ def test_grey_images_use_the_grey_heads_exactly(models) -> None:
         assert _tiles(result.data) != _tiles(a.compress(grey, tau).data)  # other heads, other code
 
 
+def test_a_model_with_grey_heads_gives_its_grey_heads(models, tmp_path: Path) -> None:
+    """``--gray-heads`` of a model that has grey heads (the shipped default, when a new stage
+    replaces its colour heads) attaches those grey heads, not its colour ones."""
+    colour, gray, merged = models
+    recoloured = tmp_path / "recoloured.pt"
+    other = make_tiny_model(tmp_path / "new_colour.pt", seed=2)
+    assert main(["export", str(other), str(recoloured), "--gray-heads", str(merged), "--no-register"]) == 0
+    net = load_model(recoloured).codec.residual
+    want, colour_heads = load_model(gray).codec.residual.head.state_dict(), load_model(other).codec.residual
+    assert all(np.array_equal(v.numpy(), want[k].numpy()) for k, v in net.gray_head.state_dict().items())
+    assert all(np.array_equal(v.numpy(), colour_heads.head.state_dict()[k].numpy())
+               for k, v in net.head.state_dict().items())
+    assert not all(np.array_equal(v.numpy(), colour_heads.head.state_dict()[k].numpy())
+                   for k, v in net.gray_head.state_dict().items())  # (the colour heads differ: a real check)
+
+
 def test_grey_heads_need_the_same_architecture(models, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     colour, _, _ = models
     other = make_tiny_model(tmp_path / "other.pt", config={

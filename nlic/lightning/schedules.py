@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 
 import pytorch_lightning as pl
+from pytorch_lightning.callbacks import Timer
 
 
 class StepDecay:
@@ -43,6 +44,23 @@ class CosineDecay:
         return self.final + (1 - self.final) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
+class WallClockCosineDecay(CosineDecay):
+    """Cosine from 1 down to ``final`` over the run's time budget (``trainer.max_time``): for a run
+    sized by the clock rather than by steps (a GPU lent for minutes, whose step rate is not known
+    beforehand), the rate anneals by the end whatever the throughput.  Follows Lightning's timer, which
+    a resumed run restores; without ``max_time`` it is :class:`CosineDecay` (not reproducible step
+    for step: the factor depends on the wall clock)."""
+
+    def factor(self, trainer: pl.Trainer) -> float:
+        timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)
+        remaining = None if timer is None else timer.time_remaining("train")
+        if remaining is None or timer.start_time("train") is None:
+            return super().factor(trainer)
+        elapsed = timer.time_elapsed("train")
+        progress = min(1.0, elapsed / max(elapsed + remaining, 1e-9))
+        return self.final + (1 - self.final) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
 def schedule_config(lr_schedule: str = "step", lr_decay_start: int | None = None, lr_decay: float = 0.9,
                     lr_final: float = 0.05) -> dict:
     """The ``scheduler`` config the flat keys ``model.lr_schedule``, ``lr_decay_start``, ``lr_decay`` and
@@ -51,4 +69,6 @@ def schedule_config(lr_schedule: str = "step", lr_decay_start: int | None = None
         return {"_target_": f"{__name__}.StepDecay", "start": lr_decay_start, "decay": lr_decay}
     if lr_schedule == "cosine":
         return {"_target_": f"{__name__}.CosineDecay", "final": lr_final}
-    raise ValueError(f"lr_schedule must be 'step' or 'cosine', got {lr_schedule!r}")
+    if lr_schedule == "cosine_time":
+        return {"_target_": f"{__name__}.WallClockCosineDecay", "final": lr_final}
+    raise ValueError(f"lr_schedule must be 'step', 'cosine' or 'cosine_time', got {lr_schedule!r}")

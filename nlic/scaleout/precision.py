@@ -41,17 +41,27 @@ class _FP32Forward:
             return type(self.module).forward(self.module, *args, **kwargs)
 
 
+def _compressai_entropy_model() -> type | None:
+    """CompressAI's entropy-model base class, None where CompressAI is not installed (then no
+    module is one: a model without a lossy layer trains on a machine without CompressAI)."""
+    try:
+        from compressai.entropy_models import EntropyModel
+    except ImportError:
+        return None
+    return EntropyModel
+
+
 def keep_likelihoods_fp32(root: nn.Module) -> int:
     """Make every CompressAI entropy model under ``root`` run in float32 even inside autocast.
 
     Idempotent; a no-op outside autocast (fp32 inputs stay as they are).  Returns how many modules
     were wrapped.
     """
-    from compressai.entropy_models import EntropyModel
-
+    EntropyModel = _compressai_entropy_model()
     count = 0
     for module in root.modules():
-        if isinstance(module, EntropyModel) and not isinstance(module.__dict__.get("forward"), _FP32Forward):
+        wrapped = isinstance(module.__dict__.get("forward"), _FP32Forward)
+        if EntropyModel is not None and isinstance(module, EntropyModel) and not wrapped:
             module.forward = _FP32Forward(module)
             count += 1
     return count
@@ -66,12 +76,11 @@ def compile_lossy_transforms(codec: nn.Module, **compile_kwargs) -> list[str]:
     ``state_dict`` keys, so checkpoints and the exported ``model.pt`` look exactly like an uncompiled
     run's.  Returns the compiled children's names.
     """
-    from compressai.entropy_models import EntropyModel
-
+    EntropyModel = _compressai_entropy_model()
     lossy = getattr(codec, "lossy", codec)  # a NearLosslessCodec or a bare lossy codec
     names = []
     for name, child in lossy.named_children():
-        if isinstance(child, EntropyModel) or not any(True for _ in child.parameters()):
+        if (EntropyModel is not None and isinstance(child, EntropyModel)) or not any(True for _ in child.parameters()):
             continue
         child.compile(**compile_kwargs)
         names.append(name)
