@@ -256,3 +256,21 @@ def test_configs_compose():
     cfg = compose(["data=shards", "data.root=/x"])
     assert cfg.data.mode == "shards" and cfg.data.val_crop is None
     assert compose([]).data.mode == "memory"
+
+
+def test_gpu_stage_composes_warm_started_and_timed() -> None:
+    """experiment=default_model_gpu (benchmarks/device_stage.sh): the shipped model's weights, the
+    GPU trainer, a cosine over the time budget, no real-coding evaluation (its libraries may be
+    missing there), colour crops of the coder's patch size, the held-out photos for validation."""
+    from pathlib import Path
+
+    from nlic.lightning.schedules import schedule_config
+    from tests._runs import compose
+
+    cfg = compose(["experiment=default_model_gpu", "data.root=/x", "data.val_root=/y"])
+    assert Path(cfg.init_weights).is_file() and Path(cfg.init_weights).name == "default_model.pt"
+    assert cfg.trainer.accelerator == "gpu" and cfg.trainer.max_time and cfg.trainer.max_steps == -1
+    assert schedule_config(cfg.model.lr_schedule)["_target_"].endswith("WallClockCosineDecay")
+    assert not cfg.evaluate.enabled and not cfg.demo and cfg.model.train_heads == "all"
+    assert cfg.data.crop == 64 and cfg.data.gray_fraction == 0 and cfg.data.val_files == list(cfg.val_photos)
+    assert "csv" in cfg.logger and "wandb" not in cfg.logger

@@ -388,6 +388,22 @@ def test_codec_rates_float32_under_bf16_autocast():
     assert torch.isfinite(est["residual_bits"]).all() and est["x_rec"].dtype == torch.float32
 
 
+def test_precision_helpers_run_without_compressai(monkeypatch):
+    """A model without a lossy layer trains where CompressAI is not installed (a lent GPU machine):
+    the helpers find no CompressAI entropy model instead of failing to import CompressAI."""
+    from nlic.model_io import build_codec
+    from nlic.scaleout.precision import compile_lossy_transforms, keep_likelihoods_fp32
+    from tests.conftest import TINY_CONFIG
+
+    codec = build_codec({"lossy": {"_target_": "nlic.codecs.none.NoLossyLayer"},
+                         "residual": {**TINY_CONFIG["residual"], "feature_channels": 0}}).eval()
+    monkeypatch.setitem(sys.modules, "compressai.entropy_models", None)  # import now raises ImportError
+    with pytest.raises(ImportError):
+        import compressai.entropy_models  # noqa: F401
+    assert keep_likelihoods_fp32(codec) == 0
+    assert compile_lossy_transforms(codec, backend="eager") == []  # no lossy transforms to compile
+
+
 @pytest.mark.slow
 def test_bf16_mixed_training_runs(tmp_path):
     logs = tmp_path / "logs"
