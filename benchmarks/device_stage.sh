@@ -41,7 +41,8 @@ case "${1:-}" in
     python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
     run_dir=$(mktemp -d)
     export WANDB_MODE=offline PYTHONUNBUFFERED=1
-    nlic-train experiment=default_model_gpu data.root="$data/train" data.val_root="$data/held_out" \
+    # (python3 -m: the console script may not be on that machine's PATH)
+    python3 -m nlic.cli.train experiment=default_model_gpu data.root="$data/train" data.val_root="$data/held_out" \
       hydra.run.dir="$run_dir" "$@" 2>&1 | tee "$out/train.log"
     cp "$run_dir/model.pt" "$run_dir/metrics.json" "$out/"
     cp "$run_dir/.hydra/config.yaml" "$out/config.yaml"
