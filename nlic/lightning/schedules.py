@@ -40,7 +40,10 @@ class CosineDecay:
         total = trainer.max_steps if trainer.max_steps and trainer.max_steps > 0 else None
         if total is None:
             total = max(1, trainer.estimated_stepping_batches)
-        progress = min(1.0, trainer.global_step / total)
+        return self.at(min(1.0, trainer.global_step / total))
+
+    def at(self, progress: float) -> float:
+        """The factor at ``progress`` (0 .. 1) of the way."""
         return self.final + (1 - self.final) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
@@ -57,8 +60,7 @@ class WallClockCosineDecay(CosineDecay):
         if remaining is None or timer.start_time("train") is None:
             return super().factor(trainer)
         elapsed = timer.time_elapsed("train")
-        progress = min(1.0, elapsed / max(elapsed + remaining, 1e-9))
-        return self.final + (1 - self.final) * 0.5 * (1 + math.cos(math.pi * progress))
+        return self.at(min(1.0, elapsed / max(elapsed + remaining, 1e-9)))
 
 
 def schedule_config(lr_schedule: str = "step", lr_decay_start: int | None = None, lr_decay: float = 0.9,
