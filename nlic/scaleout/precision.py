@@ -41,14 +41,14 @@ class _FP32Forward:
             return type(self.module).forward(self.module, *args, **kwargs)
 
 
-def _compressai_entropy_model() -> type | None:
-    """CompressAI's entropy-model base class, None where CompressAI is not installed (then no
-    module is one: a model without a lossy layer trains on a machine without CompressAI)."""
+def _entropy_model_types() -> tuple[type, ...]:
+    """CompressAI's entropy-model base class, for ``isinstance``; none where CompressAI is not
+    installed (then no module is one: a model without a lossy layer trains without CompressAI)."""
     try:
         from compressai.entropy_models import EntropyModel
     except ImportError:
-        return None
-    return EntropyModel
+        return ()
+    return (EntropyModel,)
 
 
 def keep_likelihoods_fp32(root: nn.Module) -> int:
@@ -57,11 +57,10 @@ def keep_likelihoods_fp32(root: nn.Module) -> int:
     Idempotent; a no-op outside autocast (fp32 inputs stay as they are).  Returns how many modules
     were wrapped.
     """
-    EntropyModel = _compressai_entropy_model()
+    entropy_models = _entropy_model_types()
     count = 0
     for module in root.modules():
-        wrapped = isinstance(module.__dict__.get("forward"), _FP32Forward)
-        if EntropyModel is not None and isinstance(module, EntropyModel) and not wrapped:
+        if isinstance(module, entropy_models) and not isinstance(module.__dict__.get("forward"), _FP32Forward):
             module.forward = _FP32Forward(module)
             count += 1
     return count
@@ -76,11 +75,11 @@ def compile_lossy_transforms(codec: nn.Module, **compile_kwargs) -> list[str]:
     ``state_dict`` keys, so checkpoints and the exported ``model.pt`` look exactly like an uncompiled
     run's.  Returns the compiled children's names.
     """
-    EntropyModel = _compressai_entropy_model()
+    entropy_models = _entropy_model_types()
     lossy = getattr(codec, "lossy", codec)  # a NearLosslessCodec or a bare lossy codec
     names = []
     for name, child in lossy.named_children():
-        if (EntropyModel is not None and isinstance(child, EntropyModel)) or not any(True for _ in child.parameters()):
+        if isinstance(child, entropy_models) or not any(True for _ in child.parameters()):
             continue
         child.compile(**compile_kwargs)
         names.append(name)
