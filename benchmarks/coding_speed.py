@@ -4,8 +4,10 @@ Every measurement runs in a fresh process (as a user runs the CLI), one image at
 
     python benchmarks/coding_speed.py /path/to/photos --tau 0,2 [--model model.pt] [--threads 2]
 
-Prints a table per tau (mean s/MP over the images: the first image of a fresh process, as the CLI
-runs, and the same image again in that process; total bytes, peak RSS of the coding process)
+Prints a table per tau (mean s/MP over the images: encoded as the first image of a fresh process,
+as ``nlic compress`` runs, and decoded in another fresh process, as ``nlic decompress`` runs; "warm":
+the same image encoded and decoded again in the encoding process; total bytes, peak RSS of the
+coding processes)
 and the start-up time of ``nlic --help``, ``nlic info`` and a header error.  JPEG-XL (effort 7)
 and JPEG-LS are timed on the same images for reference (imagecodecs, in-process).
 """
@@ -34,9 +36,8 @@ tau = int(sys.argv[3])
 t0 = time.perf_counter()
 result = codec.compress(image.pixels, tau, alpha=image.alpha)
 enc = time.perf_counter() - t0
-t0 = time.perf_counter()
-out = codec.decompress(result.data)
-dec = time.perf_counter() - t0
+with open(sys.argv[4], "wb") as f:
+    f.write(result.data)
 t0 = time.perf_counter()  # again: a process that codes many images (compiled code loaded, tables built)
 again = codec.compress(image.pixels, tau, alpha=image.alpha)
 enc_warm = time.perf_counter() - t0
@@ -44,11 +45,28 @@ t0 = time.perf_counter()
 codec.decompress(again.data)
 dec_warm = time.perf_counter() - t0
 assert again.data == result.data
-print(json.dumps({"load_s": load_s, "encode_s": enc, "decode_s": dec, "encode_warm_s": enc_warm,
+print(json.dumps({"load_s": load_s, "encode_s": enc, "encode_warm_s": enc_warm,
                   "decode_warm_s": dec_warm, "bytes": len(result.data),
                   "pixels": result.width * result.height, "max_error": result.max_error,
                   "stored_tiles": sum(v for k, v in result.tile_kinds.items() if k.startswith("stored")),
                   "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+# the file decoded in a process of its own, as `nlic decompress` runs (compiled code not yet loaded)
+DECODE_CHILD = r"""
+import json, resource, sys, time
+import numpy as np
+from nlic.api import load_codec_for
+from nlic.io import read_image
+data = open(sys.argv[1], "rb").read()
+codec = load_codec_for(data, None if sys.argv[2] == "-" else sys.argv[2])
+t0 = time.perf_counter()
+out = codec.decompress(data)
+dec = time.perf_counter() - t0
+original = read_image(sys.argv[3]).pixels.astype(np.int16)
+error = int(np.abs(out.pixels.astype(np.int16).reshape(original.shape) - original).max())
+print(json.dumps({"decode_s": dec, "decode_error": error,
+                  "decode_peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
 
 
@@ -109,11 +127,20 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for tau in (int(t) for t in args.tau.split(",")):
         for path in images:
-            _, res = _run([sys.executable, "-c", CHILD, str(path), args.model or "-", str(tau)], env)
+            with tempfile.TemporaryDirectory() as tmp:
+                coded = Path(tmp) / "image.nlic"
+                _, res = _run([sys.executable, "-c", CHILD, str(path), args.model or "-", str(tau), str(coded)], env)
+                if not res.returncode:
+                    row = json.loads(res.stdout.strip().splitlines()[-1])
+                    _, res = _run([sys.executable, "-c", DECODE_CHILD, str(coded), args.model or "-", str(path)], env)
             if res.returncode:
                 print(f"  {path.name}: FAILED {res.stderr.strip().splitlines()[-1:]}")
                 continue
-            row = json.loads(res.stdout.strip().splitlines()[-1])
+            row.update(json.loads(res.stdout.strip().splitlines()[-1]))
+            if row["decode_error"] > tau:
+                print(f"  {path.name}: decoded with error {row['decode_error']} > tau {tau}")
+                return 1
+            row["peak_rss_mib"] = max(row["peak_rss_mib"], row.pop("decode_peak_rss_mib"))
             row.update(image=path.name, tau=tau, classic=classic(path, tau))
             rows.append(row)
             mp = row["pixels"] / 1e6
@@ -122,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"decode {row['decode_s'] / mp:.2f} s/MP ({row['decode_warm_s'] / mp:.2f} warm), "
                   f"peak {row['peak_rss_mib']:.0f} MiB", flush=True)
     print(f"\n{len(images)} images, {args.threads} thread(s) per process")
-    print("first image of a fresh process (as the CLI runs); warm: the same image again in that process")
+    print("encode / decode: each in a fresh process (as the CLI runs); warm: again in the encoding process")
     print("| tau | codec | bpp | encode s/MP | decode s/MP | encode warm | decode warm | model load s | peak RSS MiB |")
     print("|---|---|---|---|---|---|---|---|---|")
     for tau in sorted({r["tau"] for r in rows}):
