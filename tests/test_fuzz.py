@@ -38,6 +38,7 @@ from nlic.bitstream.container import (
     LEARNED_V4,
     LEARNED_V5,
     LEARNED_V6,
+    LEARNED_V7,
     STORED_PNG,
     STORED_UNIFORM,
     Container,
@@ -316,7 +317,7 @@ def _edit_field(data, c: Container) -> str:
                              label="scales")
     elif field == "kind":
         t.kind = data.draw(st.sampled_from([LEARNED, STORED_UNIFORM, STORED_PNG, LEARNED_V3, LEARNED_V4, LEARNED_V5,
-                                                  LEARNED_V6]),
+                                                  LEARNED_V6, LEARNED_V7]),
                            label="kind")
         if t.kind not in LEARNED_KINDS and not t.stored:
             t.stored = t.residual

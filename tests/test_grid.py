@@ -6,7 +6,16 @@ import numpy as np
 import pytest
 import torch
 
-from nlic.bitstream.container import KIND_VERSION, LEARNED, LEARNED_V3, LEARNED_V4, LEARNED_V5, LEARNED_V6, Container
+from nlic.bitstream.container import (
+    KIND_VERSION,
+    LEARNED,
+    LEARNED_V3,
+    LEARNED_V4,
+    LEARNED_V5,
+    LEARNED_V6,
+    LEARNED_V7,
+    Container,
+)
 from nlic.coding import grid
 from nlic.errors import BitstreamError
 from nlic.residual.quantizer import bin_width, grid_offsets, quantize_residual, shift_grid
@@ -67,7 +76,7 @@ def test_shifted_grids_are_exact_and_keep_the_bound(codecs, photos) -> None:
             if tau == 0:
                 assert not any(t.grid for t in c.tiles)
             else:
-                assert kinds <= {LEARNED_V3, LEARNED_V4, LEARNED_V5, LEARNED_V6}, (name, tau)
+                assert kinds <= {LEARNED_V3, LEARNED_V4, LEARNED_V5, LEARNED_V6, LEARNED_V7}, (name, tau)
                 assert all(t.grid for t in c.tiles), (name, tau)
                 assert c.version == max(KIND_VERSION[k] for k in kinds), (name, tau)
             dec = fixed.decompress(out.data).pixels  # the same decoder reads both
@@ -79,18 +88,18 @@ def test_shifted_grids_are_exact_and_keep_the_bound(codecs, photos) -> None:
 
 
 def test_a_tile_newer_than_its_file_is_refused(codecs, photos) -> None:
-    """A format 3, 4, 5 or 6 tile in a file whose version predates it is refused by name."""
+    """A format 3 to 7 tile in a file whose version predates it is refused by name."""
     shifted, _ = codecs
     c = Container.from_bytes(shifted.compress(photos["chelsea"], 2).data)
     kinds = {t.kind for t in c.tiles}
-    for version in (2, 3, 4, 5):
+    for version in (2, 3, 4, 5, 6):
         newer = sorted(k for k in kinds if k > version)
         if not newer:
             continue
         c.version = version
         with pytest.raises(BitstreamError, match=f"unknown tile kind ({'|'.join(map(str, newer))})"):
             shifted.decompress(c.to_bytes())
-    assert kinds & {LEARNED_V4, LEARNED_V5, LEARNED_V6}  # so the format 3 case ran
+    assert kinds & {LEARNED_V4, LEARNED_V5, LEARNED_V6, LEARNED_V7}  # so the format 3 case ran
 
 
 @pytest.mark.slow

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from skimage import data
 
-from nlic.bitstream.container import LEARNED_V3, LEARNED_V4, LEARNED_V5, LEARNED_V6, Container
+from nlic.bitstream.container import LEARNED_V3, LEARNED_V4, LEARNED_V5, LEARNED_V6, LEARNED_V7, Container
 from nlic.coding import scales
 from nlic.errors import BitstreamError
 
@@ -69,7 +69,7 @@ def test_offsets_pay_on_a_photo_and_decode_exactly(default_codecs) -> None:
     for tau in (0, 2):
         a, b, c = per_patch.compress(img, tau), plain.compress(img, tau), per_tile.compress(img, tau)
         tiles = Container.from_bytes(a.data).tiles
-        assert any(t.kind in (LEARNED_V4, LEARNED_V5, LEARNED_V6) for t in tiles)
+        assert any(t.kind in (LEARNED_V4, LEARNED_V5, LEARNED_V6, LEARNED_V7) for t in tiles)
         assert Container.from_bytes(a.data).version >= 4
         assert all(t.kind == LEARNED_V3 for t in Container.from_bytes(c.data).tiles), tau
         assert any(t.scales for t in Container.from_bytes(c.data).tiles), tau
@@ -273,8 +273,8 @@ def test_the_decoder_finds_each_symbol_in_the_encoders_activity_class(default_co
         context = (bins * w).numpy()
         expected = scales.activity_levels(context, w)  # [P, 3, S, S]
         assert len(np.unique(expected)) == len(scales.ACTIVITY_LIMITS) + 1  # every level occurs: a real check
-        expected_predictions = scales.context_predictions(context)  # (format 6's predictor sources)
-        assert all(len(np.unique(p)) > 20 for p in expected_predictions)
+        expected_predictions = scales.context_predictions(context)  # (the predictor sources, chroma last)
+        assert all(len(np.unique(p[:, 1:])) > 20 for p in expected_predictions)
         P = bins.shape[0]
         order, ends = coder._decode_order(torch.ones(P, 64, 64, dtype=torch.bool))
         buffer = _ResidualBuffer.of(order, P, coder.halo, coder.offsets)
@@ -285,11 +285,15 @@ def test_the_decoder_finds_each_symbol_in_the_encoders_activity_class(default_co
             found = scales.gathered_levels(taps, coder.activity_taps, 3, w)
             want = expected.transpose(0, 2, 3, 1).reshape(-1, 3)[order[start:end]]
             assert np.array_equal(found, want), (tau, start)
-            for found_p, want_p in zip(scales.gathered_predictions(taps, coder.activity_taps, 3), expected_predictions):
+            red = values[order[start:end], 0]  # the wavefront's R, decoded before its G and B
+            gathered = [*scales.gathered_predictions(taps, coder.activity_taps, 3),
+                        scales.gathered_chroma(taps, coder.activity_taps, 3, red)]
+            for found_p, want_p in zip(gathered, expected_predictions, strict=True):
                 assert np.array_equal(found_p, want_p.transpose(0, 2, 3, 1).reshape(-1, 3)[order[start:end]])
             activity, predictions = scales.gathered_context(taps, coder.activity_taps, 3, w)  # the compiled form
             assert np.array_equal(activity, found)
-            assert np.array_equal(predictions, np.stack(scales.gathered_predictions(taps, coder.activity_taps, 3)))
+            scales.add_red(predictions, red)
+            assert np.array_equal(predictions, np.stack(gathered))
             buffer.scatter(start, np.ascontiguousarray(values[order[start:end]]), 3)
             start = end
 
@@ -319,31 +323,36 @@ def test_activity_class_offsets_pay_and_decode_exactly(default_codecs, monkeypat
 
 def test_mean_offsets_pack_unpack_and_corrupt_fields() -> None:
     """Format 6's scales field: format 5's, then per channel and source (the channels before it and
-    its median deviation) a mask of the mean levels with an offset and a signed byte each; a field
-    cut or lengthened, or one with offsets from a channel that is not before the one they move, is
-    refused."""
+    its median and average deviations) a mask of the mean levels with an offset and a signed byte
+    each; format 7's the same with the chroma source after those; a field cut or lengthened, or one
+    with offsets from a channel that is not before the one they move, is refused."""
     rng = np.random.default_rng(4)
     deltas = rng.integers(scales.DELTA_MIN, scales.DELTA_MAX + 1, size=(5, 3))
-    means = rng.integers(scales.MEAN_LOWEST, scales.MEAN_HIGHEST + 1, size=(3, scales.MEAN_SOURCES, scales.MEAN_LEVELS))
-    means[0, : scales.CHANNEL_SOURCES] = 0  # R has no channel before it, G one
-    means[1, 1 : scales.CHANNEL_SOURCES] = 0
-    means[2, 0, 3] = 0  # a level without an offset
-    for classes in (None, rng.integers(-5, 5, size=(3, scales.SYMBOL_CLASSES))):
-        choice = scales.ScaleChoice([1, 0, -2], deltas, [8, 8, 16], classes, means)
-        field = choice.pack()
-        per_patch, sharpness, back, got = scales.unpack_classes(field, 5, 3, means=True)
-        assert np.array_equal(per_patch, choice.per_patch(5)) and sharpness == [8, 8, 16]
-        assert np.array_equal(back, np.zeros_like(back) if classes is None else classes)
-        assert np.array_equal(got, means)
-        for bad in (field[:-1], field + b"\x00"):
-            with pytest.raises(BitstreamError, match="do not match"):
-                scales.unpack_classes(bad, 5, 3, means=True)
-    for c, j in ((0, 0), (0, 1), (1, 1)):
-        wrong = means.copy()
-        wrong[c, j, 2] = 3
-        with pytest.raises(BitstreamError, match="not before"):
-            scales.unpack_classes(scales.ScaleChoice([1, 0, -2], deltas, [8, 8, 16], None, wrong).pack(), 5, 3,
-                                  means=True)
+    chroma_source = scales.CHANNEL_SOURCES + scales.CHROMA
+    for chroma in (False, True):
+        means = rng.integers(scales.MEAN_LOWEST, scales.MEAN_HIGHEST + 1,
+                             size=(3, scales.MEAN_SOURCES, scales.MEAN_LEVELS))
+        means[0, : scales.CHANNEL_SOURCES] = 0  # R has no channel before it, G one
+        means[1, 1 : scales.CHANNEL_SOURCES] = 0
+        means[2, 0, 3] = 0  # a level without an offset
+        means[0 if chroma else slice(None), chroma_source] = 0  # (R has no chroma source; format 6 none)
+        for classes in (None, rng.integers(-5, 5, size=(3, scales.SYMBOL_CLASSES))):
+            choice = scales.ScaleChoice([1, 0, -2], deltas, [8, 8, 16], classes, means)
+            assert choice.chroma == chroma
+            field = choice.pack()
+            per_patch, sharpness, back, got = scales.unpack_classes(field, 5, 3, means=True, chroma=chroma)
+            assert np.array_equal(per_patch, choice.per_patch(5)) and sharpness == [8, 8, 16]
+            assert np.array_equal(back, np.zeros_like(back) if classes is None else classes)
+            assert np.array_equal(got, means)
+            for bad in (field[:-1], field + b"\x00"):
+                with pytest.raises(BitstreamError, match="do not match"):
+                    scales.unpack_classes(bad, 5, 3, means=True, chroma=chroma)
+        for c, j in ((0, 0), (0, 1), (1, 1)):
+            wrong = means.copy()
+            wrong[c, j, 2] = 3
+            with pytest.raises(BitstreamError, match="not before"):
+                scales.unpack_classes(scales.ScaleChoice([1, 0, -2], deltas, [8, 8, 16], None, wrong).pack(), 5, 3,
+                                      means=True, chroma=chroma)
 
 
 def test_mean_shift_adds_each_sources_offset_and_shifted_moves_the_means() -> None:
@@ -377,7 +386,7 @@ def test_the_decoders_compiled_adjustments_follow_the_definitions() -> None:
         tile = np.sort(rng.integers(0, T, n))
         base = rng.integers(-20, 20, n)
         activity = rng.integers(0, len(scales.ACTIVITY_LIMITS) + 1, (n, 3))
-        predictions = rng.integers(-60, 60, (len(scales.PREDICTORS), n, 3))
+        predictions = rng.integers(-60, 60, (len(scales.PREDICTORS) + 1, n, 3))  # (the chroma plane last)
         distances = [rng.integers(-900, 900, n) for _ in range(2)]
         class_offsets = rng.integers(-9, 9, (T, scales.SYMBOL_CLASSES))
         mean_offsets = rng.integers(-9, 9, (T, scales.MEAN_SOURCES, scales.MEAN_LEVELS))
@@ -391,7 +400,7 @@ def test_the_decoders_compiled_adjustments_follow_the_definitions() -> None:
             levels = ([scales.distance_levels(distances[c - 1 - j], w, signed=True) if c > j else None
                        for j in range(scales.CHANNEL_SOURCES)]
                       + [scales.distance_levels(scales.deviation(table, p[:, c], w), w, signed=True)
-                         for p in predictions])
+                         if c or k != scales.CHROMA else None for k, p in enumerate(predictions)])
             for t in range(T):
                 rows = tile == t
                 want = scales.mean_shift([None if lev is None else lev[rows] for lev in levels], mean_offsets[t], w)
@@ -414,6 +423,7 @@ def test_mean_offsets_pay_and_decode_exactly(default_codecs, monkeypatch) -> Non
     for with_means in (True, False):
         for tau in (0, 2):
             monkeypatch.setattr(codec.coder(tau), "mean_offsets", with_means)
+            monkeypatch.setattr(codec.coder(tau), "chroma_source", False)
             out = codec.compress(img, tau)
             c = Container.from_bytes(out.data)
             kinds = {t.kind for t in c.tiles}
@@ -439,5 +449,69 @@ def test_the_predictors_follow_their_definitions() -> None:
     r = np.random.default_rng(3).integers(-300, 300, (5, 3, 16, 16))
     shift = [np.zeros_like(r) for _ in range(3)]
     shift[0][..., :, 1:], shift[1][..., 1:, :], shift[2][..., 1:, 1:] = r[..., :, :-1], r[..., :-1, :], r[..., :-1, :-1]
-    for got, predict in zip(scales.context_predictions(r), scales.PREDICTORS, strict=True):
-        assert np.array_equal(got, predict(*shift))
+    *got, chroma = scales.context_predictions(r)
+    for found, predict in zip(got, scales.PREDICTORS, strict=True):
+        assert np.array_equal(found, predict(*shift))
+    assert np.array_equal(chroma, scales.chroma_predictions(r))
+
+
+def test_the_chroma_prediction_follows_its_definition() -> None:
+    """Format 7's chroma prediction of G and B: the pixel's R plus MED of the channel's difference
+    from R over W, N and NW (zero outside the patch); none (zero) for R."""
+    r = np.zeros((1, 3, 3, 3), dtype=np.int64)
+    r[0, 0] = [[10, 12, 0], [11, 20, 0], [0, 0, 0]]  # R
+    r[0, 1] = [[13, 14, 0], [15, 30, 0], [0, 0, 0]]  # G: G - R = 3, 2 / 4, . around (1, 1)
+    r[0, 2] = [[9, 8, 0], [5, 18, 0], [0, 0, 0]]  # B: B - R = -1, -4 / -6, .
+    chroma = scales.chroma_predictions(r)
+    assert not chroma[:, 0].any()
+    # at (1, 1): W, N, NW differences 4, 2, 3 -> MED = 4 + 2 - 3 = 3; R = 20
+    assert chroma[0, 1, 1, 1] == 20 + 3
+    # B: W, N, NW differences -6, -4, -1 -> NW above both: min = -6
+    assert chroma[0, 2, 1, 1] == 20 - 6
+    # the first pixel has no neighbours: R itself
+    assert chroma[0, 1, 0, 0] == 10 and chroma[0, 2, 0, 0] == 10
+
+
+def test_the_chroma_source_pays_and_format_6_files_still_decode(default_codecs, monkeypatch) -> None:
+    """On a real photo the chroma source (format 7) makes the file smaller at tau 0 than format 6
+    (the same choices without it); both files decode within tau by a fresh codec, and tiles that
+    give the chroma source no offset stay format 6 tiles."""
+    from nlic.api import load_codec
+
+    codec = default_codecs[0]
+    fresh = load_codec(tile=512).image_codec
+    img = np.ascontiguousarray(data.astronaut()[:256, :384])
+    sizes = {}
+    for chroma in (True, False):
+        for tau in (0, 2):
+            monkeypatch.setattr(codec.coder(tau), "chroma_source", chroma)
+            out = codec.compress(img, tau)
+            c = Container.from_bytes(out.data)
+            kinds = {t.kind for t in c.tiles}
+            assert LEARNED_V5 not in kinds and (LEARNED_V7 in kinds) <= chroma, (tau, kinds)
+            assert c.version == (7 if LEARNED_V7 in kinds else 6)
+            assert int(np.abs(fresh.decompress(out.data).pixels.astype(int) - img.astype(int)).max()) <= tau
+            sizes[chroma, tau] = len(out.data)
+    assert sizes[True, 0] < sizes[False, 0], sizes
+    assert sizes[True, 2] <= sizes[False, 2] * 1.003, sizes  # (at tau 2 the source moves little either way)
+
+
+def test_chroma_offsets_for_red_are_refused() -> None:
+    """A format 7 tile whose first channel carries chroma mean offsets is corrupt: the encoder never
+    writes one (R has no chroma prediction)."""
+    channels, patches = 3, 4
+    means = np.zeros((channels, scales.MEAN_SOURCES, scales.MEAN_LEVELS), dtype=np.int64)
+    means[1, scales.CHANNEL_SOURCES + scales.CHROMA, 2] = 5
+    choice = scales.ScaleChoice([0, 0, 0], np.zeros((patches, channels), dtype=np.int64), [8, 8, 8], None, means)
+    assert choice.chroma
+    *_, found = scales.unpack_classes(choice.pack(), patches, channels, means=True, chroma=True)
+    assert np.array_equal(found, means)
+    means[0, scales.CHANNEL_SOURCES + scales.CHROMA, 3] = -2
+    with pytest.raises(BitstreamError, match="chroma"):
+        scales.unpack_classes(choice.pack(), patches, channels, means=True, chroma=True)
+    # a format 6 field (no chroma offsets) reads back with the chroma source zero
+    means[:, scales.CHANNEL_SOURCES + scales.CHROMA] = 0
+    six = scales.ScaleChoice([0, 0, 0], np.zeros((patches, channels), dtype=np.int64), [8, 8, 8], None, means)
+    assert not six.chroma
+    *_, found = scales.unpack_classes(six.pack(), patches, channels, means=True)
+    assert np.array_equal(found, means)

@@ -29,6 +29,7 @@ from nlic.bitstream.container import (
     LEARNED_V4,
     LEARNED_V5,
     LEARNED_V6,
+    LEARNED_V7,
     Container,
     TileChunk,
 )
@@ -339,7 +340,7 @@ class ImageCodec:
         if offsets is None and neutral:  # no grid, no offsets, neutral mixtures: a format 2 tile
             return TileChunk(LEARNED, latents, adaptation.pack(deltas), stream)
         kind = (LEARNED_V3 if choice is None or choice.deltas is None
-                else LEARNED_V6 if choice.means is not None
+                else LEARNED_V7 if choice.chroma else LEARNED_V6 if choice.means is not None
                 else LEARNED_V4 if choice.classes is None else LEARNED_V5)
         return TileChunk(kind, latents,
                          adaptation.pack(deltas), stream, grid=b"" if offsets is None else grid.pack(offsets, tau),
@@ -458,7 +459,7 @@ class ImageCodec:
             raise BitstreamError("latent shape does not match the image size in the header")
         coder = self.coder(tau, gray=channels == 1)
         layers = adaptation.unpack(chunk.adapt, coder.head, channels)
-        format3 = chunk.kind in (LEARNED_V3, LEARNED_V4, LEARNED_V5, LEARNED_V6)  # (format 4 to 6 tiles too)
+        format3 = chunk.kind in (LEARNED_V3, LEARNED_V4, LEARNED_V5, LEARNED_V6, LEARNED_V7)  # (formats 4 to 7 too)
         if chunk.grid:
             if tau == 0:
                 raise BitstreamError("file is corrupt (grid offsets in a lossless tile)")
@@ -466,9 +467,9 @@ class ImageCodec:
             x_hat = self._shift_grid(x_hat, offsets, channels)
         n_patches = (hp // PATCH) * (wp // PATCH)
         sharpness = class_offsets = mean_offsets = None
-        if chunk.kind in (LEARNED_V5, LEARNED_V6):
+        if chunk.kind in (LEARNED_V5, LEARNED_V6, LEARNED_V7):
             log_scales, sharpness, class_offsets, mean_offsets = scales.unpack_classes(
-                chunk.scales, n_patches, channels, means=chunk.kind == LEARNED_V6)
+                chunk.scales, n_patches, channels, means=chunk.kind != LEARNED_V5, chroma=chunk.kind == LEARNED_V7)
         elif chunk.kind == LEARNED_V4:
             log_scales, sharpness = scales.unpack_patches(chunk.scales, n_patches, channels)
         else:

@@ -144,6 +144,8 @@ class ResidualCoder:
                               else [self.offsets.index(t) for t in scales.ACTIVITY_TAPS])
         #: the encoder also chooses mean offsets per mean level (format 6); False: format 5 tiles
         self.mean_offsets = True
+        #: and among them those of the chroma source (format 7); False: format 6 tiles
+        self.chroma_source = True
 
     @staticmethod
     def surprises(params: list[ChannelParams], bins: Tensor, tau: int,
@@ -175,7 +177,8 @@ class ResidualCoder:
                     near: tuple[np.ndarray, np.ndarray] | None = None) -> list[list[np.ndarray | None]]:
         """Each channel's mean levels per source (:data:`scales.MEAN_SOURCES`: the signed surprise
         levels of the two channels before it, None where there is none, then those of its own
-        mean's deviation from each of :data:`scales.PREDICTORS`), flat over ``[P, S, S]``
+        mean's deviation from each of :data:`scales.PREDICTORS` and from its chroma prediction, None
+        for R), flat over ``[P, S, S]``
         (``take``: of those symbols only; ``distances``: their :meth:`surprises`, ``near``: the
         patches' :func:`scales.patch_context`, when computed already)."""
         w = bin_width(tau)
@@ -188,7 +191,7 @@ class ResidualCoder:
             means = scales.heaviest_means(_rows(p.table.numpy(), take))
             out.append([surprise[c - j - 1] if c > j else None for j in range(scales.CHANNEL_SOURCES)]
                        + [scales.distance_levels(scales.deviation(None, pick(q[:, c]), w, means), w, signed=True)
-                          for q in predictions])
+                          if c > 0 or k != scales.CHROMA else None for k, q in enumerate(predictions)])
         return out
 
     def symbol_context(self, params: list[ChannelParams], bins: Tensor, patches: Patches, tau: int,
@@ -296,7 +299,9 @@ class ResidualCoder:
                 context = self.symbol_context(params, bins, patches, tau)
             sampled = take[every]
             if self.mean_offsets:  # format 6: the means first, the classes' scales under them
-                levels = [[None if lev is None else lev[sampled] for lev in c] for c in context.levels]
+                chroma = scales.CHANNEL_SOURCES + scales.CHROMA
+                levels = [[None if lev is None or (j == chroma and not self.chroma_source) else lev[sampled]
+                           for j, lev in enumerate(c)] for c in context.levels]
                 sub = slice(None, None, scales.MEAN_SAMPLE_STRIDE)
                 means = scales.choose_means([t[sub] for t in tables], *([x[sub] for x in f] for f in rest),
                                             [[None if lev is None else lev[sub] for lev in c] for c in levels],
@@ -450,6 +455,8 @@ class ResidualCoder:
                     if (by_class or by_mean) and c < n_ch - 1:
                         distances.append(scales.surprise(table, k, w, heaviest))
                     current[:, c] = patches.context_array(k * w)
+                    if c == 0 and predictions is not None and n_ch > 1:  # G's and B's chroma predictions
+                        scales.add_red(predictions, current[:, 0])
                 residuals.scatter(start, current, n_ch)
                 start = end
         bins = torch.from_numpy(out).reshape(n_ch, P, PATCH, PATCH).permute(1, 0, 2, 3)

@@ -131,7 +131,12 @@ class ScaleChoice:
     deltas: np.ndarray | None
     sharpness: list[int] | None = None
     classes: np.ndarray | None = None  # [c, SYMBOL_CLASSES] offsets per symbol class (format 5)
-    means: np.ndarray | None = None  # [c, MEAN_SOURCES, MEAN_LEVELS] mean offsets (format 6)
+    means: np.ndarray | None = None  # [c, MEAN_SOURCES, MEAN_LEVELS] mean offsets (formats 6, 7)
+
+    @property
+    def chroma(self) -> bool:
+        """Whether the mean offsets use the chroma source (a format 7 tile; else format 6)."""
+        return self.means is not None and bool(self.means[:, CHANNEL_SOURCES + CHROMA].any())
 
     def channel_sharpness(self) -> list[int]:
         return self.sharpness or [SHARPNESS_STEPS] * len(self.tile)
@@ -143,14 +148,17 @@ class ScaleChoice:
 
     def pack(self) -> bytes:
         """The tile chunk's scales field (format 3 without deltas, format 4 with them, format 5 with
-        class offsets too, format 6 with mean offsets after those)."""
+        class offsets too, format 6 with mean offsets after those, format 7 with the chroma source's
+        among them)."""
         if self.deltas is None:
             return pack(self.tile)
         field = pack_patches(self.tile, self.channel_sharpness(), self.deltas)
         if self.classes is None and self.means is None:
             return field
         classes = np.zeros((len(self.tile), SYMBOL_CLASSES)) if self.classes is None else self.classes
-        return field + pack_classes(classes) + (b"" if self.means is None else pack_means(self.means))
+        means = b"" if self.means is None else pack_means(self.means if self.chroma
+                                                            else self.means[:, :FORMAT6_SOURCES])
+        return field + pack_classes(classes) + means
 
 
 def apply(log_scales: np.ndarray, offset: int) -> np.ndarray:
@@ -359,15 +367,34 @@ def deviation(table: np.ndarray | None, prediction: np.ndarray, width: int,
 
 
 def context_predictions(context: np.ndarray) -> list[np.ndarray]:
-    """Each of PREDICTORS for every pixel of patches ``[P, c, S, S]`` of reconstructed residuals (as
-    the network reads them), neighbours outside the patch zero (the decoder's border)."""
+    """Each of PREDICTORS, then the chroma prediction (:func:`chroma_predictions`), for every pixel
+    of patches ``[P, c, S, S]`` of reconstructed residuals (as the network reads them), neighbours
+    outside the patch zero (the decoder's border)."""
     return list(patch_context(context, 1)[1])
+
+
+def chroma_predictions(context: np.ndarray) -> np.ndarray:
+    """The chroma prediction of every pixel of patches ``[P, c, S, S]`` (format 7's last mean
+    source): for G and B the pixel's R plus the MED prediction of the channel's difference from R
+    (from the W, N and NW neighbours, zero outside the patch); zero for R and grey.  Smooth photos'
+    noise is nearly the same in R, G and B, so the difference planes are smoother than the channels:
+    on a held-out photo (gcompris_heron) MED on G - R misses G by 0.41 pixel on average, MED on G
+    by 1.28."""
+    r = np.asarray(context, dtype=np.int64)
+    out = np.zeros_like(r)
+    for c in range(1, r.shape[1]):
+        d = r[:, c] - r[:, 0]
+        west, north, north_west = (np.zeros_like(d) for _ in range(3))
+        west[..., :, 1:], north[..., 1:, :], north_west[..., 1:, 1:] = d[..., :, :-1], d[..., :-1, :], d[..., :-1, :-1]
+        out[:, c] = r[:, 0] + median_predictions(west, north, north_west)
+    return out
 
 
 def patch_context(context: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
     """:func:`activity_levels` and :func:`context_predictions` of patches ``[P, c, S, S]`` in one
-    compiled pass (the encoder's form; the tests hold it to :func:`median_predictions` and
-    :func:`average_predictions` on shifted planes): ``[P, c, S, S]`` and ``[len(PREDICTORS), P, c, S, S]``."""
+    compiled pass (the encoder's form; the tests hold it to :func:`median_predictions`,
+    :func:`average_predictions` on shifted planes and :func:`chroma_predictions`): ``[P, c, S, S]``
+    and ``[len(PREDICTORS) + 1, P, c, S, S]``."""
     return _patch_context(np.ascontiguousarray(context, dtype=np.int64), width,
                           np.asarray(ACTIVITY_LIMITS, dtype=np.int64))
 
@@ -393,7 +420,7 @@ def _activity(west, north, north_west, north_east, width, limits):  # pragma: no
 def _patch_context(r, width, limits):  # pragma: no cover - compiled
     P, C, S, _ = r.shape
     activity = np.empty((P, C, S, S), dtype=np.int64)
-    predictions = np.empty((2, P, C, S, S), dtype=np.int64)
+    predictions = np.empty((3, P, C, S, S), dtype=np.int64)
     for p in range(P):
         for c in range(C):
             for i in range(S):
@@ -405,6 +432,14 @@ def _patch_context(r, width, limits):  # pragma: no cover - compiled
                     activity[p, c, i, j] = _activity(west, north, north_west, north_east, width, limits)
                     predictions[0, p, c, i, j] = _median(west, north, north_west)
                     predictions[1, p, c, i, j] = (west + north) >> 1  # average_predictions
+                    if c == 0:
+                        predictions[2, p, c, i, j] = 0
+                    else:  # chroma_predictions: R plus MED of the difference from R
+                        red_west = r[p, 0, i, j - 1] if j > 0 else 0
+                        red_north = r[p, 0, i - 1, j] if i > 0 else 0
+                        red_north_west = r[p, 0, i - 1, j - 1] if i > 0 and j > 0 else 0
+                        predictions[2, p, c, i, j] = r[p, 0, i, j] + _median(
+                            west - red_west, north - red_north, north_west - red_north_west)
     return activity, predictions
 
 
@@ -415,6 +450,24 @@ def gathered_predictions(taps: np.ndarray, tap_index: Sequence[int], channels: i
     return [predict(west, north, north_west) for predict in PREDICTORS]
 
 
+def gathered_chroma(taps: np.ndarray, tap_index: Sequence[int], channels: int, red: np.ndarray) -> np.ndarray:
+    """:func:`chroma_predictions` of the decoder's rows ``[n, taps*3]`` (as :func:`gathered_levels`)
+    once their R ``red`` ``[n]`` is decoded: ``[n, channels]``."""
+    west, north, north_west = (taps[:, 3 * t : 3 * t + channels].astype(np.int64) for t in tap_index[:3])
+    out = np.zeros((taps.shape[0], channels), dtype=np.int64)
+    for c in range(1, channels):
+        out[:, c] = red.astype(np.int64) + median_predictions(
+            *(plane[:, c] - plane[:, 0] for plane in (west, north, north_west)))
+    return out
+
+
+def add_red(predictions: np.ndarray, red: np.ndarray) -> None:
+    """Complete the chroma plane of :func:`gathered_context`'s ``predictions`` (in place) with the
+    wavefront's decoded R ``red`` ``[n]`` (context values): the decoder knows a pixel's R only after
+    its R step, and the chroma prediction of its G and B starts from it."""
+    predictions[CHROMA, :, 1:] += red.astype(np.int64)[:, None]
+
+
 def average_predictions(west: np.ndarray, north: np.ndarray, north_west: np.ndarray) -> np.ndarray:
     """The mean of the W and N neighbours, rounded down (integers)."""
     return (west + north) >> 1
@@ -422,7 +475,13 @@ def average_predictions(west: np.ndarray, north: np.ndarray, north_west: np.ndar
 
 #: the simple predictors whose distance from the network's mean select format 6's last mean sources
 PREDICTORS = (median_predictions, average_predictions)
-MEAN_SOURCES = CHANNEL_SOURCES + len(PREDICTORS)
+#: format 7 adds a last mean source for G and B (R has none): the deviation of the channel's mean
+#: from its chroma prediction, the pixel's decoded R plus the MED prediction of the channel's
+#: difference from R (:func:`chroma_predictions`); CHROMA is its plane among the predictions
+CHROMA = len(PREDICTORS)
+MEAN_SOURCES = CHANNEL_SOURCES + len(PREDICTORS) + 1
+#: the sources a format 6 tile stores (all but the chroma source)
+FORMAT6_SOURCES = MEAN_SOURCES - 1
 
 
 def surprise(table: np.ndarray, bins: np.ndarray, width: int, means: np.ndarray | None = None) -> np.ndarray:
@@ -507,7 +566,8 @@ def gathered_context(taps: np.ndarray, tap_index: Sequence[int], channels: int,
                      width: int) -> tuple[np.ndarray, np.ndarray]:
     """:func:`gathered_levels` and :func:`gathered_predictions` of a wavefront in one compiled pass
     (the decoder's form; the tests hold it to those): activity ``[n, channels]`` and the predictions
-    ``[len(PREDICTORS), n, channels]``."""
+    ``[len(PREDICTORS) + 1, n, channels]``, whose chroma plane holds only the MED prediction of the
+    difference from R until :func:`add_red` adds the pixels' R."""
     return _gathered_context(taps, np.asarray(tap_index, dtype=np.int64), channels, width,
                              np.asarray(ACTIVITY_LIMITS, dtype=np.int64))
 
@@ -516,7 +576,7 @@ def gathered_context(taps: np.ndarray, tap_index: Sequence[int], channels: int,
 def _gathered_context(taps, tap_index, channels, width, limits):  # pragma: no cover - compiled
     n = taps.shape[0]
     activity = np.empty((n, channels), dtype=np.int64)
-    predictions = np.empty((2, n, channels), dtype=np.int64)
+    predictions = np.empty((3, n, channels), dtype=np.int64)
     tw, tn, tnw, tne = 3 * tap_index[0], 3 * tap_index[1], 3 * tap_index[2], 3 * tap_index[3]
     for i in range(n):
         for c in range(channels):
@@ -525,6 +585,8 @@ def _gathered_context(taps, tap_index, channels, width, limits):  # pragma: no c
             activity[i, c] = _activity(west, north, north_west, north_east, width, limits)
             predictions[0, i, c] = _median(west, north, north_west)
             predictions[1, i, c] = (west + north) >> 1  # average_predictions
+            predictions[2, i, c] = 0 if c == 0 else _median(  # (add_red adds R)
+                west - np.int64(taps[i, tw]), north - np.int64(taps[i, tn]), north_west - np.int64(taps[i, tnw]))
     return activity, predictions
 
 
@@ -582,7 +644,7 @@ def _symbol_adjustments(table, c, base, tile, activity, previous1, previous2, pr
                 s += mean_offsets[t, 0, _level(previous1[i], signed_limits, True)]
             if c > 1:
                 s += mean_offsets[t, 1, _level(previous2[i], signed_limits, True)]
-            for q in range(predictions.shape[0]):
+            for q in range(predictions.shape[0] if c > 0 else CHROMA):  # (R has no chroma source)
                 d = 2 * (heaviest[i] - MEAN_STEPS * predictions[q, i, c])
                 s += mean_offsets[t, CHANNEL_SOURCES + q, _level(d, signed_limits, True)]
             shift[i] = s * width
@@ -820,25 +882,30 @@ def pack_classes(offsets: np.ndarray) -> bytes:
 
 
 def pack_means(offsets: np.ndarray) -> bytes:
-    """Format 6's mean offsets ``[c, MEAN_SOURCES, MEAN_LEVELS]``, as :func:`pack_classes` (per
-    channel and source)."""
+    """Mean offsets ``[c, sources, MEAN_LEVELS]`` (format 6: FORMAT6_SOURCES, format 7:
+    MEAN_SOURCES), as :func:`pack_classes` (per channel and source)."""
     return _pack_masked(np.asarray(offsets).reshape(-1, MEAN_LEVELS), MEAN_LEVELS)
 
 
-def unpack_classes(data: bytes, patches: int, channels: int,
-                   means: bool = False) -> tuple[np.ndarray, list[int], np.ndarray, np.ndarray | None]:
+def unpack_classes(data: bytes, patches: int, channels: int, means: bool = False,
+                   chroma: bool = False) -> tuple[np.ndarray, list[int], np.ndarray, np.ndarray | None]:
     """Inverse of :meth:`ScaleChoice.pack` with class offsets (format 5; ``means``: and mean
-    offsets, format 6): every patch's offsets ``[patches, channels]``, each channel's sharpness,
-    the class offsets ``[channels, SYMBOL_CLASSES]`` and the mean offsets ``[channels, MEAN_SOURCES,
-    MEAN_LEVELS]`` (None without ``means``)."""
+    offsets, format 6; ``chroma``: with the chroma source's, format 7): every patch's offsets
+    ``[patches, channels]``, each channel's sharpness, the class offsets ``[channels,
+    SYMBOL_CLASSES]`` and the mean offsets ``[channels, MEAN_SOURCES, MEAN_LEVELS]`` (a format 6
+    tile's chroma source zero; None without ``means``)."""
     at = 2 * channels + (patches * channels + 1) // 2  # (the format 4 field's length)
     classes, at = _unpack_masked(data, at, channels, SYMBOL_CLASSES, "class offsets")
     mean_offsets = None
     if means:
-        mean_offsets, at = _unpack_masked(data, at, channels * MEAN_SOURCES, MEAN_LEVELS, "mean offsets")
-        mean_offsets = mean_offsets.reshape(channels, MEAN_SOURCES, MEAN_LEVELS)
+        sources = MEAN_SOURCES if chroma else FORMAT6_SOURCES
+        stored, at = _unpack_masked(data, at, channels * sources, MEAN_LEVELS, "mean offsets")
+        mean_offsets = np.zeros((channels, MEAN_SOURCES, MEAN_LEVELS), dtype=stored.dtype)
+        mean_offsets[:, :sources] = stored.reshape(channels, sources, MEAN_LEVELS)
         if any(mean_offsets[c, c:CHANNEL_SOURCES].any() for c in range(channels)):
             raise BitstreamError("file is corrupt (mean offsets from a channel that is not before)")
+        if mean_offsets[0, CHANNEL_SOURCES + CHROMA].any():
+            raise BitstreamError("file is corrupt (chroma mean offsets for the first channel)")
     if at != len(data):
         raise BitstreamError(f"file is corrupt ({'mean' if means else 'class'} offsets do not match the tile)")
     return (*unpack_patches(data[: 2 * channels + (patches * channels + 1) // 2], patches, channels), classes,
