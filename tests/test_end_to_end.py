@@ -34,6 +34,22 @@ def test_api_round_trip_every_tau(tiny_model: Path, photo: np.ndarray, tile: int
             assert max_err(rec, photo) > 0  # tau > 0 is really used
 
 
+def test_read_only_images_code_without_warnings(tiny_model: Path, photo: np.ndarray) -> None:
+    """``np.asarray`` of a PIL image is read-only: the API codes it (colour and grey) as it is,
+    without torch's warning about non-writable arrays, and leaves it untouched."""
+    import warnings
+
+    codec = load_codec(tiny_model)
+    for image in (photo, np.ascontiguousarray(photo[..., 1])):
+        frozen = image.copy()
+        frozen.flags.writeable = False
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            data = codec.compress(frozen, 0).data
+        assert np.array_equal(codec.decompress(data).pixels.reshape(image.shape), image)
+        assert np.array_equal(frozen, image)
+
+
 def test_files_decode_in_a_fresh_process(tiny_model: Path, photo: np.ndarray, tmp_path: Path) -> None:
     src = tmp_path / "photo.png"
     Image.fromarray(photo).save(src)

@@ -246,6 +246,8 @@ class ImageCodec:
             pixels = pixels[..., None]
         if pixels.dtype != np.uint8 or pixels.ndim != 3 or pixels.shape[2] not in (1, 3):
             raise NlicError(f"expected an H x W x 3 (or grayscale) uint8 image, got {pixels.dtype} {pixels.shape}")
+        if not pixels.flags.writeable:  # (np.asarray of a PIL image): torch warns on every tile it wraps
+            pixels = pixels.copy()
         mode = ("L" if pixels.shape[2] == 1 else "RGB") + ("A" if alpha is not None else "")
         extras = b""
         if alpha is not None:
