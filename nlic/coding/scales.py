@@ -55,6 +55,23 @@ least-squares predictor fitted per tile and channel (six causal neighbours, and 
 and its W and N neighbours' earlier channels) as a third predictor: -0.74 % at tau = 0 and -0.64 %
 at tau = 2 on the validation split before its coefficients' bytes (-0.02 to -2.8 % a photo), too
 little for another format and the decoder's work.
+
+Format 7 adds a fifth mean source for G and B: how far the channel's mean lies from its chroma
+prediction, the pixel's decoded R plus the MED prediction of the channel's difference from R
+(:func:`chroma_predictions`).  On smooth photos the noise of R, G and B is nearly the same, so the
+difference planes are much smoother than the channels, and JPEG-XL's colour transforms live on
+that: on gcompris_heron JPEG-XL codes G - R alone in 1.00 bit a pixel where nlic spent 1.19 on G
+given R.  The source is searched after the other four, so a tile that gives it no offset is a
+format 6 tile, byte for byte.  Real bytes on the validation split and the samples (14 photos):
+-0.93 % at tau = 0 (every photo smaller, -0.13 to -4.6 %: tuxtype_kcas5 -4.6 %, gcompris_heron
+-2.1 %), -0.21 % at tau = 2; `nlic bench` on the validation split -1.2 % at tau = 0 and -0.14 to
+-0.37 % at tau = 1..5.  Tried and left out (real bytes, five held-out photos, tau = 0): B's
+prediction from G instead of R (-0.8 % against -0.9 %), both as two sources (-0.24 % more), the
+average of W and N on the difference plane instead of MED (+0.9 %), the chroma source in the
+place of the W-N average (-0.8 % at tau = 0; with B's from G, +0.2 % at tau = 2), searching it
+first (-0.03 %),
+and G's and B's activity classes measured on their difference planes (-0.35 to -0.46 % at tau = 0,
++0.1 to +0.35 % at tau = 2).
 """
 
 from __future__ import annotations
@@ -103,7 +120,7 @@ ACTIVITY_TAPS = ((0, -1), (-1, 0), (-1, -1), (-1, 1))
 #: neighbours); a level cuts the source's signed distance at MEAN_LIMITS half bins on either side
 #: (0 .. MEAN_LEVELS - 1, the middle one within half a bin); offsets in 1/MEAN_STEPS bin, searched
 #: over MEAN_LOWEST .. MEAN_HIGHEST (two bins either way) in coarse steps then unit steps near the best, one
-#: source after the other
+#: source after the other; format 7 adds G's and B's chroma source last (CHROMA below)
 CHANNEL_SOURCES = 2
 MEAN_LIMITS = SURPRISE_LIMITS
 MEAN_LEVELS = 2 * len(MEAN_LIMITS) + 1
