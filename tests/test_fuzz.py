@@ -32,15 +32,10 @@ from skimage import data as skdata
 
 from nlic.bitstream.container import (
     FORMAT_VERSION,
-    LEARNED,
     LEARNED_KINDS,
-    LEARNED_V3,
-    LEARNED_V4,
-    LEARNED_V5,
-    LEARNED_V6,
-    LEARNED_V7,
     STORED_PNG,
     STORED_UNIFORM,
+    TILE_KINDS,
     Container,
     TileChunk,
 )
@@ -316,9 +311,7 @@ def _edit_field(data, c: Container) -> str:
         t.scales = data.draw(st.binary(max_size=4) | st.just(t.scales[:-1]) | st.just(t.scales + b"\x00"),
                              label="scales")
     elif field == "kind":
-        t.kind = data.draw(st.sampled_from([LEARNED, STORED_UNIFORM, STORED_PNG, LEARNED_V3, LEARNED_V4, LEARNED_V5,
-                                                  LEARNED_V6, LEARNED_V7]),
-                           label="kind")
+        t.kind = data.draw(st.sampled_from(sorted(TILE_KINDS)), label="kind")
         if t.kind not in LEARNED_KINDS and not t.stored:
             t.stored = t.residual
     elif field == "residual_bytes" and t.residual:
