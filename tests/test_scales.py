@@ -328,7 +328,7 @@ def test_mean_offsets_pack_unpack_and_corrupt_fields() -> None:
     with offsets from a channel that is not before the one they move, is refused."""
     rng = np.random.default_rng(4)
     deltas = rng.integers(scales.DELTA_MIN, scales.DELTA_MAX + 1, size=(5, 3))
-    chroma_source = scales.CHANNEL_SOURCES + scales.CHROMA
+    chroma_source = scales.CHROMA_SOURCE
     for chroma in (False, True):
         means = rng.integers(scales.MEAN_LOWEST, scales.MEAN_HIGHEST + 1,
                              size=(3, scales.MEAN_SOURCES, scales.MEAN_LEVELS))
@@ -501,16 +501,16 @@ def test_chroma_offsets_for_red_are_refused() -> None:
     writes one (R has no chroma prediction)."""
     channels, patches = 3, 4
     means = np.zeros((channels, scales.MEAN_SOURCES, scales.MEAN_LEVELS), dtype=np.int64)
-    means[1, scales.CHANNEL_SOURCES + scales.CHROMA, 2] = 5
+    means[1, scales.CHROMA_SOURCE, 2] = 5
     choice = scales.ScaleChoice([0, 0, 0], np.zeros((patches, channels), dtype=np.int64), [8, 8, 8], None, means)
     assert choice.chroma
     *_, found = scales.unpack_classes(choice.pack(), patches, channels, means=True, chroma=True)
     assert np.array_equal(found, means)
-    means[0, scales.CHANNEL_SOURCES + scales.CHROMA, 3] = -2
+    means[0, scales.CHROMA_SOURCE, 3] = -2
     with pytest.raises(BitstreamError, match="chroma"):
         scales.unpack_classes(choice.pack(), patches, channels, means=True, chroma=True)
     # a format 6 field (no chroma offsets) reads back with the chroma source zero
-    means[:, scales.CHANNEL_SOURCES + scales.CHROMA] = 0
+    means[:, scales.CHROMA_SOURCE] = 0
     six = scales.ScaleChoice([0, 0, 0], np.zeros((patches, channels), dtype=np.int64), [8, 8, 8], None, means)
     assert not six.chroma
     *_, found = scales.unpack_classes(six.pack(), patches, channels, means=True)

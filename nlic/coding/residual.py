@@ -299,9 +299,9 @@ class ResidualCoder:
                 context = self.symbol_context(params, bins, patches, tau)
             sampled = take[every]
             if self.mean_offsets:  # format 6: the means first, the classes' scales under them
-                chroma = scales.CHANNEL_SOURCES + scales.CHROMA
-                levels = [[None if lev is None or (j == chroma and not self.chroma_source) else lev[sampled]
-                           for j, lev in enumerate(c)] for c in context.levels]
+                skip = scales.CHROMA_SOURCE if not self.chroma_source else None
+                levels = [[None if lev is None or j == skip else lev[sampled] for j, lev in enumerate(c)]
+                          for c in context.levels]
                 sub = slice(None, None, scales.MEAN_SAMPLE_STRIDE)
                 means = scales.choose_means([t[sub] for t in tables], *([x[sub] for x in f] for f in rest),
                                             [[None if lev is None else lev[sub] for lev in c] for c in levels],

@@ -69,9 +69,8 @@ format 6 tile, byte for byte.  Real bytes on the validation split and the sample
 prediction from G instead of R (-0.8 % against -0.9 %), both as two sources (-0.24 % more), the
 average of W and N on the difference plane instead of MED (+0.9 %), the chroma source in the
 place of the W-N average (-0.8 % at tau = 0; with B's from G, +0.2 % at tau = 2), searching it
-first (-0.03 %),
-and G's and B's activity classes measured on their difference planes (-0.35 to -0.46 % at tau = 0,
-+0.1 to +0.35 % at tau = 2).
+first (-0.03 %), and G's and B's activity classes measured on their difference planes (-0.35 to
+-0.46 % at tau = 0, +0.1 to +0.35 % at tau = 2).
 """
 
 from __future__ import annotations
@@ -153,7 +152,7 @@ class ScaleChoice:
     @property
     def chroma(self) -> bool:
         """Whether the mean offsets use the chroma source (a format 7 tile; else format 6)."""
-        return self.means is not None and bool(self.means[:, CHANNEL_SOURCES + CHROMA].any())
+        return self.means is not None and bool(self.means[:, CHROMA_SOURCE].any())
 
     def channel_sharpness(self) -> list[int]:
         return self.sharpness or [SHARPNESS_STEPS] * len(self.tile)
@@ -496,7 +495,8 @@ PREDICTORS = (median_predictions, average_predictions)
 #: from its chroma prediction, the pixel's decoded R plus the MED prediction of the channel's
 #: difference from R (:func:`chroma_predictions`); CHROMA is its plane among the predictions
 CHROMA = len(PREDICTORS)
-MEAN_SOURCES = CHANNEL_SOURCES + len(PREDICTORS) + 1
+CHROMA_SOURCE = CHANNEL_SOURCES + CHROMA
+MEAN_SOURCES = CHROMA_SOURCE + 1
 #: the sources a format 6 tile stores (all but the chroma source)
 FORMAT6_SOURCES = MEAN_SOURCES - 1
 
@@ -921,7 +921,7 @@ def unpack_classes(data: bytes, patches: int, channels: int, means: bool = False
         mean_offsets[:, :sources] = stored.reshape(channels, sources, MEAN_LEVELS)
         if any(mean_offsets[c, c:CHANNEL_SOURCES].any() for c in range(channels)):
             raise BitstreamError("file is corrupt (mean offsets from a channel that is not before)")
-        if mean_offsets[0, CHANNEL_SOURCES + CHROMA].any():
+        if mean_offsets[0, CHROMA_SOURCE].any():
             raise BitstreamError("file is corrupt (chroma mean offsets for the first channel)")
     if at != len(data):
         raise BitstreamError(f"file is corrupt ({'mean' if means else 'class'} offsets do not match the tile)")
