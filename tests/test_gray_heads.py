@@ -34,12 +34,18 @@ def _tiles(data_: bytes) -> list:
 
 
 def test_colour_images_code_as_without_grey_heads(models, photo: np.ndarray) -> None:
+    """The grey heads touch a colour image only where the encoder lets them code R (format 8): with
+    that off, its tiles are the colour model's byte for byte; with it on, every file decodes."""
     colour, _, merged = models
     a, b = load_codec(colour, stored_fallback=False), load_codec(merged, stored_fallback=False)
     assert a.image_codec.model_id != b.image_codec.model_id
     for tau in (0, 2):
+        b.image_codec.grey_red = False
         ra, rb = a.compress(photo, tau), b.compress(photo, tau)
         assert _tiles(ra.data) == _tiles(rb.data)
+        b.image_codec.grey_red = True
+        restored = b.decompress(b.compress(photo, tau).data).pixels
+        assert int(np.abs(restored.astype(int) - photo.astype(int)).max()) <= tau
 
 
 def test_grey_images_use_the_grey_heads_exactly(models) -> None:
@@ -89,3 +95,23 @@ def test_earlier_defaults_are_shipped_under_their_id() -> None:
         assert find_model(model_id) == path
     with pytest.raises(ModelError, match="not in the model store"):
         find_model(bytes(8))
+
+
+def test_a_plane_read_in_three_channels_gives_the_same_integers() -> None:
+    """The decoder's R of a format 8 tile: the grey heads' mixtures from one plane's taps, each tap's
+    three channel weights summed and only channel 0's hidden block, are the integers of the plane's
+    taps repeated in all three channels through the whole network (shipped model, tau 0 and 2)."""
+    import torch
+
+    from nlic.api import load_codec
+
+    codec = load_codec().image_codec
+    rng = np.random.default_rng(5)
+    for tau in (0, 2):
+        head = codec.coder(tau, gray=True).head
+        taps = torch.from_numpy(rng.integers(-128, 129, (4000, head.taps)).astype(np.float32))
+        act, skip = head.context_gathered(taps.repeat_interleave(3, dim=-1))
+        hidden = head.channel_hidden(head.trunk_features(act))
+        want = head.channel_table(0, hidden, skip, np.zeros((4000, 3), dtype=np.float32))
+        got = head.plane_table(taps)
+        assert np.array_equal(got, want) and len(np.unique(got)) > 1000, tau

@@ -6,7 +6,7 @@
     | model_id 8 bytes | recon_crc u32 | n_tiles u32 | extras_len u32
     | n_tiles x tile chunk | extras | payload_crc u32 (crc32 of every byte before it)
 
-tile chunk (formats 2 to 7)::
+tile chunk (formats 2 to 8)::
 
     kind u8 | length u32 | body
 
@@ -33,13 +33,16 @@ tile chunk (formats 2 to 7)::
     kind 7, learned (format 7): as kind 6 with a fifth mean source per channel after those four,
                       the chroma prediction (the pixel's R plus the MED prediction of the channel's
                       difference from R; its mask and offsets zero for R)
+    kind 8, learned (format 8): as kind 7 (its class and mean offsets all zero where the tile has
+                      none), R's mixtures from the model's grey heads reading the R plane alone
+                      (G and B from the colour heads as before)
 
 ``extras`` holds an optional losslessly coded alpha plane.  ``recon_crc`` is the crc32 of the
 reconstruction the encoder computed: a decoder that diverged would be caught instead of writing a
 wrong image.  A file carries the lowest version its tiles need: format 2 files (no kind 3 or 4),
-format 3 files (no kind 4), format 4 files (no kind 5), format 5 files (no kind 6) and format 6
-files (no kind 7) decode as before; format 1 (nlic 0.1, float probabilities) is refused with a
-message naming the release that reads it.
+format 3 files (no kind 4), format 4 files (no kind 5), format 5 files (no kind 6), format 6 files
+(no kind 7) and format 7 files (no kind 8) decode as before; format 1 (nlic 0.1, float
+probabilities) is refused with a message naming the release that reads it.
 """
 
 from __future__ import annotations
@@ -51,7 +54,7 @@ from dataclasses import dataclass, field
 from nlic.errors import BitstreamError
 
 MAGIC = b"NLIC"
-FORMAT_VERSION = 7
+FORMAT_VERSION = 8
 #: largest tau a file may carry (same as the encoder's limit)
 MAX_TAU = 255
 #: largest image a file may describe, in pixels (same as the input limit of nlic.io.read_image),
@@ -60,16 +63,18 @@ MAX_PIXELS = 100_000_000
 MODES = {0: "RGB", 1: "L", 2: "RGBA", 3: "LA"}
 MODE_CODES = {v: k for k, v in MODES.items()}
 #: tile kinds
-LEARNED, STORED_UNIFORM, STORED_PNG, LEARNED_V3, LEARNED_V4, LEARNED_V5, LEARNED_V6, LEARNED_V7 = range(8)
+(LEARNED, STORED_UNIFORM, STORED_PNG, LEARNED_V3, LEARNED_V4, LEARNED_V5, LEARNED_V6, LEARNED_V7,
+ LEARNED_V8) = range(9)
 TILE_KINDS = {LEARNED: "learned", STORED_UNIFORM: "stored-uniform", STORED_PNG: "stored-png",
               LEARNED_V3: "learned-v3", LEARNED_V4: "learned-v4", LEARNED_V5: "learned-v5", LEARNED_V6: "learned-v6",
-              LEARNED_V7: "learned-v7"}
-LEARNED_KINDS = (LEARNED, LEARNED_V3, LEARNED_V4, LEARNED_V5, LEARNED_V6, LEARNED_V7)
+              LEARNED_V7: "learned-v7", LEARNED_V8: "learned-v8"}
+LEARNED_KINDS = (LEARNED, LEARNED_V3, LEARNED_V4, LEARNED_V5, LEARNED_V6, LEARNED_V7, LEARNED_V8)
 #: the file format version each tile kind first appeared in
 KIND_VERSION = {LEARNED: 2, STORED_UNIFORM: 2, STORED_PNG: 2, LEARNED_V3: 3, LEARNED_V4: 4, LEARNED_V5: 5,
-                LEARNED_V6: 6, LEARNED_V7: 7}
+                LEARNED_V6: 6, LEARNED_V7: 7, LEARNED_V8: 8}
 #: the struct format of the scales field's length, per learned kind that has one
-_SCALES_LEN = {LEARNED_V3: "<B", LEARNED_V4: "<H", LEARNED_V5: "<H", LEARNED_V6: "<H", LEARNED_V7: "<H"}
+_SCALES_LEN = {LEARNED_V3: "<B", LEARNED_V4: "<H", LEARNED_V5: "<H", LEARNED_V6: "<H", LEARNED_V7: "<H",
+               LEARNED_V8: "<H"}
 
 _HEADER = struct.Struct("<4sBBHIIH8sIII")
 _CRC = struct.Struct("<I")

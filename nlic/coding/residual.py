@@ -106,7 +106,8 @@ class TileStream:
     """What the decoder has of one tile: its residual stream, patches, output layers (None: the
     shared ones), each patch's log-scale offsets ``[P, c]`` (None: zero), each channel's
     mixture sharpness (None: neutral), offsets per symbol class ``[c, SYMBOL_CLASSES]`` and mean
-    offsets ``[c, MEAN_SOURCES, MEAN_LEVELS]`` (None: none)."""
+    offsets ``[c, MEAN_SOURCES, MEAN_LEVELS]`` (None: none), and whether the grey heads give R's
+    mixtures (format 8)."""
 
     data: bytes
     patches: Patches
@@ -115,6 +116,8 @@ class TileStream:
     sharpness: Sequence[int] | None = None
     class_offsets: np.ndarray | None = None
     mean_offsets: np.ndarray | None = None
+    #: R's mixtures from the grey heads reading the R plane alone (format 8)
+    grey_red: bool = False
 
 
 def _cpu(params: ChannelParams) -> ChannelParams:
@@ -242,7 +245,7 @@ class ResidualCoder:
                 feats = None if patches.features is None else patches.features[part].to(device)
                 act, skip = self.head.context_full(r[part], feats)
                 trunk = self.head.trunk_features(act)
-                hidden = self.head.channel_hidden(trunk)
+                hidden = self.head.channel_hidden(trunk, patches.channels)  # (grey: channel 0's block only)
                 current = r[part].permute(0, 2, 3, 1)
                 yield [finish(c, hidden, skip, current) for c in range(patches.channels)]
 
@@ -261,6 +264,33 @@ class ResidualCoder:
         order, ends = _wavefront_order(flat, self._step_pixels, self._step_starts)
         return order, ends.tolist()
 
+    def _sample(self, params: list[ChannelParams], bins: Tensor, patches: Patches,
+                count: int) -> tuple[np.ndarray, list, list, list, list]:
+        """``count`` symbols evenly spaced in decoding order (flat indices into ``[P, S, S]``) and,
+        per channel, their mixtures, bins and feasible bins."""
+        order, _ = self._decode_order(patches.valid)
+        take = order[np.linspace(0, len(order) - 1, min(count, len(order))).astype(np.int64)]
+        tables = [np.take(p.table.numpy().reshape(-1, p.table.shape[-1]), take, axis=0) for p in params]
+        return take, tables, *([t[:, c].numpy().reshape(-1)[take] for c in range(len(params))]
+                               for t in (bins, patches.lo, patches.hi))
+
+    def grey_red_pays(self, red: ChannelParams, bins: Tensor, patches: Patches, tau: int, margin: float) -> bool:
+        """Whether these grey heads code a colour tile's R plane (``bins`` ``[P, 1, S, S]``,
+        ``patches`` of it) in fewer bits than its colour heads' mixtures ``red`` by more than
+        ``margin`` of them: both estimated on the evenly spaced sample :meth:`scale_offsets` starts
+        from, each under its best log-scale offset, the grey heads evaluated on those pixels alone
+        (from their gathered neighbours: a small part of a whole tile's network pass)."""
+        take, (colour,), (symbols,), (lo,), (hi,) = self._sample([red], bins, patches, scales.SAMPLES)
+        plane = patches.context(bins[:, 0] * bin_width(tau)).numpy()
+        S, halo = plane.shape[-1], self.halo
+        padded = np.pad(plane, ((0, 0), (halo, halo), (halo, halo)))
+        p, i, j = take // (S * S), take // S % S + halo, take % S + halo
+        taps = np.stack([padded[p, i + di, j + dj] for di, dj in self.offsets], 1).astype(np.float32)
+        with exact_float32():
+            grey = self.head.plane_table(torch.from_numpy(taps).to(self.head.device))
+        ours, theirs = (scales.choose([t], [symbols], [lo], [hi], tau)[1] for t in (colour, grey))
+        return theirs < ours * (1 - margin)
+
     def scale_offsets(self, params: list[ChannelParams], bins: Tensor, patches: Patches, tau: int,
                       per_patch: bool = True, context: SymbolContext | None = None) -> scales.ScaleChoice:
         """Each channel's log-scale offset for this tile (:mod:`nlic.coding.scales`), chosen on an
@@ -269,13 +299,8 @@ class ResidualCoder:
         where the model's taps hold the neighbours) each channel's mean offsets per source and mean
         level on every second symbol of that one, and under them its offsets per symbol class
         (``context``: the tile's :meth:`symbol_context`, when computed already)."""
-        order, _ = self._decode_order(patches.valid)
-
         def sample(count: int) -> tuple[np.ndarray, list, list, list, list]:
-            take = order[np.linspace(0, len(order) - 1, min(count, len(order))).astype(np.int64)]
-            tables = [np.take(p.table.numpy().reshape(-1, p.table.shape[-1]), take, axis=0) for p in params]
-            return take, tables, *([t[:, c].numpy().reshape(-1)[take] for c in range(len(params))]
-                                   for t in (bins, patches.lo, patches.hi))
+            return self._sample(params, bins, patches, count)
 
         _, *fields = sample(scales.SAMPLES)
         offsets, _ = scales.choose(*fields, tau)
@@ -371,7 +396,8 @@ class ResidualCoder:
                                              mean_offsets)], tau)[0]
 
     @torch.no_grad()
-    def decode_tiles(self, tiles: Sequence[TileStream], tau: int) -> list[Tensor]:
+    def decode_tiles(self, tiles: Sequence[TileStream], tau: int,
+                     red_head: IntegerHead | None = None) -> list[Tensor]:
         """Decode several tiles in lockstep: wavefront by wavefront, the context and the network for
         the pixels of every tile at once, then channel by channel each tile's window and escape steps
         from its own stream (that channel's residuals join the next channels' inputs).  Each tile's
@@ -379,7 +405,9 @@ class ResidualCoder:
         Python's per-wavefront work once instead of once per tile, and multiplies larger matrices.
 
         Tiles decoded together share the context clamp and have no adapted output layers (a tile
-        with them is decoded alone).  Returns each tile's bins ``[P, c, 64, 64]``.
+        with them is decoded alone).  ``red_head``: the grey heads, which give R's mixtures in the
+        tiles that ask for them (format 8) from the R plane alone.  Returns each tile's bins
+        ``[P, c, 64, 64]``.
         """
         if len(tiles) > 1 and (len({t.patches.context_limit for t in tiles}) > 1
                                or any(layer is not None for t in tiles for layer in t.layers)):
@@ -415,6 +443,9 @@ class ResidualCoder:
                 mean_offsets[i] = t.mean_offsets
         if (by_class or by_mean) and self.activity_taps is None:
             raise BitstreamError("file is corrupt (class or mean offsets for a model without the neighbours they need)")
+        grey_red = np.asarray([t.grey_red for t in tiles])[tile_of]  # each symbol's tile's
+        if grey_red.any() and (red_head is None or n_ch != CHANNELS):
+            raise BitstreamError("file is corrupt (grey heads for R in a tile that cannot have them)")
         start = 0
         with exact_float32():  # (entered once: it takes a lock)
             for end in ends:
@@ -438,7 +469,10 @@ class ResidualCoder:
                 hidden = self.head.channel_hidden(trunk)
                 current = np.zeros((end - start, CHANNELS), dtype=np.float32)  # this pixel's channels so far
                 for c in range(n_ch):
-                    if layers[c] is None:
+                    if c == 0 and grey_red[run].any():
+                        table = self._grey_red_table(red_head, gathered, None if feats is None else feats[run],
+                                                     grey_red[run], self.head.channel_table(c, hidden, skip, current))
+                    elif layers[c] is None:
                         table = self.head.channel_table(c, hidden, skip, current)
                     else:
                         inputs = self.head.channel_inputs(c, hidden, skip, torch.from_numpy(current).to(device))
@@ -461,6 +495,21 @@ class ResidualCoder:
                 start = end
         bins = torch.from_numpy(out).reshape(n_ch, P, PATCH, PATCH).permute(1, 0, 2, 3)
         return [bins[a:b] for a, b in zip(first_patch[:-1], first_patch[1:])]
+
+    @staticmethod
+    def _grey_red_table(red_head: IntegerHead, gathered: np.ndarray, feats: Tensor | None, rows: np.ndarray,
+                        table: np.ndarray) -> np.ndarray:
+        """R's mixtures of a wavefront: ``table`` (the colour heads') with the ``rows`` of format 8
+        tiles from the grey heads, which read the R plane alone (in all three channels, as they
+        read a grey image)."""
+        red = torch.from_numpy(np.ascontiguousarray(gathered[:, 0::CHANNELS])).to(red_head.device)
+        if feats is None:
+            grey = red_head.plane_table(red)
+        else:  # (a lossy layer's features: the general path; the encoder writes no such tile)
+            act, skip = red_head.context_gathered(red.repeat_interleave(CHANNELS, dim=-1), feats)
+            hidden = red_head.channel_hidden(red_head.trunk_features(act))
+            grey = red_head.channel_table(0, hidden, skip, np.zeros((len(rows), CHANNELS), dtype=np.float32))
+        return np.where(rows[:, None], grey, table)
 
     # ------------------------------------------------------------------ one group of symbols
     @staticmethod

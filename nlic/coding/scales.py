@@ -162,19 +162,22 @@ class ScaleChoice:
         deltas = np.zeros((patches, len(self.tile)), dtype=np.int64) if self.deltas is None else self.deltas
         return patch_offsets(self.tile, deltas)
 
-    def pack(self) -> bytes:
+    def pack(self, every_source: bool = False) -> bytes:
         """The tile chunk's scales field (format 3 without deltas, format 4 with them, format 5 with
         class offsets too, format 6 with mean offsets after those, format 7 with the chroma source's
-        among them)."""
+        among them; ``every_source``: format 8's, format 7's layout even without offsets)."""
+        channels = len(self.tile)
         if self.deltas is None:
             return pack(self.tile)
         field = pack_patches(self.tile, self.channel_sharpness(), self.deltas)
-        if self.classes is None and self.means is None:
+        if self.classes is None and self.means is None and not every_source:
             return field
-        classes = np.zeros((len(self.tile), SYMBOL_CLASSES)) if self.classes is None else self.classes
-        means = b"" if self.means is None else pack_means(self.means if self.chroma
-                                                            else self.means[:, :FORMAT6_SOURCES])
-        return field + pack_classes(classes) + means
+        classes = np.zeros((channels, SYMBOL_CLASSES)) if self.classes is None else self.classes
+        means = np.zeros((channels, MEAN_SOURCES, MEAN_LEVELS)) if self.means is None else self.means
+        if self.means is None and not every_source:
+            return field + pack_classes(classes)
+        return field + pack_classes(classes) + pack_means(means if self.chroma or every_source
+                                                          else means[:, :FORMAT6_SOURCES])
 
 
 def apply(log_scales: np.ndarray, offset: int) -> np.ndarray:

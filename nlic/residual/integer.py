@@ -466,6 +466,25 @@ class IntegerHead:
         acc = self.context(*parts) if sum(x.shape[-1] for x in parts) else self._bias_rows(taps.shape[0])
         return self._split_context(acc)
 
+    def plane_table(self, taps: Tensor) -> np.ndarray:
+        """Channel 0's integer mixtures ``[N, 3K]`` of pixels whose context is one plane read in all
+        three channels (as these heads read a grey image), from that plane's gathered raw residuals
+        ``[N, taps]``: the integers of :meth:`context_gathered` on the taps repeated per channel,
+        :meth:`channel_hidden` and :meth:`channel_table`, with each tap's three channel weights
+        summed and only channel 0's block of the hidden layer (a third of those products; exact: the
+        summed weights' magnitudes are within the three weights' together, which the layers' bounds
+        cover)."""
+        if self.taps == 0 or self.context.weight.shape[1] != CHANNELS * self.taps:  # (the general path)
+            act, skip = self.context_gathered(taps.repeat_interleave(CHANNELS, dim=-1))
+        else:
+            summed = self.__dict__.get("_plane_weight")
+            if summed is None or summed.device != self.context.weight.device:
+                w = self.context.weight
+                summed = self.__dict__["_plane_weight"] = w.reshape(w.shape[0], self.taps, CHANNELS).sum(-1)
+            act, skip = self._split_context(F.linear(taps, summed, self.context.bias))
+        hidden = self.channel_hidden(self.trunk_features(act), 1)
+        return self.channel_table(0, hidden, skip, np.zeros((taps.shape[0], CHANNELS), dtype=np.float32))
+
     def context_full(self, r: Tensor, features: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Whole patches ``[P, 3, S, S]`` (raw residuals; integer features ``[P, S, S, F]``) ->
         ``[P, S, S, *]`` activations and linear mean predictions.
@@ -516,10 +535,14 @@ class IntegerHead:
             h = q(lin(h))
         return h
 
-    def channel_hidden(self, trunk: Tensor) -> Tensor:
-        """The trunk's part of every channel's hidden layer, ``[..., 3 * hidden]`` accumulators:
-        the argument ``hidden`` of :meth:`channel_inputs`."""
-        return self._hidden(trunk)
+    def channel_hidden(self, trunk: Tensor, channels: int = CHANNELS) -> Tensor:
+        """The trunk's part of the hidden layer of the first ``channels`` channels (every channel's
+        by default), ``[..., channels * hidden]`` accumulators: the argument ``hidden`` of
+        :meth:`channel_inputs`."""
+        if channels == CHANNELS:
+            return self._hidden(trunk)
+        end = self._hidden_at[channels]
+        return F.linear(trunk, self._hidden.weight[:end], self._hidden.bias[:end])
 
     def channel_inputs(self, c: int, hidden: Tensor, skip: Tensor, current: Tensor) -> tuple[Tensor, ...]:
         """The inputs of channel ``c``'s output layer: ``(z, current channels, linear prediction)``;
