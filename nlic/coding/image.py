@@ -315,23 +315,24 @@ class ImageCodec:
         bins = patchify(torch.div(r_hat, bin_width(tau), rounding_mode="floor").long()) * patches.valid[:, None]
         fit_scales = format3 and self.fit_scales
         no_fit = [None] * channels
+        def shared(params: list) -> tuple[list, list, bool]:  # the shared layers, R from the grey heads where they pay
+            red = self._grey_red(params, x_hat, features, h, w, tau, bins, format3) if fit_scales else None
+            return (no_fit, params, False) if red is None else (no_fit, [red, *params[1:]], True)
+
         if adapt:
             inputs = coder.analyse(bins, patches, tau)
             deltas = self._adapt(coder.head, inputs, bins, patches, tau)
             layers = [None if d is None else adaptation.adapted_layer(coder.head.channel_out[c], d,
                                                                       coder.head.output_limits(c))
                       for c, d in enumerate(deltas)]
-            candidates = [(deltas, coder.mixtures(inputs, layers))]
+            candidates = [shared(coder.mixtures(inputs, no_fit))]
             if any(d is not None for d in deltas):  # the fit was made without scale offsets: kept if it still pays
-                candidates.append((no_fit, coder.mixtures(inputs, no_fit)))
+                candidates.insert(0, (deltas, coder.mixtures(inputs, layers), False))
         else:
-            params = coder.whole_mixtures(bins, patches, tau)
-            red = self._grey_red(params, x_hat, features, h, w, tau, bins, format3) if fit_scales else None
-            candidates = [(no_fit, params if red is None else [red, *params[1:]])]
+            candidates = [shared(coder.whole_mixtures(bins, patches, tau))]
         rec = torch.clamp(x_hat[:, :channels] + r_hat, 0, 255)[0, :, :h, :w].permute(1, 2, 0).to(torch.uint8).numpy()
-        chunks = [self._learned_chunk(coder, params, deltas, bins, patches, tau, latents, offsets, fit_scales,
-                                      grey_red=not adapt and red is not None)
-                  for deltas, params in candidates]
+        chunks = [self._learned_chunk(coder, params, deltas, bins, patches, tau, latents, offsets, fit_scales, grey)
+                  for deltas, params, grey in candidates]
         return min(chunks, key=lambda chunk: len(chunk.pack())), rec  # the real sizes decide (first on a tie)
 
     def _learned_chunk(self, coder: ResidualCoder, params: list, deltas: list, bins: torch.Tensor, patches: Patches,
