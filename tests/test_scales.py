@@ -558,3 +558,25 @@ def test_grey_heads_code_red_where_they_pay_and_decode_exactly(default_codecs, m
         kinds = [t.kind for t in Container.from_bytes(out.data).tiles]
         assert LEARNED_V8 in kinds and LEARNED_V7 in kinds, kinds
         assert int(np.abs(fresh.decompress(out.data).pixels.astype(int) - img.astype(int)).max()) <= tau
+
+
+def test_cli_colour_red_keeps_r_on_the_colour_heads(tmp_path) -> None:
+    """``nlic compress --colour-red`` writes no format 8 tile (R from the colour heads); without it
+    the grey heads code astronaut's R and the file is smaller; both decode exactly."""
+    from PIL import Image
+
+    from nlic.bitstream.container import LEARNED_V8
+    from nlic.cli.main import main
+
+    img = np.ascontiguousarray(data.astronaut()[:256, :384])
+    Image.fromarray(img).save(tmp_path / "a.png")
+    sizes = {}
+    for flag in ([], ["--colour-red"]):
+        out = tmp_path / f"a{len(flag)}.nlic"
+        assert main(["compress", str(tmp_path / "a.png"), str(out), "--tau", "0", *flag]) == 0
+        kinds = {t.kind for t in Container.from_bytes(out.read_bytes()).tiles}
+        assert (LEARNED_V8 in kinds) == (not flag), kinds
+        assert main(["decompress", str(out), str(tmp_path / f"b{len(flag)}.png")]) == 0
+        assert np.array_equal(np.asarray(Image.open(tmp_path / f"b{len(flag)}.png")), img)
+        sizes[bool(flag)] = out.stat().st_size
+    assert sizes[False] < sizes[True], sizes

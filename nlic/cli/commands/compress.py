@@ -58,14 +58,18 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="re-fit the model's output layers to every tile and store the change where it pays "
                         "(encoding about 2x slower; saves 0.04-0.3 %% on the default model's validation photos, "
                         "more on photos far from a model's training set)")
+    p.add_argument("--colour-red", action="store_true",
+                   help="code every colour tile's R with the colour heads, never the grey heads (format 8): "
+                        "encoding and decoding about a fifth faster where they would have coded R, files 0.5-1.2 %% "
+                        "larger")
     p.add_argument("--force", action="store_true", help="overwrite existing outputs")
     p.set_defaults(func=run)
 
 
-def _load(model: Path | None, tile: int, learned_only: bool, device: str = "cpu"):
+def _load(model: Path | None, tile: int, learned_only: bool, device: str = "cpu", colour_red: bool = False):
     from nlic.api import load_codec
 
-    return load_codec(model, tile=tile, stored_fallback=not learned_only, device=device)
+    return load_codec(model, tile=tile, stored_fallback=not learned_only, device=device, grey_red=not colour_red)
 
 
 def _compress_one(tau: int, lossy_step: float | None, force: bool, adapt: bool, codec, source: Path,
@@ -112,7 +116,7 @@ def _run_single(args: argparse.Namespace) -> int:
     from nlic.io import read_image
 
     read_image(source)  # a bad input is reported before torch and the model are loaded
-    codec = _load(args.model, args.tile, args.learned_only, args.device)
+    codec = _load(args.model, args.tile, args.learned_only, args.device, args.colour_red)
     out = _compress_one(args.tau, args.lossy_step, args.force, args.adapt, codec, source, target)
     e = out.extra
     print(f"{source} -> {target}: {e['width']}x{e['height']} {e['mode']}, tau={args.tau}, {out.out_bytes} bytes, "
@@ -128,7 +132,7 @@ def _run_batch(args: argparse.Namespace) -> int:
 
     pairs = plan_outputs(expand_inputs(args.inputs, IMAGE_SUFFIXES), args.output_dir, ".nlic", args.force)
     t0 = time.perf_counter()
-    outcomes = run_batch(pairs, functools.partial(_load, args.model, args.tile, args.learned_only, args.device),
-                         functools.partial(_compress_one, args.tau, args.lossy_step, args.force, args.adapt),
-                         args.jobs, "compress")
+    load = functools.partial(_load, args.model, args.tile, args.learned_only, args.device, args.colour_red)
+    code = functools.partial(_compress_one, args.tau, args.lossy_step, args.force, args.adapt)
+    outcomes = run_batch(pairs, load, code, args.jobs, "compress")
     return report(outcomes, time.perf_counter() - t0, coded=True)
