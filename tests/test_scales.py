@@ -36,6 +36,26 @@ def default_codecs():
             load_codec(tile=512, stored_fallback=False, patch_scales=False).image_codec)
 
 
+@pytest.fixture
+def colour_red(default_codecs, monkeypatch):
+    """The default codec with every R on the colour heads (no format 8 tiles), a fresh decoder and
+    a real photo."""
+    from nlic.api import load_codec
+
+    codec = default_codecs[0]
+    monkeypatch.setattr(codec, "grey_red", False)
+    return codec, load_codec(tile=512).image_codec, np.ascontiguousarray(data.astronaut()[:256, :384])
+
+
+def _coded(codec, fresh, img: np.ndarray, tau: int) -> tuple[int, set[int], int]:
+    """``img`` coded by ``codec`` and decoded within ``tau`` by ``fresh``: the file's size, tile
+    kinds and version."""
+    out = codec.compress(img, tau)
+    assert int(np.abs(fresh.decompress(out.data).pixels.astype(int) - img.astype(int)).max()) <= tau
+    c = Container.from_bytes(out.data)
+    return len(out.data), {t.kind for t in c.tiles}, c.version
+
+
 def test_the_estimate_the_choice_rests_on_matches_the_real_code(default_codecs) -> None:
     """The encoder's float estimate of a tile's bits under its integer mixtures is within 1 % of the
     residual stream it then writes (the choice is made on the right quantity)."""
@@ -412,26 +432,17 @@ def test_the_decoders_compiled_adjustments_follow_the_definitions() -> None:
             assert np.array_equal(plain, base) and none is None
 
 
-def test_mean_offsets_pay_and_decode_exactly(default_codecs, monkeypatch) -> None:
+def test_mean_offsets_pay_and_decode_exactly(colour_red, monkeypatch) -> None:
     """On a real photo the mean offsets (format 6) make the file smaller at tau 0 and 2 than the
     same choices without them, and every file decodes within tau by a fresh codec."""
-    from nlic.api import load_codec
-
-    codec = default_codecs[0]
-    monkeypatch.setattr(codec, "grey_red", False)  # (R from the colour heads: no format 8)
-    fresh = load_codec(tile=512).image_codec
-    img = np.ascontiguousarray(data.astronaut()[:256, :384])
+    codec, fresh, img = colour_red
     sizes = {}
     for with_means in (True, False):
         for tau in (0, 2):
             monkeypatch.setattr(codec.coder(tau), "mean_offsets", with_means)
             monkeypatch.setattr(codec.coder(tau), "chroma_source", False)
-            out = codec.compress(img, tau)
-            c = Container.from_bytes(out.data)
-            kinds = {t.kind for t in c.tiles}
-            assert (LEARNED_V6 in kinds) == with_means and c.version == (6 if with_means else 5), (tau, kinds)
-            assert int(np.abs(fresh.decompress(out.data).pixels.astype(int) - img.astype(int)).max()) <= tau
-            sizes[with_means, tau] = len(out.data)
+            sizes[with_means, tau], kinds, version = _coded(codec, fresh, img, tau)
+            assert (LEARNED_V6 in kinds) == with_means and version == (6 if with_means else 5), (tau, kinds)
     for tau in (0, 2):
         assert sizes[True, tau] < sizes[False, tau], sizes
 
@@ -474,27 +485,18 @@ def test_the_chroma_prediction_follows_its_definition() -> None:
     assert chroma[0, 1, 0, 0] == 10 and chroma[0, 2, 0, 0] == 10
 
 
-def test_the_chroma_source_pays_and_format_6_files_still_decode(default_codecs, monkeypatch) -> None:
+def test_the_chroma_source_pays_and_format_6_files_still_decode(colour_red, monkeypatch) -> None:
     """On a real photo the chroma source (format 7) makes the file smaller at tau 0 than format 6
     (the same choices without it); both files decode within tau by a fresh codec, and tiles that
     give the chroma source no offset stay format 6 tiles."""
-    from nlic.api import load_codec
-
-    codec = default_codecs[0]
-    monkeypatch.setattr(codec, "grey_red", False)  # (R from the colour heads: no format 8)
-    fresh = load_codec(tile=512).image_codec
-    img = np.ascontiguousarray(data.astronaut()[:256, :384])
+    codec, fresh, img = colour_red
     sizes = {}
     for chroma in (True, False):
         for tau in (0, 2):
             monkeypatch.setattr(codec.coder(tau), "chroma_source", chroma)
-            out = codec.compress(img, tau)
-            c = Container.from_bytes(out.data)
-            kinds = {t.kind for t in c.tiles}
+            sizes[chroma, tau], kinds, version = _coded(codec, fresh, img, tau)
             assert LEARNED_V5 not in kinds and (LEARNED_V7 in kinds) <= chroma, (tau, kinds)
-            assert c.version == (7 if LEARNED_V7 in kinds else 6)
-            assert int(np.abs(fresh.decompress(out.data).pixels.astype(int) - img.astype(int)).max()) <= tau
-            sizes[chroma, tau] = len(out.data)
+            assert version == (7 if LEARNED_V7 in kinds else 6)
     assert sizes[True, 0] < sizes[False, 0], sizes
     assert sizes[True, 2] <= sizes[False, 2] * 1.003, sizes  # (at tau 2 the source moves little either way)
 
@@ -537,11 +539,8 @@ def test_grey_heads_code_red_where_they_pay_and_decode_exactly(default_codecs, m
             sizes = {}
             for grey_red in (True, False):
                 monkeypatch.setattr(codec, "grey_red", grey_red)
-                out = codec.compress(img, tau)
-                kinds = {t.kind for t in Container.from_bytes(out.data).tiles}
+                sizes[grey_red], kinds, _ = _coded(codec, fresh, img, tau)
                 assert (LEARNED_V8 in kinds) == (grey_red and pays), (name, tau, kinds)
-                assert int(np.abs(fresh.decompress(out.data).pixels.astype(int) - img.astype(int)).max()) <= tau
-                sizes[grey_red] = len(out.data)
             assert (sizes[True] < sizes[False]) if pays else (sizes[True] == sizes[False]), (name, tau, sizes)
     # tiles of both kinds in one file, decoded together
     monkeypatch.setattr(codec, "grey_red", True)
