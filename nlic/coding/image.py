@@ -40,7 +40,7 @@ from nlic.entropy.pmf import SHARPNESS_STEPS
 from nlic.entropy.range_coder import guard_latent_decoders
 from nlic.errors import BitstreamError, NlicError
 from nlic.model_io import LoadedModel
-from nlic.residual.integer import IntegerHead, head_key, integer_head
+from nlic.residual.integer import ChannelParams, IntegerHead, head_key, integer_head
 from nlic.residual.patches import PATCH, patchify, unpatchify
 from nlic.residual.quantizer import bin_width, grid_offsets, quantize_residual, shift_grid
 from nlic.system import lossy_to_uint8, pad_to_multiple
@@ -315,6 +315,7 @@ class ImageCodec:
         bins = patchify(torch.div(r_hat, bin_width(tau), rounding_mode="floor").long()) * patches.valid[:, None]
         fit_scales = format3 and self.fit_scales
         no_fit = [None] * channels
+
         def shared(params: list) -> tuple[list, list, bool]:  # the shared layers, R from the grey heads where they pay
             red = self._grey_red(params, x_hat, features, h, w, tau, bins, format3) if fit_scales else None
             return (no_fit, params, False) if red is None else (no_fit, [red, *params[1:]], True)
@@ -363,7 +364,7 @@ class ImageCodec:
                          scales=b"" if choice is None else choice.pack(every_source=grey_red))
 
     def _grey_red(self, params: list, x_hat: torch.Tensor, features: torch.Tensor | None, h: int, w: int, tau: int,
-                  bins: torch.Tensor, clamped: bool):
+                  bins: torch.Tensor, clamped: bool) -> ChannelParams | None:
         """R's mixtures from the grey heads reading the R plane alone, where they beat the colour
         heads' on the tile's sample (None otherwise, and for grey images, models without grey heads,
         lossy layers with features and the encoder's ``grey_red`` switch off).  Trained on noisy
