@@ -443,6 +443,9 @@ class ResidualCoder:
                 mean_offsets[i] = t.mean_offsets
         if (by_class or by_mean) and self.activity_taps is None:
             raise BitstreamError("file is corrupt (class or mean offsets for a model without the neighbours they need)")
+        # a grey image's plane is read in all three channels: channel 0's table from the plane alone
+        # (summed channel weights, one hidden block; the same integers)
+        plane = n_ch == 1 and layers[0] is None and feats is None
         grey_red = np.asarray([t.grey_red for t in tiles])[tile_of]  # each symbol's tile's
         if grey_red.any() and (red_head is None or n_ch != CHANNELS):
             raise BitstreamError("file is corrupt (grey heads for R in a tile that cannot have them)")
@@ -463,13 +466,16 @@ class ResidualCoder:
                 activity = activity if by_class else None
                 predictions = predictions if by_mean else None
                 distances: list[np.ndarray] = []  # each decoded channel's surprise (classes, mean levels)
-                act, skip = self.head.context_gathered(taps if on_cpu else taps.to(device),
-                                                       None if feats is None else feats[run])
-                trunk = self.head.trunk_features(act)
-                hidden = self.head.channel_hidden(trunk)
+                if not plane:
+                    act, skip = self.head.context_gathered(taps if on_cpu else taps.to(device),
+                                                           None if feats is None else feats[run])
+                    hidden = self.head.channel_hidden(self.head.trunk_features(act))
                 current = np.zeros((end - start, CHANNELS), dtype=np.float32)  # this pixel's channels so far
                 for c in range(n_ch):
-                    if c == 0 and grey_red[run].any():
+                    if plane:
+                        table = self.head.plane_table(torch.from_numpy(np.ascontiguousarray(
+                            gathered[:, 0::CHANNELS])).to(device))
+                    elif c == 0 and grey_red[run].any():
                         table = self._grey_red_table(red_head, gathered, None if feats is None else feats[run],
                                                      grey_red[run], self.head.channel_table(c, hidden, skip, current))
                     elif layers[c] is None:
