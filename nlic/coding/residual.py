@@ -299,10 +299,7 @@ class ResidualCoder:
         where the model's taps hold the neighbours) each channel's mean offsets per source and mean
         level on every second symbol of that one, and under them its offsets per symbol class
         (``context``: the tile's :meth:`symbol_context`, when computed already)."""
-        def sample(count: int) -> tuple[np.ndarray, list, list, list, list]:
-            return self._sample(params, bins, patches, count)
-
-        _, *fields = sample(scales.SAMPLES)
+        _, *fields = self._sample(params, bins, patches, scales.SAMPLES)
         offsets, _ = scales.choose(*fields, tau)
         if not per_patch:
             return scales.ScaleChoice(offsets, None)
@@ -310,7 +307,7 @@ class ResidualCoder:
         if any(s != SHARPNESS_STEPS for s in sharpness):  # the offsets that suit the sharpened mixtures
             offsets, _ = scales.choose(*fields, tau, sharpness)
         P = patches.valid.shape[0]
-        take, *fields = sample(scales.PATCH_SAMPLES * P)
+        take, *fields = self._sample(params, bins, patches, scales.PATCH_SAMPLES * P)
         patch = take // (PATCH * PATCH)
         deltas, _ = scales.refine(*fields, patch, P, tau, offsets, sharpness)
         choice = scales.ScaleChoice(offsets, deltas, sharpness)
@@ -445,7 +442,7 @@ class ResidualCoder:
             raise BitstreamError("file is corrupt (class or mean offsets for a model without the neighbours they need)")
         # a grey image's plane is read in all three channels: channel 0's table from the plane alone
         # (summed channel weights, one hidden block; the same integers)
-        plane = n_ch == 1 and layers[0] is None and feats is None
+        plane = n_ch == 1 and layers[0] is None
         grey_red = np.asarray([t.grey_red for t in tiles])[tile_of]  # each symbol's tile's
         if grey_red.any() and (red_head is None or n_ch != CHANNELS):
             raise BitstreamError("file is corrupt (grey heads for R in a tile that cannot have them)")
@@ -473,11 +470,13 @@ class ResidualCoder:
                 current = np.zeros((end - start, CHANNELS), dtype=np.float32)  # this pixel's channels so far
                 for c in range(n_ch):
                     if plane:
-                        table = self.head.plane_table(torch.from_numpy(np.ascontiguousarray(
-                            gathered[:, 0::CHANNELS])).to(device))
-                    elif c == 0 and grey_red[run].any():
-                        table = self._grey_red_table(red_head, gathered, None if feats is None else feats[run],
-                                                     grey_red[run], self.head.channel_table(c, hidden, skip, current))
+                        table = self.head.plane_table(_first_channel(gathered, device),
+                                                      None if feats is None else feats[run])
+                    elif c == 0 and grey_red[run].any():  # format 8 tiles' R from the grey heads
+                        grey = red_head.plane_table(_first_channel(gathered, device),
+                                                    None if feats is None else feats[run])
+                        table = np.where(grey_red[run][:, None], grey, self.head.channel_table(c, hidden, skip,
+                                                                                               current))
                     elif layers[c] is None:
                         table = self.head.channel_table(c, hidden, skip, current)
                     else:
@@ -501,21 +500,6 @@ class ResidualCoder:
                 start = end
         bins = torch.from_numpy(out).reshape(n_ch, P, PATCH, PATCH).permute(1, 0, 2, 3)
         return [bins[a:b] for a, b in zip(first_patch[:-1], first_patch[1:])]
-
-    @staticmethod
-    def _grey_red_table(red_head: IntegerHead, gathered: np.ndarray, feats: Tensor | None, rows: np.ndarray,
-                        table: np.ndarray) -> np.ndarray:
-        """R's mixtures of a wavefront: ``table`` (the colour heads') with the ``rows`` of format 8
-        tiles from the grey heads, which read the R plane alone (in all three channels, as they
-        read a grey image)."""
-        red = torch.from_numpy(np.ascontiguousarray(gathered[:, 0::CHANNELS])).to(red_head.device)
-        if feats is None:
-            grey = red_head.plane_table(red)
-        else:  # (a lossy layer's features: the general path; the encoder writes no such tile)
-            act, skip = red_head.context_gathered(red.repeat_interleave(CHANNELS, dim=-1), feats)
-            hidden = red_head.channel_hidden(red_head.trunk_features(act))
-            grey = red_head.channel_table(0, hidden, skip, np.zeros((len(rows), CHANNELS), dtype=np.float32))
-        return np.where(rows[:, None], grey, table)
 
     # ------------------------------------------------------------------ one group of symbols
     @staticmethod
@@ -543,6 +527,12 @@ class ResidualCoder:
         if bool(((out < lo) | (out > hi)).any()):
             raise BitstreamError("residual stream decodes outside the feasible range")
         return out
+
+
+def _first_channel(gathered: np.ndarray, device: torch.device) -> Tensor:
+    """The first channel of gathered taps ``[n, taps*3]`` (tap, rgb order): ``[n, taps]``, the plane a
+    grey image's or a format 8 tile's R is read from."""
+    return torch.from_numpy(np.ascontiguousarray(gathered[:, 0::CHANNELS])).to(device)
 
 
 def _rows(table: np.ndarray, take: np.ndarray | None) -> np.ndarray:

@@ -466,16 +466,16 @@ class IntegerHead:
         acc = self.context(*parts) if sum(x.shape[-1] for x in parts) else self._bias_rows(taps.shape[0])
         return self._split_context(acc)
 
-    def plane_table(self, taps: Tensor) -> np.ndarray:
+    def plane_table(self, taps: Tensor, features: Tensor | None = None) -> np.ndarray:
         """Channel 0's integer mixtures ``[N, 3K]`` of pixels whose context is one plane read in all
         three channels (as these heads read a grey image), from that plane's gathered raw residuals
-        ``[N, taps]``: the integers of :meth:`context_gathered` on the taps repeated per channel,
-        :meth:`channel_hidden` and :meth:`channel_table`, with each tap's three channel weights
-        summed and only channel 0's block of the hidden layer (a third of those products; exact: the
-        summed weights' magnitudes are within the three weights' together, which the layers' bounds
-        cover)."""
-        if self.taps == 0 or self.context.weight.shape[1] != CHANNELS * self.taps:  # (the general path)
-            act, skip = self.context_gathered(taps.repeat_interleave(CHANNELS, dim=-1))
+        ``[N, taps]`` (and integer features ``[N, F]``): the integers of :meth:`context_gathered` on
+        the taps repeated per channel, :meth:`channel_hidden` and :meth:`channel_table`, with each
+        tap's three channel weights summed and only channel 0's block of the hidden layer (a third of
+        those products; exact: the summed weights' magnitudes are within the three weights' together,
+        which the layers' bounds cover)."""
+        if self.taps == 0 or features is not None or self.context.weight.shape[1] != CHANNELS * self.taps:
+            act, skip = self.context_gathered(taps.repeat_interleave(CHANNELS, dim=-1), features)  # (general path)
         else:
             summed = self.__dict__.get("_plane_weight")
             if summed is None or summed.device != self.context.weight.device:
