@@ -58,9 +58,9 @@ def test_tiles_decoded_in_lockstep_are_the_tiles_decoded_alone(codec, photos, ta
     streams = [p.stream for p in pending]
     together = coder.decode_tiles(streams, tau)
     for s, bins in zip(streams, together):
-        assert torch.equal(bins, coder.decode(s.data, s.patches, tau, s.layers, s.scale_offsets, s.sharpness,
-                                              s.class_offsets, s.mean_offsets))
+        assert torch.equal(bins, coder.decode_tiles([s], tau)[0])
     assert any(s.mean_offsets is not None for s in streams)  # (format 6 tiles: their mean offsets ran)
+    assert any(s.least_squares is not None for s in streams)  # (format 9 tiles: their least-squares source)
     mixed = [streams[0], dataclasses.replace(streams[1], patches=dataclasses.replace(streams[1].patches,
                                                                                      context_limit=None))]
     with pytest.raises(ValueError, match="share the context clamp"):

@@ -6,7 +6,16 @@ import numpy as np
 import pytest
 from skimage import data
 
-from nlic.bitstream.container import KIND_VERSION, LEARNED_V3, LEARNED_V4, LEARNED_V5, LEARNED_V6, LEARNED_V7, Container
+from nlic.bitstream.container import (
+    KIND_VERSION,
+    LEARNED_KINDS,
+    LEARNED_V3,
+    LEARNED_V4,
+    LEARNED_V5,
+    LEARNED_V6,
+    LEARNED_V7,
+    Container,
+)
 from nlic.coding import scales
 from nlic.errors import BitstreamError
 
@@ -44,7 +53,18 @@ def colour_red(default_codecs, monkeypatch):
 
     codec = default_codecs[0]
     monkeypatch.setattr(codec, "grey_red", False)
+    for tau in (0, 2):  # formats 6 and 7 (format 9 has its own tests)
+        monkeypatch.setattr(codec.coder(tau), "fine", False)
     return codec, load_codec(tile=512).image_codec, np.ascontiguousarray(data.astronaut()[:256, :384])
+
+
+def _red_from_grey(codec, data: bytes) -> list[bool]:
+    """Whether each learned tile of a file takes R's mixtures from the grey heads (a format 8 tile,
+    or a format 9 tile with the flag)."""
+    c = Container.from_bytes(data)
+    sizes = [(h, w) for _, _, h, w in codec._tiles(c.height, c.width, c.tile)]
+    return [codec._prepare_tile(chunk, h, w, 3, c.tau).stream.grey_red for (h, w), chunk in zip(sizes, c.tiles)
+            if chunk.kind in LEARNED_KINDS]
 
 
 def _coded(codec, fresh, img: np.ndarray, tau: int) -> tuple[int, set[int], int]:
@@ -251,8 +271,8 @@ def test_class_offsets_pack_unpack_and_corrupt_fields() -> None:
 def test_surprise_and_mean_levels_follow_their_definitions() -> None:
     """The previous channel's surprise level: how many SURPRISE_LIMITS (half bins) lie below the
     distance of its bin from its heaviest component's mean; the mean level (format 6): as many of
-    MEAN_LIMITS on the side of the mean the bin fell, the middle level within half a bin of it;
-    integers on both sides."""
+    MEAN_LIMITS (format 9: FINE_MEAN_LIMITS) on the side of the mean the bin fell, the middle level
+    within half a bin of it; integers on both sides."""
     rng = np.random.default_rng(5)
     K, n = 3, 4000
     for tau in (0, 2):
@@ -267,11 +287,13 @@ def test_surprise_and_mean_levels_follow_their_definitions() -> None:
         got = scales.surprise_levels(table, bins, w)
         assert np.array_equal(got, want), tau
         assert len(np.unique(got)) == scales.SURPRISE_LEVELS
-        level = (np.abs(signed)[:, None] > np.asarray(scales.MEAN_LIMITS)[None, :] / 2).sum(1)
-        want = len(scales.MEAN_LIMITS) + np.sign(signed).astype(int) * level
-        got = scales.surprise_levels(table, bins, w, signed=True)
-        assert np.array_equal(got, want), tau
-        assert len(np.unique(got)) == scales.MEAN_LEVELS
+        middle = len(scales.FINE_MEAN_LIMITS)  # (formats 6 to 8: their levels are the middle ones)
+        for fine, limits in ((False, scales.MEAN_LIMITS), (True, scales.FINE_MEAN_LIMITS)):
+            level = (np.abs(signed)[:, None] > np.asarray(limits)[None, :] / 2).sum(1)
+            want = middle + np.sign(signed).astype(int) * level
+            got = scales.surprise_levels(table, bins, w, signed=True, fine=fine)
+            assert np.array_equal(got, want), (tau, fine)
+            assert len(np.unique(got)) == 2 * len(limits) + 1
 
 
 def test_the_decoder_finds_each_symbol_in_the_encoders_activity_class(default_codecs) -> None:
@@ -351,8 +373,10 @@ def test_mean_offsets_pack_unpack_and_corrupt_fields() -> None:
     deltas = rng.integers(scales.DELTA_MIN, scales.DELTA_MAX + 1, size=(5, 3))
     chroma_source = scales.CHROMA_SOURCE
     for chroma in (False, True):
-        means = rng.integers(scales.MEAN_LOWEST, scales.MEAN_HIGHEST + 1,
-                             size=(3, scales.MEAN_SOURCES, scales.MEAN_LEVELS))
+        means = np.zeros((3, scales.MEAN_SOURCES, scales.MEAN_LEVELS), dtype=np.int64)
+        middle = slice(2, 2 + scales.OLD_MEAN_LEVELS)  # (formats 6 to 8 have the middle levels)
+        means[:, : scales.LS_SOURCE, middle] = rng.integers(scales.MEAN_LOWEST, scales.MEAN_HIGHEST + 1,
+                                                             size=(3, scales.LS_SOURCE, scales.OLD_MEAN_LEVELS))
         means[0, : scales.CHANNEL_SOURCES] = 0  # R has no channel before it, G one
         means[1, 1 : scales.CHANNEL_SOURCES] = 0
         means[2, 0, 3] = 0  # a level without an offset
@@ -374,6 +398,50 @@ def test_mean_offsets_pack_unpack_and_corrupt_fields() -> None:
             with pytest.raises(BitstreamError, match="not before"):
                 scales.unpack_classes(scales.ScaleChoice([1, 0, -2], deltas, [8, 8, 16], None, wrong).pack(), 5, 3,
                                       means=True, chroma=chroma)
+
+
+def test_format_9_fields_pack_unpack_and_corrupt_fields() -> None:
+    """Format 9's scales field: format 5's, the mean offsets of all six sources at the eleven finer
+    levels, a flags byte (grey heads for R) and the least-squares coefficients of the channels
+    whose source has offsets; a field cut or lengthened, coefficients without offsets (or offsets
+    without coefficients), an unknown flag or grey heads for a grey tile are refused."""
+    from nlic.coding import least_squares
+
+    rng = np.random.default_rng(8)
+    deltas = rng.integers(scales.DELTA_MIN, scales.DELTA_MAX + 1, size=(5, 3))
+    means = rng.integers(scales.MEAN_LOWEST, scales.MEAN_HIGHEST + 1, size=(3, scales.MEAN_SOURCES, scales.MEAN_LEVELS))
+    means[0, : scales.CHANNEL_SOURCES] = means[1, 1 : scales.CHANNEL_SOURCES] = means[0, scales.CHROMA_SOURCE] = 0
+    means[1, scales.LS_SOURCE] = 0  # G without the least-squares source: its coefficients are not stored
+    coefficients = rng.integers(-3000, 3000, size=(3, least_squares.MOST_TERMS))
+    for c in range(3):
+        coefficients[c, least_squares.terms(c):] = 0
+    for grey_red in (False, True):
+        choice = scales.ScaleChoice([1, 0, -2], deltas, [8, 8, 16], None, means, fine=True,
+                                    least_squares=coefficients)
+        field = choice.pack(grey_red=grey_red)
+        got = scales.unpack_fine(field, 5, 3)
+        assert np.array_equal(got.per_patch, choice.per_patch(5)) and got.sharpness == [8, 8, 16]
+        assert not got.classes.any() and np.array_equal(got.means, means) and got.grey_red == grey_red
+        assert np.array_equal(got.least_squares[[0, 2]], coefficients[[0, 2]]) and not got.least_squares[1].any()
+        for bad in (field[:-1], field + b"\x00", field[:-20]):
+            with pytest.raises(BitstreamError, match="do not match"):
+                scales.unpack_fine(bad, 5, 3)
+    no_source = means.copy()
+    no_source[2, scales.LS_SOURCE] = 0
+    field = scales.ScaleChoice([1, 0, -2], deltas, [8, 8, 16], None, means, fine=True,
+                               least_squares=coefficients).pack()
+    at = len(field) - 1 - 2 * (least_squares.terms(0) + least_squares.terms(2)) - 1  # the flags byte
+    for flags in (b"\x02", b"\x81"):
+        with pytest.raises(BitstreamError, match="flags"):
+            scales.unpack_fine(field[:at] + flags + field[at + 1 :], 5, 3)
+    mask_only_red = field[: at + 1] + b"\x01" + field[at + 2 : at + 2 + 2 * least_squares.terms(0)]
+    with pytest.raises(BitstreamError, match="least-squares"):
+        scales.unpack_fine(mask_only_red, 5, 3)
+    grey = scales.ScaleChoice([1], deltas[:, :1], [8], None, means[:1], fine=True, least_squares=coefficients[:1])
+    with pytest.raises(BitstreamError, match="flags"):
+        scales.unpack_fine(grey.pack(grey_red=True), 5, 1)
+    assert scales.unpack_fine(grey.pack(), 5, 1).least_squares[0, : least_squares.terms(0)].tolist() == \
+        coefficients[0, : least_squares.terms(0)].tolist()
 
 
 def test_mean_shift_adds_each_sources_offset_and_shifted_moves_the_means() -> None:
@@ -401,8 +469,9 @@ def test_a_second_sweep_frees_what_an_earlier_source_took_from_a_later_one(monke
     rng = np.random.default_rng(11)
     n, tau, scale_index = 6000, 0, 40
     table = _mixtures(n, scale_index, rng)
-    second = rng.integers(0, scales.MEAN_LEVELS, n)
-    first = np.where(rng.random(n) < 0.6, second, rng.integers(0, scales.MEAN_LEVELS, n))  # agrees 60 %
+    middle = (scales.MEAN_LEVELS - scales.OLD_MEAN_LEVELS) // 2  # (format 6's seven levels)
+    second = middle + rng.integers(0, scales.OLD_MEAN_LEVELS, n)
+    first = np.where(rng.random(n) < 0.6, second, middle + rng.integers(0, scales.OLD_MEAN_LEVELS, n))  # agrees 60 %
     lead = (second - scales.MEAN_LEVELS // 2) * 2  # pixels
     symbols = np.round(lead + rng.logistic(0, 0.6, n)).astype(np.int64)
     lo, hi = np.full(n, -255), np.full(n, 255)
@@ -426,7 +495,10 @@ def test_the_decoders_compiled_adjustments_follow_the_definitions() -> None:
     """:func:`scales.symbol_adjustments` (the decoder's one pass per channel and wavefront) gives
     each symbol the log-scale offset of its tile's class offsets and the mean shift of its tile's
     mean offsets that :func:`symbol_classes`, :func:`distance_levels`, :func:`deviation` and
-    :func:`mean_shift` define, for every channel, with tiles with and without offsets mixed."""
+    :func:`mean_shift` define, for every channel, with tiles with and without offsets mixed, and
+    format 9 tiles (finer levels, the least-squares source) beside format 6 ones."""
+    from nlic.coding import least_squares
+
     rng = np.random.default_rng(11)
     K, n, T = 3, 3000, 3
     for tau in (0, 2):
@@ -441,21 +513,29 @@ def test_the_decoders_compiled_adjustments_follow_the_definitions() -> None:
         class_offsets = rng.integers(-9, 9, (T, scales.SYMBOL_CLASSES))
         mean_offsets = rng.integers(-9, 9, (T, scales.MEAN_SOURCES, scales.MEAN_LEVELS))
         class_offsets[1] = mean_offsets[1] = 0  # a tile without offsets
+        fine = np.array([True, False, False])  # format 9's finer levels and least-squares source, format 6's
+        mean_offsets[2, scales.LS_SOURCE] = 0
+        sums = rng.integers(-60 * 2**least_squares.FRACTION_BITS, 60 * 2**least_squares.FRACTION_BITS, (n, 3))
         for c in range(3):
             offset, shift, heaviest = scales.symbol_adjustments(table, c, base, tile, activity, distances,
-                                                                predictions, class_offsets, mean_offsets, w)
+                                                                predictions, class_offsets, mean_offsets, w, fine, sums)
             assert np.array_equal(heaviest, scales.heaviest_means(table))
             classes = scales.symbol_classes(activity[:, c], None, w, distances[c - 1] if c else None)
             assert np.array_equal(offset, base + class_offsets[tile, classes]), (tau, c)
-            levels = ([scales.distance_levels(distances[c - 1 - j], w, signed=True) if c > j else None
-                       for j in range(scales.CHANNEL_SOURCES)]
-                      + [scales.distance_levels(scales.deviation(table, p[:, c], w), w, signed=True)
-                         if c or k != scales.CHROMA else None for k, p in enumerate(predictions)])
             for t in range(T):
+                levels = ([scales.distance_levels(distances[c - 1 - j], w, True, fine[t]) if c > j else None
+                           for j in range(scales.CHANNEL_SOURCES)]
+                          + [scales.distance_levels(scales.deviation(table, p[:, c], w), w, True, fine[t])
+                             if c or k != scales.CHROMA else None for k, p in enumerate(predictions)]
+                          + [scales.distance_levels(2 * (heaviest - (sums[:, c] >> least_squares.SHIFT)), w, True,
+                                                    fine[t])])
                 rows = tile == t
                 want = scales.mean_shift([None if lev is None else lev[rows] for lev in levels], mean_offsets[t], w)
                 assert np.array_equal(shift[rows], np.zeros(rows.sum()) if want is None else want), (tau, c, t)
             assert len(np.unique(shift)) > 10
+            _, without, _ = scales.symbol_adjustments(table, c, base, tile, activity, distances, predictions,
+                                                      class_offsets, mean_offsets, w, fine, None)
+            assert not np.array_equal(without[tile == 0], shift[tile == 0])  # (the test sees the source)
             plain, none, _ = scales.symbol_adjustments(table, c, base, tile, None, distances, None, class_offsets,
                                                        mean_offsets, w)
             assert np.array_equal(plain, base) and none is None
@@ -552,11 +632,11 @@ def test_chroma_offsets_for_red_are_refused() -> None:
 
 
 def test_grey_heads_code_red_where_they_pay_and_decode_exactly(default_codecs, monkeypatch) -> None:
-    """Format 8: on astronaut the grey heads' R (from the R plane alone) beats the colour heads' and
-    the file gets smaller at tau 0 and 2; on chelsea they do not, and its tiles stay format 7; every
-    file decodes within tau by a fresh codec, also with format 7 and 8 tiles decoded in lockstep."""
+    """Formats 8 and 9: on astronaut the grey heads' R (from the R plane alone) beats the colour
+    heads' and the file gets smaller at tau 0 and 2; on chelsea they do not, and its tiles keep R
+    on the colour heads; every file decodes within tau by a fresh codec, also with tiles of both
+    kinds decoded in lockstep."""
     from nlic.api import load_codec
-    from nlic.bitstream.container import LEARNED_V8
     from nlic.coding.image import ImageCodec
 
     codec = default_codecs[0]
@@ -569,7 +649,8 @@ def test_grey_heads_code_red_where_they_pay_and_decode_exactly(default_codecs, m
             for grey_red in (True, False):
                 monkeypatch.setattr(codec, "grey_red", grey_red)
                 sizes[grey_red], kinds, _ = _coded(codec, fresh, img, tau)
-                assert (LEARNED_V8 in kinds) == (grey_red and pays), (name, tau, kinds)
+                out = codec.compress(img, tau).data
+                assert any(_red_from_grey(fresh, out)) == (grey_red and pays), (name, tau, kinds)
             assert (sizes[True] < sizes[False]) if pays else (sizes[True] == sizes[False]), (name, tau, sizes)
     # tiles of both kinds in one file, decoded together
     monkeypatch.setattr(codec, "grey_red", True)
@@ -583,17 +664,17 @@ def test_grey_heads_code_red_where_they_pay_and_decode_exactly(default_codecs, m
             out = codec.compress(img, tau)
         finally:
             codec.tile = 512
-        kinds = [t.kind for t in Container.from_bytes(out.data).tiles]
-        assert LEARNED_V8 in kinds and LEARNED_V7 in kinds, kinds
+        red = _red_from_grey(fresh, out.data)
+        assert any(red) and not all(red), red
         assert int(np.abs(fresh.decompress(out.data).pixels.astype(int) - img.astype(int)).max()) <= tau
 
 
 def test_cli_colour_red_keeps_r_on_the_colour_heads(tmp_path) -> None:
-    """``nlic compress --colour-red`` writes no format 8 tile (R from the colour heads); without it
-    the grey heads code astronaut's R and the file is smaller; both decode exactly."""
+    """``nlic compress --colour-red`` writes no tile with R from the grey heads; without it the grey
+    heads code astronaut's R and the file is smaller; both decode exactly."""
     from PIL import Image
 
-    from nlic.bitstream.container import LEARNED_V8
+    from nlic.api import load_codec
     from nlic.cli.main import main
 
     img = np.ascontiguousarray(data.astronaut()[:256, :384])
@@ -602,8 +683,8 @@ def test_cli_colour_red_keeps_r_on_the_colour_heads(tmp_path) -> None:
     for flag in ([], ["--colour-red"]):
         out = tmp_path / f"a{len(flag)}.nlic"
         assert main(["compress", str(tmp_path / "a.png"), str(out), "--tau", "0", *flag]) == 0
-        kinds = {t.kind for t in Container.from_bytes(out.read_bytes()).tiles}
-        assert (LEARNED_V8 in kinds) == (not flag), kinds
+        red = _red_from_grey(load_codec().image_codec, out.read_bytes())
+        assert any(red) == (not flag), red
         assert main(["decompress", str(out), str(tmp_path / f"b{len(flag)}.png")]) == 0
         assert np.array_equal(np.asarray(Image.open(tmp_path / f"b{len(flag)}.png")), img)
         sizes[bool(flag)] = out.stat().st_size

@@ -6,7 +6,7 @@
     | model_id 8 bytes | recon_crc u32 | n_tiles u32 | extras_len u32
     | n_tiles x tile chunk | extras | payload_crc u32 (crc32 of every byte before it)
 
-tile chunk (formats 2 to 8)::
+tile chunk (formats 2 to 9)::
 
     kind u8 | length u32 | body
 
@@ -36,12 +36,20 @@ tile chunk (formats 2 to 8)::
     kind 8, learned (format 8): as kind 7 (its class and mean offsets all zero where the tile has
                       none), R's mixtures from the model's grey heads reading the R plane alone
                       (G and B from the colour heads as before)
+    kind 9, learned (format 9): as kind 5 with, after the class offsets, per channel and mean
+                      source (kind 7's five and a sixth, the channel's least-squares prediction) a
+                      two-byte mask of the eleven mean levels that carry an offset and a signed byte
+                      per such level, the levels cut finer (nlic.coding.scales.FINE_MEAN_LIMITS);
+                      then a flags byte (1: R's mixtures from the grey heads, as kind 8) and the
+                      least-squares coefficients of the channels whose sixth source has offsets
+                      (a byte with a bit per such channel, then their int16 coefficients;
+                      nlic.coding.least_squares)
 
 ``extras`` holds an optional losslessly coded alpha plane.  ``recon_crc`` is the crc32 of the
 reconstruction the encoder computed: a decoder that diverged would be caught instead of writing a
 wrong image.  A file carries the lowest version its tiles need: format 2 files (no kind 3 or 4),
 format 3 files (no kind 4), format 4 files (no kind 5), format 5 files (no kind 6), format 6 files
-(no kind 7) and format 7 files (no kind 8) decode as before; format 1 (nlic 0.1, float
+(no kind 7), format 7 files (no kind 8) and format 8 files (no kind 9) decode as before; format 1 (nlic 0.1, float
 probabilities) is refused with a message naming the release that reads it.
 """
 
@@ -54,7 +62,7 @@ from dataclasses import dataclass, field
 from nlic.errors import BitstreamError
 
 MAGIC = b"NLIC"
-FORMAT_VERSION = 8
+FORMAT_VERSION = 9
 #: largest tau a file may carry (same as the encoder's limit)
 MAX_TAU = 255
 #: largest image a file may describe, in pixels (same as the input limit of nlic.io.read_image),
@@ -64,17 +72,17 @@ MODES = {0: "RGB", 1: "L", 2: "RGBA", 3: "LA"}
 MODE_CODES = {v: k for k, v in MODES.items()}
 #: tile kinds
 (LEARNED, STORED_UNIFORM, STORED_PNG, LEARNED_V3, LEARNED_V4, LEARNED_V5, LEARNED_V6, LEARNED_V7,
- LEARNED_V8) = range(9)
+ LEARNED_V8, LEARNED_V9) = range(10)
 TILE_KINDS = {LEARNED: "learned", STORED_UNIFORM: "stored-uniform", STORED_PNG: "stored-png",
               LEARNED_V3: "learned-v3", LEARNED_V4: "learned-v4", LEARNED_V5: "learned-v5", LEARNED_V6: "learned-v6",
-              LEARNED_V7: "learned-v7", LEARNED_V8: "learned-v8"}
-LEARNED_KINDS = (LEARNED, LEARNED_V3, LEARNED_V4, LEARNED_V5, LEARNED_V6, LEARNED_V7, LEARNED_V8)
+              LEARNED_V7: "learned-v7", LEARNED_V8: "learned-v8", LEARNED_V9: "learned-v9"}
+LEARNED_KINDS = (LEARNED, LEARNED_V3, LEARNED_V4, LEARNED_V5, LEARNED_V6, LEARNED_V7, LEARNED_V8, LEARNED_V9)
 #: the file format version each tile kind first appeared in
 KIND_VERSION = {LEARNED: 2, STORED_UNIFORM: 2, STORED_PNG: 2, LEARNED_V3: 3, LEARNED_V4: 4, LEARNED_V5: 5,
-                LEARNED_V6: 6, LEARNED_V7: 7, LEARNED_V8: 8}
+                LEARNED_V6: 6, LEARNED_V7: 7, LEARNED_V8: 8, LEARNED_V9: 9}
 #: the struct format of the scales field's length, per learned kind that has one
 _SCALES_LEN = {LEARNED_V3: "<B", LEARNED_V4: "<H", LEARNED_V5: "<H", LEARNED_V6: "<H", LEARNED_V7: "<H",
-               LEARNED_V8: "<H"}
+               LEARNED_V8: "<H", LEARNED_V9: "<H"}
 
 _HEADER = struct.Struct("<4sBBHIIH8sIII")
 _CRC = struct.Struct("<I")

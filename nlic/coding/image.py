@@ -31,6 +31,7 @@ from nlic.bitstream.container import (
     LEARNED_V6,
     LEARNED_V7,
     LEARNED_V8,
+    LEARNED_V9,
     Container,
     TileChunk,
 )
@@ -356,12 +357,13 @@ class ImageCodec:
         if offsets is None and neutral:  # no grid, no offsets, neutral mixtures: a format 2 tile
             return TileChunk(LEARNED, latents, adaptation.pack(deltas), stream)
         kind = (LEARNED_V3 if choice is None or choice.deltas is None
+                else LEARNED_V9 if choice.fine
                 else LEARNED_V8 if grey_red
                 else LEARNED_V7 if choice.chroma else LEARNED_V6 if choice.means is not None
                 else LEARNED_V4 if choice.classes is None else LEARNED_V5)
         return TileChunk(kind, latents,
                          adaptation.pack(deltas), stream, grid=b"" if offsets is None else grid.pack(offsets, tau),
-                         scales=b"" if choice is None else choice.pack(every_source=grey_red))
+                         scales=b"" if choice is None else choice.pack(every_source=grey_red, grey_red=grey_red))
 
     def _grey_red(self, params: list, x_hat: torch.Tensor, features: torch.Tensor | None, h: int, w: int, tau: int,
                   bins: torch.Tensor, clamped: bool) -> ChannelParams | None:
@@ -493,15 +495,21 @@ class ImageCodec:
             raise BitstreamError("latent shape does not match the image size in the header")
         coder = self.coder(tau, gray=channels == 1)
         layers = adaptation.unpack(chunk.adapt, coder.head, channels)
-        format3 = chunk.kind in LEARNED_KINDS and chunk.kind != LEARNED  # (formats 3 to 8)
+        format3 = chunk.kind in LEARNED_KINDS and chunk.kind != LEARNED  # (formats 3 to 9)
         if chunk.grid:
             if tau == 0:
                 raise BitstreamError("file is corrupt (grid offsets in a lossless tile)")
             offsets = grid.unpack(chunk.grid, ((hp // PATCH) * (wp // PATCH), channels), tau)
             x_hat = self._shift_grid(x_hat, offsets, channels)
         n_patches = (hp // PATCH) * (wp // PATCH)
-        sharpness = class_offsets = mean_offsets = None
-        if chunk.kind in (LEARNED_V5, LEARNED_V6, LEARNED_V7, LEARNED_V8):
+        sharpness = class_offsets = mean_offsets = coefficients = None
+        grey_red = chunk.kind == LEARNED_V8
+        if chunk.kind == LEARNED_V9:
+            field = scales.unpack_fine(chunk.scales, n_patches, channels)
+            log_scales, sharpness = field.per_patch, field.sharpness
+            class_offsets, mean_offsets = field.classes, field.means
+            grey_red, coefficients = field.grey_red, field.least_squares
+        elif chunk.kind in (LEARNED_V5, LEARNED_V6, LEARNED_V7, LEARNED_V8):
             log_scales, sharpness, class_offsets, mean_offsets = scales.unpack_classes(
                 chunk.scales, n_patches, channels, means=chunk.kind != LEARNED_V5,
                 chroma=chunk.kind in (LEARNED_V7, LEARNED_V8))
@@ -511,7 +519,8 @@ class ImageCodec:
             log_scales = scales.ScaleChoice(scales.unpack(chunk.scales, channels), None).per_patch(n_patches)
         patches = self._patches(x_hat, features, h, w, tau, channels, coder.head, clamped=format3)
         stream = TileStream(chunk.residual, patches, layers, log_scales, sharpness, class_offsets, mean_offsets,
-                            grey_red=chunk.kind == LEARNED_V8)
+                            grey_red=grey_red, fine=chunk.kind == LEARNED_V9,
+                            least_squares=coefficients if coefficients is not None and coefficients.any() else None)
         return _PendingTile(x_hat[:, :channels], stream, h, w)
 
 

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from nlic.coding import scales
+from nlic.coding import least_squares, scales
 from nlic.entropy.pmf import SHARPNESS_STEPS, Classes, plan_escapes, plan_group
 from nlic.entropy.range_coder import SymbolDecoder, SymbolEncoder
 from nlic.errors import BitstreamError
@@ -99,6 +99,8 @@ class SymbolContext:
 
     classes: list[np.ndarray] | None
     levels: list[list[np.ndarray | None]] | None
+    #: format 9: the tile's least-squares coefficients ``[c, MOST_TERMS]`` (None: a format 6 to 8 tile)
+    least_squares: np.ndarray | None = None
 
 
 @dataclass
@@ -118,6 +120,9 @@ class TileStream:
     mean_offsets: np.ndarray | None = None
     #: R's mixtures from the grey heads reading the R plane alone (format 8)
     grey_red: bool = False
+    #: format 9: the finer mean levels and the least-squares coefficients ``[c, MOST_TERMS]``
+    fine: bool = False
+    least_squares: np.ndarray | None = None
 
 
 def _cpu(params: ChannelParams) -> ChannelParams:
@@ -149,6 +154,11 @@ class ResidualCoder:
         self.mean_offsets = True
         #: and among them those of the chroma source (format 7); False: format 6 tiles
         self.chroma_source = True
+        #: where the least-squares predictor's neighbours are among the taps (None: the mask lacks
+        #: one, so this model's tiles are format 8 at most)
+        self.least_squares_taps = least_squares.tap_index(self.offsets)
+        #: format 9: finer mean levels and the least-squares source; False: formats 6 to 8
+        self.fine = self.least_squares_taps is not None
 
     @staticmethod
     def surprises(params: list[ChannelParams], bins: Tensor, tau: int,
@@ -177,24 +187,31 @@ class ResidualCoder:
     @classmethod
     def mean_levels(cls, params: list[ChannelParams], bins: Tensor, patches: Patches, tau: int,
                     take: np.ndarray | None = None, distances: list[np.ndarray] | None = None,
-                    near: tuple[np.ndarray, np.ndarray] | None = None) -> list[list[np.ndarray | None]]:
+                    near: tuple[np.ndarray, np.ndarray] | None = None,
+                    coefficients: np.ndarray | None = None) -> list[list[np.ndarray | None]]:
         """Each channel's mean levels per source (:data:`scales.MEAN_SOURCES`: the signed surprise
         levels of the two channels before it, None where there is none, then those of its own
         mean's deviation from each of :data:`scales.PREDICTORS` and from its chroma prediction, None
-        for R), flat over ``[P, S, S]``
+        for R; with the least-squares ``coefficients`` (format 9) cut at the finer limits and
+        followed by its deviation from its least-squares prediction), flat over ``[P, S, S]``
         (``take``: of those symbols only; ``distances``: their :meth:`surprises`, ``near``: the
         patches' :func:`scales.patch_context`, when computed already)."""
         w = bin_width(tau)
+        fine = coefficients is not None
         pick = (lambda a: a.reshape(-1)) if take is None else (lambda a: a.reshape(-1)[take])  # noqa: E731
-        predictions = (near or scales.patch_context(patches.context(bins * w).numpy(), w))[1]
+        context = patches.context(bins * w).numpy()
+        predictions = (near or scales.patch_context(context, w))[1]
         distances = cls.surprises(params, bins, tau, take) if distances is None else distances
-        surprise = [scales.distance_levels(d, w, signed=True) for d in distances]
+        surprise = [scales.distance_levels(d, w, signed=True, fine=fine) for d in distances]
         out = []
         for c, p in enumerate(params):
             means = scales.heaviest_means(_rows(p.table.numpy(), take))
             out.append([surprise[c - j - 1] if c > j else None for j in range(scales.CHANNEL_SOURCES)]
-                       + [scales.distance_levels(scales.deviation(None, pick(q[:, c]), w, means), w, signed=True)
+                       + [scales.distance_levels(scales.deviation(None, pick(q[:, c]), w, means), w, True, fine)
                           if c > 0 or k != scales.CHROMA else None for k, q in enumerate(predictions)])
+            if fine:
+                prediction = pick(least_squares.predict(context, coefficients[c], c))
+                out[-1].append(scales.distance_levels(2 * (means - prediction), w, True, fine))
         return out
 
     def symbol_context(self, params: list[ChannelParams], bins: Tensor, patches: Patches, tau: int,
@@ -205,11 +222,14 @@ class ResidualCoder:
         if self.activity_taps is None:
             return SymbolContext(None, None)
         distances = self.surprises(params, bins, tau)
-        near = scales.patch_context(patches.context(bins * bin_width(tau)).numpy(), bin_width(tau))
+        context = patches.context(bins * bin_width(tau)).numpy()
+        near = scales.patch_context(context, bin_width(tau))
         with_levels = self.mean_offsets if levels is None else levels
+        coefficients = (least_squares.fit(context, patches.valid.numpy())
+                        if with_levels and self.fine and self.least_squares_taps is not None else None)
         return SymbolContext(self.classes(params, bins, patches, tau, None, distances, near),
-                             self.mean_levels(params, bins, patches, tau, None, distances, near) if with_levels
-                             else None)
+                             self.mean_levels(params, bins, patches, tau, None, distances, near, coefficients)
+                             if with_levels else None, coefficients)
 
     # ------------------------------------------------------------------ encode
     @torch.no_grad()
@@ -325,11 +345,18 @@ class ResidualCoder:
                 levels = [[None if lev is None or j == skip else lev[sampled] for j, lev in enumerate(c)]
                           for c in context.levels]
                 sub = slice(None, None, scales.MEAN_SAMPLE_STRIDE)
+                source_bits = None
+                if context.least_squares is not None:  # the coefficients must pay for themselves
+                    source_bits = np.zeros((len(params), scales.MEAN_SOURCES))
+                    source_bits[:, scales.LS_SOURCE] = [least_squares.bits(c) for c in range(len(params))]
                 means = scales.choose_means([t[sub] for t in tables], *([x[sub] for x in f] for f in rest),
                                             [[None if lev is None else lev[sub] for lev in c] for c in levels],
-                                            [b[sub] for b in base], tau, sharpness, scale * scales.MEAN_SAMPLE_STRIDE)
+                                            [b[sub] for b in base], tau, sharpness, scale * scales.MEAN_SAMPLE_STRIDE,
+                                            source_bits)
                 if means.any():
                     choice.means = means
+                    if context.least_squares is not None:  # format 9 (its levels were cut finer)
+                        choice.fine, choice.least_squares = True, context.least_squares
             shifts = None if choice.means is None else [scales.mean_shift(lev, choice.means[c], bin_width(tau))
                                                         for c, lev in enumerate(levels)]
             found = scales.choose_classes(tables, *rest, [cls[sampled] for cls in context.classes], base, tau,
@@ -386,11 +413,13 @@ class ResidualCoder:
     @torch.no_grad()
     def decode(self, data: bytes, patches: Patches, tau: int, layers: Sequence[IntLinear | None],
                scale_offsets: np.ndarray | None = None, sharpness: Sequence[int] | None = None,
-               class_offsets: np.ndarray | None = None, mean_offsets: np.ndarray | None = None) -> Tensor:
+               class_offsets: np.ndarray | None = None, mean_offsets: np.ndarray | None = None,
+               fine: bool = False, least_squares: np.ndarray | None = None) -> Tensor:
         """Decode the bins ``[P, c, 64, 64]`` (zero outside ``valid``) under the tile's output layers,
-        log-scale offsets, sharpness, class offsets and mean offsets (see :meth:`decode_tiles`)."""
+        log-scale offsets, sharpness, class offsets, mean offsets and (format 9) least-squares
+        coefficients (see :meth:`decode_tiles`)."""
         return self.decode_tiles([TileStream(data, patches, layers, scale_offsets, sharpness, class_offsets,
-                                             mean_offsets)], tau)[0]
+                                             mean_offsets, fine=fine, least_squares=least_squares)], tau)[0]
 
     @torch.no_grad()
     def decode_tiles(self, tiles: Sequence[TileStream], tau: int,
@@ -440,6 +469,15 @@ class ResidualCoder:
                 mean_offsets[i] = t.mean_offsets
         if (by_class or by_mean) and self.activity_taps is None:
             raise BitstreamError("file is corrupt (class or mean offsets for a model without the neighbours they need)")
+        # format 9: each tile's mean levels cut finer, its least-squares coefficients (zeros: none)
+        fine = np.asarray([t.fine for t in tiles])
+        coefficients = np.zeros((len(tiles), n_ch, least_squares.MOST_TERMS), dtype=np.int64)
+        for i, t in enumerate(tiles):
+            if t.least_squares is not None:
+                coefficients[i] = t.least_squares
+        by_least_squares = bool(coefficients.any())
+        if by_least_squares and self.least_squares_taps is None:
+            raise BitstreamError("file is corrupt (a least-squares source for a model without the neighbours it needs)")
         # a grey image's plane is read in all three channels: channel 0's table from the plane alone
         # (summed channel weights, one hidden block; the same integers)
         plane = n_ch == 1 and layers[0] is None
@@ -462,6 +500,8 @@ class ResidualCoder:
                     activity, predictions = scales.gathered_context(gathered, self.activity_taps, n_ch, w)
                 activity = activity if by_class else None
                 predictions = predictions if by_mean else None
+                sums = (least_squares.gathered(gathered, self.least_squares_taps, coefficients, tile_of[run], n_ch)
+                        if by_least_squares else None)
                 distances: list[np.ndarray] = []  # each decoded channel's surprise (classes, mean levels)
                 if not plane:
                     act, skip = self.head.context_gathered(taps if on_cpu else taps.to(device),
@@ -487,7 +527,7 @@ class ResidualCoder:
                     if by_class or by_mean:
                         offset, shift, heaviest = scales.symbol_adjustments(
                             table, c, offset, tile_of[run], activity, distances, predictions, class_offsets[:, c],
-                            mean_offsets[:, c], w)
+                            mean_offsets[:, c], w, fine, sums)
                     k = self._code_group([decoders[i] for i in tiles_in], table, offset, sharp[c][run], tau, low,
                                          high, shift, bounds_in)
                     out[c, order[run]] = k
@@ -496,6 +536,8 @@ class ResidualCoder:
                     current[:, c] = patches.context_array(k * w)
                     if c == 0 and predictions is not None and n_ch > 1:  # G's and B's chroma predictions
                         scales.add_red(predictions, current[:, 0])
+                    if sums is not None and c < n_ch - 1:  # the later channels' least-squares terms
+                        least_squares.add_current(sums, coefficients, tile_of[run], c, current[:, c])
                 residuals.scatter(start, current, n_ch)
                 start = end
         bins = torch.from_numpy(out).reshape(n_ch, P, PATCH, PATCH).permute(1, 0, 2, 3)
