@@ -35,8 +35,16 @@ FRACTION_BITS = 8
 COEFFICIENT_LIMIT = 2**15 - 1
 #: the sum's shift down to 1/MEAN_STEPS pixel
 SHIFT = FRACTION_BITS - int(np.log2(MEAN_STEPS))
-#: pixels the encoder fits on at most (evenly spaced; the whole tile gave the same files)
-FIT_PIXELS = 65536
+#: pixels the encoder fits on at most (evenly spaced): on 14 held-out photos 4,096 gave files
+#: 0.1 % smaller than 65,536 (and 16,384 or 1,024) at tau = 0, for a sixteenth of the work
+FIT_PIXELS = 4096
+#: reweighted steps towards a least-absolute-error fit (weights 1 / max(|error|, ROBUST_FLOOR)
+#: pixels): the code length grows with the error, not its square, and an edge's few large errors
+#: should not steer the predictor of the rest (-0.05 % at tau = 0 and 2 with two steps)
+ROBUST_STEPS = 2
+ROBUST_FLOOR = 1.0
+#: the farthest tap's distance
+HALO = 2
 #: ridge added to the normal equations (relative to their mean diagonal): a flat tile's taps are
 #: all equal and the plain system singular
 RIDGE = 1e-6
@@ -57,36 +65,38 @@ def bits(channel: int) -> int:
 MOST_TERMS = terms(2)
 
 
-def _sampled_features(context: np.ndarray, channel: int, where: np.ndarray) -> np.ndarray:
+def _sampled_features(padded: np.ndarray, channel: int, where: np.ndarray) -> np.ndarray:
     """The values a channel's predictor weighs, in coefficient order, at the pixels ``where`` (flat
-    indices into ``[P, S, S]``) of patches ``[P, c, S, S]`` of reconstructed residuals, neighbours
-    outside the patch zero: its own taps, per earlier channel its value at the pixel and CROSS_TAPS,
-    then one (the bias); ``[n, terms]`` float64."""
-    P, _, S, _ = context.shape
-    halo = 2
-    padded = np.pad(np.asarray(context, dtype=np.float64), ((0, 0), (0, 0), (halo, halo), (halo, halo)))
+    indices into ``[P, S, S]``) of patches ``[P, c, S, S]`` of reconstructed residuals (``padded``
+    by HALO zeros, the neighbours outside the patch): its own taps, per earlier channel its value at
+    the pixel and CROSS_TAPS, then one (the bias); ``[n, terms]`` float64."""
+    S, halo = padded.shape[-1] - 2 * HALO, HALO
     p, i, j = where // (S * S), where // S % S + halo, where % S + halo
     columns = [padded[p, channel, i + dy, j + dx] for dy, dx in OWN_TAPS]
     for q in range(channel):
         columns += [padded[p, q, i, j]] + [padded[p, q, i + dy, j + dx] for dy, dx in CROSS_TAPS]
-    return np.stack(columns + [np.ones(len(where))], 1)
+    return np.stack(columns + [np.ones(len(where), dtype=padded.dtype)], 1).astype(np.float64)
 
 
 def fit(context: np.ndarray, valid: np.ndarray) -> np.ndarray:
     """Each channel's coefficients ``[c, MOST_TERMS]`` (integers, zero beyond the channel's
-    :func:`terms`), least squares on the tile's valid pixels (``valid`` ``[P, S, S]``; at most
-    FIT_PIXELS of them, evenly spaced)."""
+    :func:`terms`), fitted on the tile's valid pixels (``valid`` ``[P, S, S]``; at most FIT_PIXELS
+    of them, evenly spaced) by least squares reweighted ROBUST_STEPS times."""
     channels = context.shape[1]
     where = np.flatnonzero(np.asarray(valid).reshape(-1))
     if len(where) > FIT_PIXELS:
         where = where[np.linspace(0, len(where) - 1, FIT_PIXELS).astype(np.int64)]
     out = np.zeros((channels, MOST_TERMS), dtype=np.int64)
+    padded = np.pad(np.asarray(context, dtype=np.float32), ((0, 0), (0, 0), (HALO, HALO), (HALO, HALO)))
     for c in range(channels):
-        x = _sampled_features(context, c, where)
+        x = _sampled_features(padded, c, where)
         y = np.asarray(context[:, c], dtype=np.float64).reshape(-1)[where]
-        normal = x.T @ x
-        normal += RIDGE * max(float(np.trace(normal)) / len(normal), 1.0) * np.eye(len(normal))
-        weights = np.linalg.solve(normal, x.T @ y)
+        rows = np.ones(len(y))
+        for _ in range(1 + ROBUST_STEPS):  # least squares, then reweighted towards least absolute errors
+            normal = (x * rows[:, None]).T @ x
+            normal += RIDGE * max(float(np.trace(normal)) / len(normal), 1.0) * np.eye(len(normal))
+            weights = np.linalg.solve(normal, (x * rows[:, None]).T @ y)
+            rows = 1.0 / np.maximum(np.abs(y - x @ weights), ROBUST_FLOOR)
         out[c, : terms(c)] = np.clip(np.round(weights * 2**FRACTION_BITS), -COEFFICIENT_LIMIT, COEFFICIENT_LIMIT)
     return out
 
