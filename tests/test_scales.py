@@ -411,7 +411,7 @@ def test_format_9_fields_pack_unpack_and_corrupt_fields() -> None:
     deltas = rng.integers(scales.DELTA_MIN, scales.DELTA_MAX + 1, size=(5, 3))
     means = rng.integers(scales.MEAN_LOWEST, scales.MEAN_HIGHEST + 1, size=(3, scales.MEAN_SOURCES, scales.MEAN_LEVELS))
     means[0, : scales.CHANNEL_SOURCES] = means[1, 1 : scales.CHANNEL_SOURCES] = means[0, scales.CHROMA_SOURCE] = 0
-    means[1, scales.LS_SOURCE] = 0  # G without the least-squares source: its coefficients are not stored
+    means[1, list(scales.LS_SOURCES)] = 0  # G without the least-squares sources: its coefficients are not stored
     coefficients = rng.integers(-3000, 3000, size=(3, least_squares.MOST_TERMS))
     for c in range(3):
         coefficients[c, least_squares.terms(c):] = 0
@@ -426,8 +426,6 @@ def test_format_9_fields_pack_unpack_and_corrupt_fields() -> None:
         for bad in (field[:-1], field + b"\x00", field[:-20]):
             with pytest.raises(BitstreamError, match="do not match"):
                 scales.unpack_fine(bad, 5, 3)
-    no_source = means.copy()
-    no_source[2, scales.LS_SOURCE] = 0
     field = scales.ScaleChoice([1, 0, -2], deltas, [8, 8, 16], None, means, fine=True,
                                least_squares=coefficients).pack()
     at = len(field) - 1 - 2 * (least_squares.terms(0) + least_squares.terms(2)) - 1  # the flags byte
@@ -514,11 +512,13 @@ def test_the_decoders_compiled_adjustments_follow_the_definitions() -> None:
         mean_offsets = rng.integers(-9, 9, (T, scales.MEAN_SOURCES, scales.MEAN_LEVELS))
         class_offsets[1] = mean_offsets[1] = 0  # a tile without offsets
         fine = np.array([True, False, False])  # format 9's finer levels and least-squares source, format 6's
-        mean_offsets[2, scales.LS_SOURCE] = 0
+        mean_offsets[2, scales.LS_SOURCE :] = 0  # (a format 6 tile has none of format 9's sources)
         sums = rng.integers(-60 * 2**least_squares.FRACTION_BITS, 60 * 2**least_squares.FRACTION_BITS, (n, 3))
+        feedbacks = rng.integers(-3000, 3000, (2, n, 3))
         for c in range(3):
             offset, shift, heaviest = scales.symbol_adjustments(table, c, base, tile, activity, distances,
-                                                                predictions, class_offsets, mean_offsets, w, fine, sums)
+                                                                predictions, class_offsets, mean_offsets, w, fine, sums,
+                                                                feedbacks)
             assert np.array_equal(heaviest, scales.heaviest_means(table))
             classes = scales.symbol_classes(activity[:, c], None, w, distances[c - 1] if c else None)
             assert np.array_equal(offset, base + class_offsets[tile, classes]), (tau, c)
@@ -528,14 +528,16 @@ def test_the_decoders_compiled_adjustments_follow_the_definitions() -> None:
                           + [scales.distance_levels(scales.deviation(table, p[:, c], w), w, True, fine[t])
                              if c or k != scales.CHROMA else None for k, p in enumerate(predictions)]
                           + [scales.distance_levels(2 * (heaviest - (sums[:, c] >> least_squares.SHIFT)), w, True,
-                                                    fine[t])])
+                                                    fine[t])]
+                          + [scales.distance_levels(f[:, c], w, True, fine[t]) for f in feedbacks])
                 rows = tile == t
                 want = scales.mean_shift([None if lev is None else lev[rows] for lev in levels], mean_offsets[t], w)
                 assert np.array_equal(shift[rows], np.zeros(rows.sum()) if want is None else want), (tau, c, t)
             assert len(np.unique(shift)) > 10
-            _, without, _ = scales.symbol_adjustments(table, c, base, tile, activity, distances, predictions,
-                                                      class_offsets, mean_offsets, w, fine, None)
-            assert not np.array_equal(without[tile == 0], shift[tile == 0])  # (the test sees the source)
+            for sources in ((None, feedbacks), (sums, None)):  # (the test sees each source)
+                _, without, _ = scales.symbol_adjustments(table, c, base, tile, activity, distances, predictions,
+                                                          class_offsets, mean_offsets, w, fine, *sources)
+                assert not np.array_equal(without[tile == 0], shift[tile == 0])
             plain, none, _ = scales.symbol_adjustments(table, c, base, tile, None, distances, None, class_offsets,
                                                        mean_offsets, w)
             assert np.array_equal(plain, base) and none is None

@@ -37,11 +37,13 @@ tile chunk (formats 2 to 9)::
                       none), R's mixtures from the model's grey heads reading the R plane alone
                       (G and B from the colour heads as before)
     kind 9, learned (format 9): as kind 5 with, after the class offsets, per channel and mean
-                      source (kind 7's five and a sixth, the channel's least-squares prediction) a
+                      source (kind 7's five, the channel's least-squares prediction, and the errors
+                      of its W and N neighbours from theirs and from the network's means) a
                       two-byte mask of the eleven mean levels that carry an offset and a signed byte
                       per such level, the levels cut finer (nlic.coding.scales.FINE_MEAN_LIMITS);
                       then a flags byte (1: R's mixtures from the grey heads, as kind 8) and the
-                      least-squares coefficients of the channels whose sixth source has offsets
+                      least-squares coefficients of the channels whose least-squares sources
+                      have offsets
                       (a byte with a bit per such channel, then their int16 coefficients;
                       nlic.coding.least_squares)
 

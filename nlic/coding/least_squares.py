@@ -8,7 +8,8 @@ closely its G follows R) it cannot know.  Classic lossless coders fit a predicto
 (least-squares coders such as TMW and MRP beat JPEG-XL that way); here the fit is one more lead
 whose disagreement with the network the tile's mean offsets weigh.  Real bytes on the validation
 split and the samples (14 photos, searched after the other sources): -1.3 % at tau = 0 on top of
-format 8 (enl_peaks -7 %), with format 9's finer mean levels -1.7 %.
+format 8 (enl_peaks -7 %), with format 9's finer mean levels -1.7 %.  The neighbours' errors from
+it are one of format 9's two error-feedback sources (:data:`nlic.coding.scales.LS_ERROR_SOURCE`).
 
 The prediction is integers only: coefficients in 1/2**FRACTION_BITS, taps the reconstructed
 residuals the network reads (zero outside the patch), the sum shifted down to 1/MEAN_STEPS pixel,

@@ -42,7 +42,7 @@ from nlic.coding import least_squares, scales
 from nlic.entropy.pmf import SHARPNESS_STEPS, Classes, plan_escapes, plan_group
 from nlic.entropy.range_coder import SymbolDecoder, SymbolEncoder
 from nlic.errors import BitstreamError
-from nlic.residual.integer import ChannelParams, IntegerHead, IntLinear, exact_float32
+from nlic.residual.integer import MEAN_STEPS, ChannelParams, IntegerHead, IntLinear, exact_float32
 from nlic.residual.masks import schedule
 from nlic.residual.patches import PATCH
 from nlic.residual.quantizer import bin_width
@@ -193,7 +193,8 @@ class ResidualCoder:
         levels of the two channels before it, None where there is none, then those of its own
         mean's deviation from each of :data:`scales.PREDICTORS` and from its chroma prediction, None
         for R; with the least-squares ``coefficients`` (format 9) cut at the finer limits and
-        followed by its deviation from its least-squares prediction), flat over ``[P, S, S]``
+        followed by its deviation from its least-squares prediction and the :func:`scales.feedback`
+        of its neighbours' errors from theirs and from the network's means), flat over ``[P, S, S]``
         (``take``: of those symbols only; ``distances``: their :meth:`surprises`, ``near``: the
         patches' :func:`scales.patch_context`, when computed already)."""
         w = bin_width(tau)
@@ -210,8 +211,13 @@ class ResidualCoder:
                        + [scales.distance_levels(scales.deviation(None, pick(q[:, c]), w, means), w, True, fine)
                           if c > 0 or k != scales.CHROMA else None for k, q in enumerate(predictions)])
             if fine:
-                prediction = pick(least_squares.predict(context, coefficients[c], c))
-                out[-1].append(scales.distance_levels(2 * (means - prediction), w, True, fine))
+                prediction = least_squares.predict(context, coefficients[c], c)
+                out[-1].append(scales.distance_levels(2 * (means - pick(prediction)), w, True, fine))
+                valid = patches.valid.numpy()
+                network = scales.heaviest_means(_rows(p.table.numpy(), None)).reshape(prediction.shape)
+                for predicted in (prediction, network):
+                    feedback = scales.feedback(scales.errors(context[:, c], predicted, valid))
+                    out[-1].append(scales.distance_levels(pick(feedback), w, True, fine))
         return out
 
     def symbol_context(self, params: list[ChannelParams], bins: Tensor, patches: Patches, tau: int,
@@ -347,8 +353,7 @@ class ResidualCoder:
                 sub = slice(None, None, scales.MEAN_SAMPLE_STRIDE)
                 source_bits = None
                 if context.least_squares is not None:  # the coefficients must pay for themselves
-                    source_bits = np.zeros((len(params), scales.MEAN_SOURCES))
-                    source_bits[:, scales.LS_SOURCE] = [least_squares.bits(c) for c in range(len(params))]
+                    source_bits = [least_squares.bits(c) for c in range(len(params))]
                 means = scales.choose_means([t[sub] for t in tables], *([x[sub] for x in f] for f in rest),
                                             [[None if lev is None else lev[sub] for lev in c] for c in levels],
                                             [b[sub] for b in base], tau, sharpness, scale * scales.MEAN_SAMPLE_STRIDE,
@@ -446,6 +451,8 @@ class ResidualCoder:
         first_patch = np.cumsum([0] + [t.patches.valid.shape[0] for t in tiles])
         tile_of = np.searchsorted(first_patch, order // (PATCH * PATCH), side="right") - 1  # rows are tile-major
         residuals = _ResidualBuffer.of(order, P, self.halo, self.offsets)
+        # format 9: each decoded pixel's least-squares and network errors, read back by its neighbours
+        errors = [_ResidualBuffer.of(order, P, self.halo, scales.FEEDBACK_TAPS) for _ in range(2)]
         lo = [np.take(patches.lo[:, c].numpy().reshape(-1), order) for c in range(n_ch)]
         hi = [np.take(patches.hi[:, c].numpy().reshape(-1), order) for c in range(n_ch)]
         device = self.head.device
@@ -476,6 +483,7 @@ class ResidualCoder:
             if t.least_squares is not None:
                 coefficients[i] = t.least_squares
         by_least_squares = bool(coefficients.any())
+        by_feedback = bool(fine.any()) and by_mean
         if by_least_squares and self.least_squares_taps is None:
             raise BitstreamError("file is corrupt (a least-squares source for a model without the neighbours it needs)")
         # a grey image's plane is read in all three channels: channel 0's table from the plane alone
@@ -502,6 +510,9 @@ class ResidualCoder:
                 predictions = predictions if by_mean else None
                 sums = (least_squares.gathered(gathered, self.least_squares_taps, coefficients, tile_of[run], n_ch)
                         if by_least_squares else None)
+                feedbacks = (np.stack([scales.gathered_feedback(e.gather(start, end), n_ch) for e in errors])
+                             if by_feedback else None)
+                made = np.zeros((2, end - start, CHANNELS), dtype=np.float32) if by_feedback else None
                 distances: list[np.ndarray] = []  # each decoded channel's surprise (classes, mean levels)
                 if not plane:
                     act, skip = self.head.context_gathered(taps if on_cpu else taps.to(device),
@@ -527,7 +538,7 @@ class ResidualCoder:
                     if by_class or by_mean:
                         offset, shift, heaviest = scales.symbol_adjustments(
                             table, c, offset, tile_of[run], activity, distances, predictions, class_offsets[:, c],
-                            mean_offsets[:, c], w, fine, sums)
+                            mean_offsets[:, c], w, fine, sums, feedbacks)
                     k = self._code_group([decoders[i] for i in tiles_in], table, offset, sharp[c][run], tau, low,
                                          high, shift, bounds_in)
                     out[c, order[run]] = k
@@ -536,9 +547,16 @@ class ResidualCoder:
                     current[:, c] = patches.context_array(k * w)
                     if c == 0 and predictions is not None and n_ch > 1:  # G's and B's chroma predictions
                         scales.add_red(predictions, current[:, 0])
+                    if made is not None:  # this channel's errors, for the pixels that neighbour these
+                        value = MEAN_STEPS * current[:, c].astype(np.int64)
+                        made[0, :, c] = value - (0 if sums is None else sums[:, c] >> least_squares.SHIFT)
+                        made[1, :, c] = value - heaviest
                     if sums is not None and c < n_ch - 1:  # the later channels' least-squares terms
                         least_squares.add_current(sums, coefficients, tile_of[run], c, current[:, c])
                 residuals.scatter(start, current, n_ch)
+                if made is not None:
+                    for buffer, values in zip(errors, made):
+                        buffer.scatter(start, values, n_ch)
                 start = end
         bins = torch.from_numpy(out).reshape(n_ch, P, PATCH, PATCH).permute(1, 0, 2, 3)
         return [bins[a:b] for a, b in zip(first_patch[:-1], first_patch[1:])]
