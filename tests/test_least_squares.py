@@ -138,9 +138,9 @@ def test_the_least_squares_source_pays_and_format_8_files_still_decode(name, mon
 def test_the_decoders_feedback_is_the_encoders() -> None:
     """The error-feedback distance the decoder gathers from the errors it stored pixel by pixel
     (in decoding order, so W and N are always in) is :func:`scales.feedback` of the error planes,
-    zero outside the patch and where a neighbour is not valid."""
+    zero outside the patch and where a neighbour is not valid; a grey tile's one channel too."""
     from nlic.coding import scales
-    from nlic.coding.residual import _ResidualBuffer
+    from nlic.coding.residual import _ErrorBuffer
     from nlic.residual.patches import PATCH
 
     rng = np.random.default_rng(2)
@@ -148,15 +148,15 @@ def test_the_decoders_feedback_is_the_encoders() -> None:
     context = rng.integers(-40, 40, (P, 3, PATCH, PATCH))
     valid = np.ones((P, PATCH, PATCH), dtype=bool)
     valid[1, 40:] = valid[1, :, 50:] = False  # a partial patch
-    predictions = rng.integers(-700, 700, (P, 3, PATCH, PATCH))
-    planes = np.stack([scales.errors(context[:, c], predictions[:, c], valid) for c in range(3)], 1)
-    want = np.stack([scales.feedback(planes[:, c]) for c in range(3)], 1)
-    assert want.any() and not want[1, :, 41:, :].any() and not want[1, :, :, 51:].any()
-    # raster order, row by row: the pixels of a row see only the rows above and the pixels to their left
-    order = np.flatnonzero(valid.reshape(-1))
-    buffer = _ResidualBuffer.of(order, P, 3, scales.FEEDBACK_TAPS)
+    planes = np.stack([np.stack([scales.errors(context[:, c], rng.integers(-700, 700, (P, PATCH, PATCH)), valid)
+                                 for c in range(3)], 1) for _ in range(2)])  # [2, P, 3, S, S]
+    want = np.stack([np.stack([scales.feedback(e[:, c]) for c in range(3)], 1) for e in planes])
+    assert want.any() and not want[:, 1, :, 41:, :].any() and not want[:, 1, :, :, 51:].any()
+    order = np.flatnonzero(valid.reshape(-1))  # raster order: W and N come before a pixel
     p, i, j = order // (PATCH * PATCH), order // PATCH % PATCH, order % PATCH
-    for k in range(len(order)):  # one pixel at a time: W is in when the pixel is gathered
-        got = scales.gathered_feedback(buffer.gather(k, k + 1), 3)
-        assert np.array_equal(got[0], want[p[k], :, i[k], j[k]]), k
-        buffer.scatter(k, planes[p[k], :, i[k], j[k]][None].astype(np.float32), 3)
+    for channels in (3, 1):
+        buffer = _ErrorBuffer.of(order, P, 3)
+        for k in range(len(order)):  # each pixel gathered, then stored
+            got = buffer.feedback(k, k + 1, channels)
+            assert np.array_equal(got[:, 0], want[:, p[k], :channels, i[k], j[k]]), (channels, k)
+            buffer.store(k, planes[:, p[k], :channels, i[k], j[k]][:, None])

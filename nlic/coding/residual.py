@@ -452,7 +452,7 @@ class ResidualCoder:
         tile_of = np.searchsorted(first_patch, order // (PATCH * PATCH), side="right") - 1  # rows are tile-major
         residuals = _ResidualBuffer.of(order, P, self.halo, self.offsets)
         # format 9: each decoded pixel's least-squares and network errors, read back by its neighbours
-        errors = [_ResidualBuffer.of(order, P, self.halo, scales.FEEDBACK_TAPS) for _ in range(2)]
+        errors = _ErrorBuffer.of(order, P, self.halo)
         lo = [np.take(patches.lo[:, c].numpy().reshape(-1), order) for c in range(n_ch)]
         hi = [np.take(patches.hi[:, c].numpy().reshape(-1), order) for c in range(n_ch)]
         device = self.head.device
@@ -510,9 +510,8 @@ class ResidualCoder:
                 predictions = predictions if by_mean else None
                 sums = (least_squares.gathered(gathered, self.least_squares_taps, coefficients, tile_of[run], n_ch)
                         if by_least_squares else None)
-                feedbacks = (np.stack([scales.gathered_feedback(e.gather(start, end), n_ch) for e in errors])
-                             if by_feedback else None)
-                made = np.zeros((2, end - start, CHANNELS), dtype=np.float32) if by_feedback else None
+                feedbacks = errors.feedback(start, end, n_ch) if by_feedback else None
+                made = np.zeros((2, end - start, n_ch), dtype=np.int64) if by_feedback else None
                 distances: list[np.ndarray] = []  # each decoded channel's surprise (classes, mean levels)
                 if not plane:
                     act, skip = self.head.context_gathered(taps if on_cpu else taps.to(device),
@@ -555,8 +554,7 @@ class ResidualCoder:
                         least_squares.add_current(sums, coefficients, tile_of[run], c, current[:, c])
                 residuals.scatter(start, current, n_ch)
                 if made is not None:
-                    for buffer, values in zip(errors, made):
-                        buffer.scatter(start, values, n_ch)
+                    errors.store(start, made)
                 start = end
         bins = torch.from_numpy(out).reshape(n_ch, P, PATCH, PATCH).permute(1, 0, 2, 3)
         return [bins[a:b] for a, b in zip(first_patch[:-1], first_patch[1:])]
@@ -697,6 +695,56 @@ class _ResidualBuffer:
         """Store the residuals ``values`` ``[n, 3]`` of pixels ``start..`` (``coded`` = 1: a grey
         image, its channel into all three)."""
         _scatter_residuals(self.buffer, self.where, start, values, coded)
+
+
+@dataclass
+class _ErrorBuffer:
+    """Each decoded pixel's two errors per channel (format 9's feedback sources: from its
+    least-squares prediction and from the network's mean, 1/MEAN_STEPS pixel), laid out as
+    :class:`_ResidualBuffer`'s residuals (zero-bordered planes per patch, a pixel's values side by
+    side), so that a wavefront's :func:`scales.feedback` is one compiled gather."""
+
+    buffer: np.ndarray  # [P * side * side * 2 * 3] int64
+    where: np.ndarray  # [N] position of each pixel of the decoding order
+    taps_at: np.ndarray  # [len(FEEDBACK_TAPS)] offsets of the neighbours from a pixel
+
+    @classmethod
+    def of(cls, order: np.ndarray, patches: int, halo: int) -> _ErrorBuffer:
+        """For the pixels ``order`` (flat indices into ``[patches, 64, 64]``, decoding order)."""
+        side, width = PATCH + 2 * halo, 2 * CHANNELS
+        patch, pix = order // (PATCH * PATCH), order % (PATCH * PATCH)
+        where = (patch * side * side + (pix // PATCH + halo) * side + pix % PATCH + halo) * width
+        taps_at = np.array([(di * side + dj) * width for di, dj in scales.FEEDBACK_TAPS], dtype=np.int64)
+        return cls(np.zeros(patches * side * side * width, dtype=np.int64), where, taps_at)
+
+    def feedback(self, start: int, end: int, channels: int) -> np.ndarray:
+        """:func:`scales.feedback` of pixels ``start..end-1``, both errors: ``[2, n, channels]``."""
+        return _feedback(self.buffer, self.where, self.taps_at, start, end, channels, scales.FEEDBACK_SCALE)
+
+    def store(self, start: int, errors: np.ndarray) -> None:
+        """Store the errors ``[2, n, channels]`` of pixels ``start..``."""
+        _store_errors(self.buffer, self.where, start, errors)
+
+
+@numba.njit(cache=True, nogil=True)
+def _feedback(buffer, where, taps_at, start, end, channels, scale):  # pragma: no cover - compiled
+    out = np.zeros((2, end - start, channels), dtype=np.int64)
+    for i in range(start, end):
+        for t in range(taps_at.shape[0]):
+            at = where[i] + taps_at[t]
+            for k in range(2):
+                for c in range(channels):
+                    out[k, i - start, c] += buffer[at + 3 * k + c]
+    return scale * out
+
+
+@numba.njit(cache=True, nogil=True)
+def _store_errors(buffer, where, start, errors):  # pragma: no cover - compiled
+    for j in range(errors.shape[1]):
+        at = where[start + j]
+        for k in range(2):
+            for c in range(errors.shape[2]):
+                buffer[at + 3 * k + c] = errors[k, j, c]
 
 
 @numba.njit(cache=True, nogil=True)

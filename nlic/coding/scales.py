@@ -718,20 +718,13 @@ def errors(context: np.ndarray, prediction: np.ndarray, valid: np.ndarray) -> np
 def feedback(error: np.ndarray) -> np.ndarray:
     """The error-feedback distance of every pixel of planes ``[P, S, S]`` of :func:`errors`:
     FEEDBACK_SCALE times the sum of its FEEDBACK_TAPS neighbours' errors, zero outside the patch
-    (the encoder's form of :func:`gathered_feedback`)."""
+    (the encoder's form of the decoder's ``_ErrorBuffer.feedback``)."""
     out = np.zeros_like(error)
     S = error.shape[-1]
     for dy, dx in FEEDBACK_TAPS:  # out[i, j] += error[i + dy, j + dx] where that lies in the patch
         rows, cols = slice(max(-dy, 0), S - max(dy, 0)), slice(max(-dx, 0), S - max(dx, 0))
         out[:, rows, cols] += error[:, max(dy, 0) : S + min(dy, 0), max(dx, 0) : S + min(dx, 0)]
     return FEEDBACK_SCALE * out
-
-
-def gathered_feedback(taps: np.ndarray, channels: int) -> np.ndarray:
-    """:func:`feedback` of the decoder's rows ``[n, len(FEEDBACK_TAPS) * 3]`` of gathered errors
-    ((tap, rgb) order): ``[n, channels]``."""
-    t = taps.astype(np.int64)
-    return FEEDBACK_SCALE * sum(t[:, 3 * k : 3 * k + channels] for k in range(len(FEEDBACK_TAPS)))
 
 
 def symbol_adjustments(table: np.ndarray, c: int, base: np.ndarray, tile: np.ndarray, activity: np.ndarray | None,
@@ -749,7 +742,7 @@ def symbol_adjustments(table: np.ndarray, c: int, base: np.ndarray, tile: np.nda
     (which tiles are format 9's, cut at FINE_MEAN_LIMITS; None: none); ``distances``: the earlier
     channels' :func:`surprise`; ``sums``: the least-squares sums ``[n, c]`` of
     :func:`least_squares.gathered` (None: no tile has the source); ``feedbacks``: the
-    :func:`gathered_feedback` of the least-squares and the network's errors ``[2, n, c]`` (None: no
+    :func:`feedback` of the least-squares and the network's errors ``[2, n, c]`` (None: no
     format 9 tile).  The same integers as the step-by-step definitions."""
     empty = np.zeros(0, dtype=np.int64)
     previous = [np.ascontiguousarray(distances[c - 1 - j], dtype=np.int64) if c > j else empty
