@@ -87,8 +87,9 @@ def load_codec(model: str | Path | None = None, tile: int = DEFAULT_TILE, stored
     log-scale offsets (with both off, format 2 files; see :mod:`nlic.coding.grid`,
     :mod:`nlic.coding.scales`); ``patch_scales=False``: log-scale offsets per tile only, not
     refined per patch (format 3 files); ``grey_red=False``: a colour tile's R always from the colour
-    heads, never the grey heads (no format 8 tiles: about a fifth faster to encode and decode where
-    the grey heads would have coded R, 0.5-1.2 % larger files)."""
+    heads, never the grey heads (no format 8 tiles, no format 9 tile with the grey heads' flag:
+    about a fifth faster to encode and decode where the grey heads would have coded R, 0.5-1.2 %
+    larger files)."""
     path = Path(model) if model is not None else default_model_path()
     codec = ImageCodec(load_model(path), tile=tile, stored_fallback=stored_fallback, device=device,
                        shift_grids=shift_grids, fit_scales=fit_scales, patch_scales=patch_scales)

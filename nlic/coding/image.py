@@ -56,7 +56,7 @@ DEFAULT_TILE = 512
 #: pixels of the tiles one thread decodes in lockstep: the joint buffers take ~250 bytes a pixel (a
 #: 6 MP photo on 2 threads: 1 MP groups decoded 8 % faster than 0.5 MP ones, with 330 MiB more at peak)
 LOCKSTEP_PIXELS = 2 * DEFAULT_TILE**2
-#: the grey heads code a tile's R (format 8) when their estimate beats the colour heads' by this share
+#: the grey heads code a tile's R (formats 8, 9) when their estimate beats the colour heads' by this share
 #: of R's bits: the decoder then runs them too (a second network pass over R)
 GREY_RED_MIN_GAIN = 0.01
 T = TypeVar("T")
@@ -156,7 +156,7 @@ class ImageCodec:
         self.shift_grids = shift_grids
         self.fit_scales = fit_scales
         self.patch_scales = patch_scales
-        #: the encoder may code a colour tile's R with the grey heads (format 8); False: never
+        #: the encoder may code a colour tile's R with the grey heads (formats 8, 9); False: never
         self.grey_red = True
         self.device = resolve_device(device)
         self.loaded = model
@@ -342,7 +342,7 @@ class ImageCodec:
                        grey_red: bool = False) -> TileChunk:
         """A learned tile coded under ``params`` (output-layer ``deltas`` stored beside them), with
         its scale offsets fitted when ``fit_scales`` and its grid ``offsets`` (None: none);
-        ``grey_red``: R's mixtures in ``params`` are the grey heads' (a format 8 tile)."""
+        ``grey_red``: R's mixtures in ``params`` are the grey heads' (a format 8 tile, or format 9's flag)."""
         context = coder.symbol_context(params, bins, patches, tau) if fit_scales and self.patch_scales else None
         choice = coder.scale_offsets(params, bins, patches, tau, self.patch_scales, context) if fit_scales else None
         if (choice is not None and choice.deltas is not None and not choice.deltas.any() and choice.classes is None
