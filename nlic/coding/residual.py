@@ -199,6 +199,7 @@ class ResidualCoder:
         patches' :func:`scales.patch_context`, when computed already)."""
         w = bin_width(tau)
         fine = coefficients is not None
+        valid = patches.valid.numpy()
         pick = (lambda a: a.reshape(-1)) if take is None else (lambda a: a.reshape(-1)[take])  # noqa: E731
         context = patches.context(bins * w).numpy()
         predictions = (near or scales.patch_context(context, w))[1]
@@ -213,9 +214,8 @@ class ResidualCoder:
             if fine:
                 prediction = least_squares.predict(context, coefficients[c], c)
                 out[-1].append(scales.distance_levels(2 * (means - pick(prediction)), w, True, fine))
-                valid = patches.valid.numpy()
-                network = scales.heaviest_means(_rows(p.table.numpy(), None)).reshape(prediction.shape)
-                for predicted in (prediction, network):
+                network = (means if take is None else scales.heaviest_means(_rows(p.table.numpy(), None)))
+                for predicted in (prediction, network.reshape(prediction.shape)):
                     feedback = scales.feedback(scales.errors(context[:, c], predicted, valid))
                     out[-1].append(scales.distance_levels(pick(feedback), w, True, fine))
         return out
@@ -451,8 +451,6 @@ class ResidualCoder:
         first_patch = np.cumsum([0] + [t.patches.valid.shape[0] for t in tiles])
         tile_of = np.searchsorted(first_patch, order // (PATCH * PATCH), side="right") - 1  # rows are tile-major
         residuals = _ResidualBuffer.of(order, P, self.halo, self.offsets)
-        # format 9: each decoded pixel's least-squares and network errors, read back by its neighbours
-        errors = _ErrorBuffer.of(order, P, self.halo)
         lo = [np.take(patches.lo[:, c].numpy().reshape(-1), order) for c in range(n_ch)]
         hi = [np.take(patches.hi[:, c].numpy().reshape(-1), order) for c in range(n_ch)]
         device = self.head.device
@@ -484,6 +482,8 @@ class ResidualCoder:
                 coefficients[i] = t.least_squares
         by_least_squares = bool(coefficients.any())
         by_feedback = bool(fine.any()) and by_mean
+        # format 9: each decoded pixel's least-squares and network errors, read back by its neighbours
+        errors = _ErrorBuffer.of(order, P, self.halo) if by_feedback else None
         if by_least_squares and self.least_squares_taps is None:
             raise BitstreamError("file is corrupt (a least-squares source for a model without the neighbours it needs)")
         # a grey image's plane is read in all three channels: channel 0's table from the plane alone
@@ -510,7 +510,7 @@ class ResidualCoder:
                 predictions = predictions if by_mean else None
                 sums = (least_squares.gathered(gathered, self.least_squares_taps, coefficients, tile_of[run], n_ch)
                         if by_least_squares else None)
-                feedbacks = errors.feedback(start, end, n_ch) if by_feedback else None
+                feedbacks = errors.feedback(start, end, n_ch) if errors is not None else None
                 made = np.zeros((2, end - start, n_ch), dtype=np.int64) if by_feedback else None
                 distances: list[np.ndarray] = []  # each decoded channel's surprise (classes, mean levels)
                 if not plane:
@@ -553,7 +553,7 @@ class ResidualCoder:
                     if sums is not None and c < n_ch - 1:  # the later channels' least-squares terms
                         least_squares.add_current(sums, coefficients, tile_of[run], c, current[:, c])
                 residuals.scatter(start, current, n_ch)
-                if made is not None:
+                if errors is not None:
                     errors.store(start, made)
                 start = end
         bins = torch.from_numpy(out).reshape(n_ch, P, PATCH, PATCH).permute(1, 0, 2, 3)
@@ -681,11 +681,8 @@ class _ResidualBuffer:
     @classmethod
     def of(cls, order: np.ndarray, patches: int, halo: int, taps: Sequence[tuple[int, int]]) -> _ResidualBuffer:
         """For the pixels ``order`` (flat indices into ``[patches, 64, 64]``, decoding order)."""
-        side = PATCH + 2 * halo
-        patch, pix = order // (PATCH * PATCH), order % (PATCH * PATCH)
-        where = (patch * side * side + (pix // PATCH + halo) * side + pix % PATCH + halo) * CHANNELS
-        taps_at = np.array([(di * side + dj) * CHANNELS for di, dj in taps], dtype=np.int64)
-        return cls(np.zeros(patches * side * side * CHANNELS, dtype=np.float32), where, taps_at)
+        size, where, taps_at = _layout(order, patches, halo, taps, CHANNELS)
+        return cls(np.zeros(size, dtype=np.float32), where, taps_at)
 
     def gather(self, start: int, end: int) -> np.ndarray:
         """``[end-start, taps*3]`` context of pixels ``start..end-1``, in (tap, rgb) order."""
@@ -704,18 +701,15 @@ class _ErrorBuffer:
     :class:`_ResidualBuffer`'s residuals (zero-bordered planes per patch, a pixel's values side by
     side), so that a wavefront's :func:`scales.feedback` is one compiled gather."""
 
-    buffer: np.ndarray  # [P * side * side * 2 * 3] int64
+    buffer: np.ndarray  # [P * side * side * 2 * 3] int32 (|error| < 2**24: int16 coefficients, bounded residuals)
     where: np.ndarray  # [N] position of each pixel of the decoding order
     taps_at: np.ndarray  # [len(FEEDBACK_TAPS)] offsets of the neighbours from a pixel
 
     @classmethod
     def of(cls, order: np.ndarray, patches: int, halo: int) -> _ErrorBuffer:
         """For the pixels ``order`` (flat indices into ``[patches, 64, 64]``, decoding order)."""
-        side, width = PATCH + 2 * halo, 2 * CHANNELS
-        patch, pix = order // (PATCH * PATCH), order % (PATCH * PATCH)
-        where = (patch * side * side + (pix // PATCH + halo) * side + pix % PATCH + halo) * width
-        taps_at = np.array([(di * side + dj) * width for di, dj in scales.FEEDBACK_TAPS], dtype=np.int64)
-        return cls(np.zeros(patches * side * side * width, dtype=np.int64), where, taps_at)
+        size, where, taps_at = _layout(order, patches, halo, scales.FEEDBACK_TAPS, 2 * CHANNELS)
+        return cls(np.zeros(size, dtype=np.int32), where, taps_at)
 
     def feedback(self, start: int, end: int, channels: int) -> np.ndarray:
         """:func:`scales.feedback` of pixels ``start..end-1``, both errors: ``[2, n, channels]``."""
@@ -724,6 +718,17 @@ class _ErrorBuffer:
     def store(self, start: int, errors: np.ndarray) -> None:
         """Store the errors ``[2, n, channels]`` of pixels ``start..``."""
         _store_errors(self.buffer, self.where, start, errors)
+
+
+def _layout(order: np.ndarray, patches: int, halo: int, taps: Sequence[tuple[int, int]],
+            width: int) -> tuple[int, np.ndarray, np.ndarray]:
+    """A decoder buffer of ``width`` values a pixel in zero-bordered planes per patch: its size,
+    where each pixel of ``order`` starts, and the offsets of its ``taps`` from a pixel."""
+    side = PATCH + 2 * halo
+    patch, pix = order // (PATCH * PATCH), order % (PATCH * PATCH)
+    where = (patch * side * side + (pix // PATCH + halo) * side + pix % PATCH + halo) * width
+    taps_at = np.array([(di * side + dj) * width for di, dj in taps], dtype=np.int64)
+    return patches * side * side * width, where, taps_at
 
 
 @numba.njit(cache=True, nogil=True)
