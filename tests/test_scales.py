@@ -517,8 +517,8 @@ def test_the_decoders_compiled_adjustments_follow_the_definitions() -> None:
         feedbacks = rng.integers(-3000, 3000, (2, n, 3))
         for c in range(3):
             offset, shift, heaviest = scales.symbol_adjustments(table, c, base, tile, activity, distances,
-                                                                predictions, class_offsets, mean_offsets, w, fine, sums,
-                                                                feedbacks)
+                                                                predictions, class_offsets, mean_offsets, w,
+                                                                scales.tile_mean_limits(fine, w), sums, feedbacks)
             assert np.array_equal(heaviest, scales.heaviest_means(table))
             classes = scales.symbol_classes(activity[:, c], None, w, distances[c - 1] if c else None)
             assert np.array_equal(offset, base + class_offsets[tile, classes]), (tau, c)
@@ -536,7 +536,8 @@ def test_the_decoders_compiled_adjustments_follow_the_definitions() -> None:
             assert len(np.unique(shift)) > 10
             for sources in ((None, feedbacks), (sums, None)):  # (the test sees each source)
                 _, without, _ = scales.symbol_adjustments(table, c, base, tile, activity, distances, predictions,
-                                                          class_offsets, mean_offsets, w, fine, *sources)
+                                                          class_offsets, mean_offsets, w,
+                                                          scales.tile_mean_limits(fine, w), *sources)
                 assert not np.array_equal(without[tile == 0], shift[tile == 0])
             plain, none, _ = scales.symbol_adjustments(table, c, base, tile, None, distances, None, class_offsets,
                                                        mean_offsets, w)

@@ -44,8 +44,8 @@ FIT_PIXELS = 4096
 #: should not steer the predictor of the rest (-0.05 % at tau = 0 and 2 with two steps)
 ROBUST_STEPS = 2
 ROBUST_FLOOR = 1.0
-#: the farthest tap's distance
-HALO = 2
+#: the farthest tap's distance (the zero border the encoder's fit reads beyond a patch)
+HALO = max(max(abs(dy), abs(dx)) for dy, dx in OWN_TAPS + CROSS_TAPS)
 #: ridge added to the normal equations (relative to their mean diagonal): a flat tile's taps are
 #: all equal and the plain system singular
 RIDGE = 1e-6

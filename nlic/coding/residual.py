@@ -482,6 +482,7 @@ class ResidualCoder:
                 coefficients[i] = t.least_squares
         by_least_squares = bool(coefficients.any())
         by_feedback = bool(fine.any()) and by_mean
+        limits = scales.tile_mean_limits(fine, w)  # (each tile's mean levels: format 9's finer)
         # format 9: each decoded pixel's least-squares and network errors, read back by its neighbours
         errors = _ErrorBuffer.of(order, P, self.halo) if by_feedback else None
         if by_least_squares and self.least_squares_taps is None:
@@ -537,7 +538,7 @@ class ResidualCoder:
                     if by_class or by_mean:
                         offset, shift, heaviest = scales.symbol_adjustments(
                             table, c, offset, tile_of[run], activity, distances, predictions, class_offsets[:, c],
-                            mean_offsets[:, c], w, fine, sums, feedbacks)
+                            mean_offsets[:, c], w, limits, sums, feedbacks)
                     k = self._code_group([decoders[i] for i in tiles_in], table, offset, sharp[c][run], tau, low,
                                          high, shift, bounds_in)
                     out[c, order[run]] = k

@@ -209,19 +209,16 @@ class ScaleChoice:
         if self.deltas is None:
             return pack(self.tile)
         field = pack_patches(self.tile, self.channel_sharpness(), self.deltas)
+        classes = np.zeros((channels, SYMBOL_CLASSES)) if self.classes is None else self.classes
+        means = np.zeros((channels, MEAN_SOURCES, MEAN_LEVELS)) if self.means is None else self.means
         if self.fine:
-            means = np.zeros((channels, MEAN_SOURCES, MEAN_LEVELS)) if self.means is None else self.means
             used = [bool(means[c, LS_SOURCES].any()) for c in range(channels)]
             coefficients = (np.zeros((channels, least_squares.MOST_TERMS), dtype=np.int64)
                             if self.least_squares is None else self.least_squares)
-            return (field + pack_classes(np.zeros((channels, SYMBOL_CLASSES)) if self.classes is None
-                                         else self.classes)
-                    + _pack_masked(means.reshape(-1, MEAN_LEVELS), MEAN_LEVELS) + bytes([int(grey_red)])
-                    + least_squares.pack(coefficients, used))
+            return (field + pack_classes(classes) + _pack_masked(means.reshape(-1, MEAN_LEVELS), MEAN_LEVELS)
+                    + bytes([int(grey_red)]) + least_squares.pack(coefficients, used))
         if self.classes is None and self.means is None and not every_source:
             return field
-        classes = np.zeros((channels, SYMBOL_CLASSES)) if self.classes is None else self.classes
-        means = np.zeros((channels, MEAN_SOURCES, MEAN_LEVELS)) if self.means is None else self.means
         if self.means is None and not every_source:
             return field + pack_classes(classes)
         return field + pack_classes(classes) + pack_means(means[:, :FORMAT7_SOURCES] if self.chroma or every_source
@@ -616,6 +613,12 @@ def mean_limits(width: int, fine: bool) -> np.ndarray:
     return np.asarray(limits, dtype=np.int64) * (MEAN_STEPS * width)
 
 
+def tile_mean_limits(fine: Sequence[bool], width: int) -> np.ndarray:
+    """:func:`mean_limits` of each tile ``[T, len(FINE_MEAN_LIMITS)]`` (``fine``: which tiles are
+    format 9's): what :func:`symbol_adjustments` cuts each symbol's sources at."""
+    return np.stack([mean_limits(width, bool(f)) for f in fine])
+
+
 def distance_levels(distance: np.ndarray, width: int, signed: bool = False, fine: bool = False) -> np.ndarray:
     """:func:`surprise_levels` of distances :func:`surprise` computed: how many limits lie below
     ``|distance|`` (signed: on the side of its sign, from ``len(FINE_MEAN_LIMITS)``)."""
@@ -729,7 +732,7 @@ def feedback(error: np.ndarray) -> np.ndarray:
 
 def symbol_adjustments(table: np.ndarray, c: int, base: np.ndarray, tile: np.ndarray, activity: np.ndarray | None,
                        distances: Sequence[np.ndarray], predictions: np.ndarray | None, class_offsets: np.ndarray,
-                       mean_offsets: np.ndarray, width: int, fine: np.ndarray | None = None,
+                       mean_offsets: np.ndarray, width: int, limits: np.ndarray | None = None,
                        sums: np.ndarray | None = None,
                        feedbacks: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
     """The decoder's per-symbol offsets of channel ``c`` of a wavefront in one compiled pass: each
@@ -738,8 +741,9 @@ def symbol_adjustments(table: np.ndarray, c: int, base: np.ndarray, tile: np.nda
     offsets) and its :func:`heaviest_means` (for the next channels' :func:`surprise`).
 
     ``tile`` ``[n]``: each symbol's tile, whose ``class_offsets`` ``[T, SYMBOL_CLASSES]`` and
-    ``mean_offsets`` ``[T, MEAN_SOURCES, MEAN_LEVELS]`` (zeros: none) apply, under ``fine`` ``[T]``
-    (which tiles are format 9's, cut at FINE_MEAN_LIMITS; None: none); ``distances``: the earlier
+    ``mean_offsets`` ``[T, MEAN_SOURCES, MEAN_LEVELS]`` (zeros: none) apply, cut at its ``limits``
+    (:func:`tile_mean_limits`, computed once per group of tiles; None: formats 6 to 8's for every
+    tile); ``distances``: the earlier
     channels' :func:`surprise`; ``sums``: the least-squares sums ``[n, c]`` of
     :func:`least_squares.gathered` (None: no tile has the source); ``feedbacks``: the
     :func:`feedback` of the least-squares and the network's errors ``[2, n, c]`` (None: no
@@ -748,8 +752,7 @@ def symbol_adjustments(table: np.ndarray, c: int, base: np.ndarray, tile: np.nda
     previous = [np.ascontiguousarray(distances[c - 1 - j], dtype=np.int64) if c > j else empty
                 for j in range(CHANNEL_SOURCES)]
     scale = np.asarray(SURPRISE_LIMITS, dtype=np.int64) * (MEAN_STEPS * width)
-    tiles = mean_offsets.shape[0]
-    signed = np.stack([mean_limits(width, bool(fine is not None and fine[t])) for t in range(tiles)])
+    signed = tile_mean_limits([False] * mean_offsets.shape[0], width) if limits is None else limits
     offset, shift, heaviest = _symbol_adjustments(
         np.ascontiguousarray(table), c, np.ascontiguousarray(base, dtype=np.int64), tile,
         empty.reshape(0, 0) if activity is None else activity, previous[0], previous[1],
