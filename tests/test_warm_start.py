@@ -9,6 +9,7 @@ import torch
 
 from nlic.errors import ModelError
 from nlic.lightning.warm_start import load_init_weights
+from nlic.lightning.widen import widen_heads
 from tests.conftest import TINY_CONFIG
 
 
@@ -119,3 +120,34 @@ def test_lossy_only_run_seeds_a_near_lossless_run(tmp_path, photo) -> None:
         out = codec.decompress(codec.compress(photo, tau).data).pixels
         err = abs(out.astype(int) - photo.astype(int)).max()
         assert err <= tau and (tau or err == 0)
+
+
+def test_wider_and_deeper_head_starts_as_the_trained_one(tmp_path, photo) -> None:
+    """A residual head grown in every size (context, trunk width and depth, channel layers) computes
+    what the shipped model's head computed, for both heads and every tau, and its new units train."""
+    from nlic.api import default_model_path
+    from nlic.model_io import build_codec, load_model
+
+    shipped = load_model(default_model_path())
+    small = shipped.codec.eval()
+    config = {**shipped.config, "residual": {**shipped.config["residual"], "context_channels": 80, "hidden": 72,
+                                             "layers": 2, "channel_hidden": 40}}
+    torch.manual_seed(3)
+    wide = build_codec(config).eval()
+    counts = load_init_weights(wide, default_model_path())
+    assert counts["fresh"] == 0  # every tensor of the grown model came from the small one
+    x = torch.from_numpy(photo).permute(2, 0, 1)[None].float()
+    x = torch.nn.functional.pad(x, (0, 192 - x.shape[-1], 0, 128 - x.shape[-2]), mode="replicate")
+    with torch.no_grad():
+        for tau in (0, 1, 3):
+            a, b = small.estimate(x, tau), wide.estimate(x, tau)
+            assert torch.allclose(a["residual_bits"], b["residual_bits"], rtol=1e-4), tau
+    # the grown blocks are not dead: a gradient step moves the zero-initialised weights
+    wide.train()
+    out = wide(x, torch.tensor([2]))
+    out["residual_bits"].sum().backward()
+    head = wide.residual.head
+    assert head.trunk[1].weight.grad[:, 64:].abs().sum() > 0  # trunk.1 reads new units of trunk.0
+    assert head.channel_in[0].weight.grad[:, 64:72].abs().sum() > 0
+    with pytest.raises(ValueError, match="grow"):  # a smaller head cannot start from a larger one
+        widen_heads(wide.state_dict(), small.state_dict())

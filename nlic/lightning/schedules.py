@@ -29,18 +29,29 @@ class StepDecay:
 
 
 class CosineDecay:
-    """Cosine from 1 down to ``final`` over ``trainer.max_steps`` optimizer steps (else the estimated total)."""
+    """Cosine from 1 down to ``final`` over ``trainer.max_steps`` optimizer steps (else the estimated total).
+
+    ``warmup``: the first ``warmup`` steps ramp the factor up linearly.  A warm start needs it:
+    Adam's first updates move every weight by about the full rate whatever its gradient, which
+    throws a trained model far off (measured: a shipped head fine-tuned at 3e-4 without warm-up
+    went from 1.53 to 6.1 bpp in 40 steps and ended above where it started).
+    """
 
     interval = "step"
 
-    def __init__(self, final: float = 0.05) -> None:
-        self.final = float(final)
+    def __init__(self, final: float = 0.05, warmup: int = 0) -> None:
+        self.final, self.warmup = float(final), int(warmup)
 
     def factor(self, trainer: pl.Trainer) -> float:
         total = trainer.max_steps if trainer.max_steps and trainer.max_steps > 0 else None
         if total is None:
             total = max(1, trainer.estimated_stepping_batches)
-        return self.at(min(1.0, trainer.global_step / total))
+        return self.warmed(trainer, self.at(min(1.0, trainer.global_step / total)))
+
+    def warmed(self, trainer: pl.Trainer, factor: float) -> float:
+        if self.warmup <= 0:
+            return factor
+        return factor * min(1.0, (trainer.global_step + 1) / self.warmup)
 
     def at(self, progress: float) -> float:
         """The factor at ``progress`` (0 .. 1) of the way."""
@@ -60,7 +71,7 @@ class WallClockCosineDecay(CosineDecay):
         if remaining is None or timer.start_time("train") is None:
             return super().factor(trainer)
         elapsed = timer.time_elapsed("train")
-        return self.at(min(1.0, elapsed / max(elapsed + remaining, 1e-9)))
+        return self.warmed(trainer, self.at(min(1.0, elapsed / max(elapsed + remaining, 1e-9))))
 
 
 def schedule_config(lr_schedule: str = "step", lr_decay_start: int | None = None, lr_decay: float = 0.9,

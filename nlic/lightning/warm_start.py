@@ -14,6 +14,8 @@ Accepted files (all read with ``weights_only=True``):
 A tensor whose shape differs from the module's (a layer whose width changed, e.g. the synthesis
 output of 3 image + ``feature_channels`` channels) gets the overlapping block copied (the image
 channels and the first feature channels) and keeps its fresh values elsewhere; it is listed in the log.
+A residual head of larger sizes (``residual.context_channels``, ``hidden``, ``layers``,
+``channel_hidden``) starts as the smaller trained one, function-preserving (:mod:`nlic.lightning.widen`).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from pathlib import Path
 import torch
 
 from nlic.errors import ModelError
+from nlic.lightning.widen import widen_heads
 from nlic.model_io import CDF_BUFFERS, checkpoint_codec_state, read_model_file
 
 log = logging.getLogger("nlic.train")
@@ -61,6 +64,7 @@ def load_init_weights(codec: torch.nn.Module, path: str | Path, only: str | None
         state = {dst + k[len(src):]: v for k, v in state.items() if k.startswith(src)}
         only = only or dst
     own = codec.state_dict()
+    state = widen_heads(state, own)  # a wider or deeper residual head starts as the trained one
     has_lossy_layer = any(k.startswith("lossy.") for k in own)
     if has_lossy_layer and not any(k.startswith(("lossy.", "residual.")) for k in state):
         state = {f"lossy.{k}": v for k, v in state.items()}
