@@ -260,17 +260,27 @@ def test_configs_compose():
 
 def test_gpu_stage_composes_warm_started_and_timed() -> None:
     """experiment=default_model_gpu (benchmarks/device_stage.sh): the shipped model's weights, the
-    GPU trainer, a cosine over the time budget, no real-coding evaluation (its libraries may be
+    GPU trainer, a warm-up and a cosine over the time budget, no real-coding evaluation (its libraries may be
     missing there), colour crops of the coder's patch size, the held-out photos for validation."""
     from pathlib import Path
 
-    from nlic.lightning.schedules import schedule_config
     from tests._runs import compose
 
     cfg = compose(["experiment=default_model_gpu", "data.root=/x", "data.val_root=/y"])
     assert Path(cfg.init_weights).is_file() and Path(cfg.init_weights).name == "default_model.pt"
     assert cfg.trainer.accelerator == "gpu" and cfg.trainer.max_time and cfg.trainer.max_steps == -1
-    assert schedule_config(cfg.model.lr_schedule)["_target_"].endswith("WallClockCosineDecay")
+    assert cfg.model.scheduler._target_.endswith("WallClockCosineDecay") and cfg.model.scheduler.warmup > 0
     assert not cfg.evaluate.enabled and not cfg.demo and cfg.model.train_heads == "all"
     assert cfg.data.crop == 64 and cfg.data.gray_fraction == 0 and cfg.data.val_files == list(cfg.val_photos)
     assert "csv" in cfg.logger and "wandb" not in cfg.logger
+    # its grey-heads run: the shipped grey heads renamed into the plain ones, grey crops and validation
+    grey = compose(["experiment=default_model_gray_gpu", "data.root=/x", "data.val_root=/y"])
+    assert [str(e).split(":")[-1] for e in grey.init_weights] == [
+        "residual.gray_head.->residual.head.", "residual.gray_tau_head.->residual.tau_head."]
+    assert grey.data.gray_fraction == 1.0 and grey.data.val_gray and grey.trainer.accelerator == "gpu"
+    # the wide run: every size of the residual head at least the shipped one's (it grows from it)
+    wide = compose(["experiment=wide_model_gpu", "data.root=/x", "data.val_root=/y"])
+    sizes = ("context_channels", "hidden", "layers", "channel_hidden")
+    assert all(wide.residual[k] >= cfg.residual[k] for k in sizes) and any(wide.residual[k] > cfg.residual[k]
+                                                                          for k in sizes)
+    assert wide.init_weights == cfg.init_weights and wide.model.scheduler.warmup > 0

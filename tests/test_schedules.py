@@ -38,3 +38,22 @@ def test_wall_clock_cosine_anneals_over_the_trainers_time_budget() -> None:
 def test_unknown_schedule_is_refused_with_the_choices() -> None:
     with pytest.raises(ValueError, match="cosine_time"):
         schedule_config("linear")
+
+
+def test_warmup_ramps_the_rate_up_then_follows_the_cosine() -> None:
+    """``warmup`` steps ramp the factor linearly (a warm start is thrown off by Adam's first, full-size
+    updates), then it is the plain cosine; without it nothing changes."""
+
+    class Steps:
+        max_steps = 1000
+        global_step = 0
+
+    trainer = Steps()
+    warm, plain = CosineDecay(0.1, warmup=100), CosineDecay(0.1)
+    assert warm.factor(trainer) == pytest.approx(0.01 * plain.factor(trainer))
+    trainer.global_step = 49
+    assert warm.factor(trainer) == pytest.approx(0.5 * plain.factor(trainer))
+    for step in (99, 500, 999):
+        trainer.global_step = step
+        assert warm.factor(trainer) == pytest.approx(plain.factor(trainer))
+    assert CosineDecay(0.1, warmup=0).factor(trainer) == plain.factor(trainer)
