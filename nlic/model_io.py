@@ -91,9 +91,14 @@ def without_bias_correction(model: LoadedModel) -> LoadedModel:
     return LoadedModel(codec, config, quantization, model_id(config, codec.state_dict(), quantization), model.path)
 
 
+#: residual-network sizes in which grey heads may be smaller than the colour heads they join
+GROWABLE_SIZES = ("context_channels", "hidden", "layers", "channel_hidden")
+
+
 def with_gray_heads(model: LoadedModel, gray: LoadedModel) -> tuple[NearLosslessCodec, dict]:
-    """``model`` with the heads of ``gray`` (same architecture, trained on grey crops) as its grey
-    heads: grey images are then coded by them, colour images exactly as before."""
+    """``model`` with the heads of ``gray`` (same architecture, trained on grey crops; or smaller,
+    then grown function-preservingly, :mod:`nlic.residual.widen`) as its grey heads: grey images
+    are then coded by them, colour images exactly as before."""
     from nlic.residual.network import attach_gray_heads
 
     config = json.loads(json.dumps(model.config))
@@ -101,9 +106,15 @@ def with_gray_heads(model: LoadedModel, gray: LoadedModel) -> tuple[NearLossless
     gray_residual = dict(gray.config["residual"])
     for key in (residual, gray_residual):
         key.pop("gray_heads", None)
-    if residual != gray_residual or config["lossy"] != gray.config["lossy"]:
+    # smaller grey heads are grown to the colour heads' sizes, computing what they computed
+    smaller = all(gray_residual.get(k, 0) <= residual.get(k, 0) for k in GROWABLE_SIZES)
+    for key in (residual, gray_residual):
+        for size in GROWABLE_SIZES:
+            key.pop(size, None)
+    if residual != gray_residual or config["lossy"] != gray.config["lossy"] or not smaller:
         raise ModelError("the grey model's architecture differs from the colour model's (residual and lossy "
-                         "configs must match)")
+                         "configs must match; the grey heads may be smaller: "
+                         f"{', '.join(GROWABLE_SIZES)})")
     config["residual"] = {**config["residual"], "gray_heads": True}
     codec = build_codec(config)
     missing = load_codec_state(codec, model.codec.state_dict(), strict=False)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
 from nlic.errors import ModelError
 from nlic.lightning.warm_start import load_init_weights
-from nlic.lightning.widen import widen_heads
+from nlic.residual.widen import widen_heads
 from tests.conftest import TINY_CONFIG
 
 
@@ -151,3 +152,34 @@ def test_wider_and_deeper_head_starts_as_the_trained_one(tmp_path, photo) -> Non
     assert head.channel_in[0].weight.grad[:, 64:72].abs().sum() > 0
     with pytest.raises(ValueError, match="grow"):  # a smaller head cannot start from a larger one
         widen_heads(wide.state_dict(), small.state_dict())
+
+
+def test_smaller_grey_heads_join_a_wide_model_grown(photo) -> None:
+    """``nlic export WIDE --gray-heads SMALL``: grey heads smaller than the colour heads are grown to
+    their sizes and compute what they computed (larger ones are refused)."""
+    from types import SimpleNamespace
+
+    from nlic.api import default_model_path
+    from nlic.model_io import build_codec, load_model, with_gray_heads
+
+    shipped = load_model(default_model_path())
+    sizes = {"context_channels": 80, "hidden": 72, "layers": 2, "channel_hidden": 40}
+    config = {**shipped.config, "residual": {**shipped.config["residual"], **sizes, "gray_heads": False}}
+    torch.manual_seed(4)
+    wide = SimpleNamespace(codec=build_codec(config).eval(), config=config)
+    codec, joined = with_gray_heads(wide, shipped)
+    assert joined["residual"]["gray_heads"] and joined["residual"]["hidden"] == 72
+    grey = torch.from_numpy(photo[..., 1].astype(np.float32))[None, None].repeat(1, 3, 1, 1) - 128.0
+    for name in ("gray_head", "gray_tau_head"):
+        small, grown = getattr(shipped.codec.residual, name), getattr(codec.residual, name)
+        tau_index = torch.tensor([1]) if small.num_taus else None
+        outs = []
+        for head in (small, grown):
+            pre = head.context_full(grey)
+            trunk = head.trunk_features(pre, None, tau_index)
+            outs.append([head.channel_params(c, trunk, pre, pre[..., -3:] * 0, tau_index) for c in range(3)])
+        for a, b in zip(*outs):
+            for field in ("logits", "means", "log_scales"):
+                assert torch.allclose(getattr(a, field), getattr(b, field), atol=1e-4), (name, field)
+    with pytest.raises(ModelError, match="may be smaller"):
+        with_gray_heads(shipped, SimpleNamespace(codec=wide.codec, config=config))

@@ -15,7 +15,7 @@ A tensor whose shape differs from the module's (a layer whose width changed, e.g
 output of 3 image + ``feature_channels`` channels) gets the overlapping block copied (the image
 channels and the first feature channels) and keeps its fresh values elsewhere; it is listed in the log.
 A residual head of larger sizes (``residual.context_channels``, ``hidden``, ``layers``,
-``channel_hidden``) starts as the smaller trained one, function-preserving (:mod:`nlic.lightning.widen`).
+``channel_hidden``) starts as the smaller trained one, function-preserving (:mod:`nlic.residual.widen`).
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from pathlib import Path
 import torch
 
 from nlic.errors import ModelError
-from nlic.lightning.widen import widen_heads
 from nlic.model_io import CDF_BUFFERS, checkpoint_codec_state, read_model_file
+from nlic.residual.widen import widen_heads
 
 log = logging.getLogger("nlic.train")
 

@@ -215,16 +215,20 @@ class ResidualNetwork(nn.Module):
 @torch.no_grad()
 def attach_gray_heads(network: ResidualNetwork, gray: ResidualNetwork) -> None:
     """Give ``network`` (built with ``gray_heads=True``) grey heads from ``gray``, a network of the
-    same topology: its own grey heads where it has them (a shipped model whose colour heads are
-    being replaced), else its heads (a network trained on grey crops)."""
+    same topology (or a smaller one, grown to this one's sizes): its own grey heads where it has
+    them (a shipped model whose colour heads are being replaced), else its heads (a network trained
+    on grey crops)."""
     if not network.has_gray_heads:
         raise ValueError("the network has no grey heads (build it with gray_heads=True)")
+    from nlic.residual.widen import widen_heads
+
     plain, conditioned = (gray.gray_head, gray.gray_tau_head) if gray.has_gray_heads else (gray.head, gray.tau_head)
-    network.gray_head.load_state_dict(plain.state_dict())
+    network.gray_head.load_state_dict(widen_heads(plain.state_dict(), network.gray_head.state_dict()))
     if network.gray_tau_head is not None:
         if conditioned is None:
             raise ValueError("the grey network has no bias-correction head to attach")
-        network.gray_tau_head.load_state_dict(conditioned.state_dict())
+        network.gray_tau_head.load_state_dict(widen_heads(conditioned.state_dict(),
+                                                          network.gray_tau_head.state_dict()))
 
 
 @torch.no_grad()

@@ -17,7 +17,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--gray-heads", type=Path, metavar="GRAY",
                    help="checkpoint or model of the same architecture trained on grey crops "
                         "(data.gray_fraction=1): its heads become the model's grey heads; a model "
-                        "with grey heads of its own (e.g. the shipped default) gives those")
+                        "with grey heads of its own (e.g. the shipped default) gives those; smaller "
+                        "heads are grown to the model's sizes, computing what they computed")
     p.add_argument("--no-register", action="store_true",
                    help="do not copy the model into the model store (where decompress finds models by id)")
     p.add_argument("--force", action="store_true", help="overwrite an existing output")
