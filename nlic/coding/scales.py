@@ -361,6 +361,7 @@ def choose_means(tables: list[np.ndarray], symbols: list[np.ndarray], lo: list[n
     width = 2 * tau + 1
     for c, (table, sym, low, high, sources, off) in enumerate(zip(tables, symbols, lo, hi, levels, base)):
         savings: dict[int, float] = {}
+        weights = mixture_weights(table, sharp[c])
         for sweep in range(MEAN_SWEEPS):
             # (the first sweep on every FIRST_SWEEP_STRIDE-th symbol: the later ones refine it)
             stride = FIRST_SWEEP_STRIDE if sweep == 0 and MEAN_SWEEPS > 1 else 1
@@ -377,7 +378,8 @@ def choose_means(tables: list[np.ndarray], symbols: list[np.ndarray], lo: list[n
                                                    MEAN_LOWEST, MEAN_HIGHEST, MEAN_COARSE, sharp[c],
                                                    shift_step=width / MEAN_STEPS, order=order, moved_by=off[sub],
                                                    # and shifted by the other sources' offsets:
-                                                   shifted_by=mean_shift(part, others, width))
+                                                   shifted_by=mean_shift(part, others, width),
+                                                   weights=weights[sub])
                 saved = (zero - cost) * scale * stride
                 out[c, j] = np.where(saved > MEAN_MIN_BITS, best, 0)
                 savings[j] = float((saved * (out[c, j] != 0)).sum())
@@ -813,7 +815,7 @@ def _search_channel(table: np.ndarray, symbols: np.ndarray, lo: np.ndarray, hi: 
                     tau: int, base: int, step: int, lowest: int, highest: int, coarse: int,
                     sharpness: int = SHARPNESS_STEPS, shift_step: float = 0.0, order: np.ndarray | None = None,
                     moved_by: np.ndarray | None = None, shifted_by: np.ndarray | None = None,
-                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                    weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """For each group ``starts[g]:starts[g+1]`` of symbols (mixtures ``table`` ``[n, 3K]`` under
     ``sharpness``), the best log-scale offset ``base + step * d`` and mean shift ``shift_step * d``
     pixels over ``d`` in ``lowest..highest`` (coarse steps from 0 while the estimate falls, then
@@ -823,14 +825,16 @@ def _search_channel(table: np.ndarray, symbols: np.ndarray, lo: np.ndarray, hi: 
     ``order``: the symbols in group order (indices into the arrays; None: as they are);
     ``moved_by``, ``shifted_by``: each symbol's log-scale offset and mean shift to apply first, as
     :func:`moved` and :func:`shifted` do.  Read in place: copying the reordered, moved and shifted
-    tables cost the encoder about as much as the searches on them."""
+    tables cost the encoder about as much as the searches on them.  ``weights``: the table's mixture
+    weights under ``sharpness`` (:func:`mixture_weights`; None: computed here)."""
     inverse_scale = np.exp(-(LOG_SCALE_MIN + np.arange(LOG_SCALE_LEVELS) / LOG_SCALE_STEPS))
     none = np.zeros(0, dtype=np.int64)
     index = np.arange(len(symbols), dtype=np.int64) if order is None else np.ascontiguousarray(order, dtype=np.int64)
     per_symbol = (none if x is None else np.ascontiguousarray(x, dtype=np.int64) for x in (moved_by, shifted_by))
     return _search(np.ascontiguousarray(table, dtype=np.int32),
                    *(np.ascontiguousarray(x, dtype=np.int64) for x in (symbols, lo, hi, starts)), index, *per_symbol,
-                   tau, inverse_scale, base, step, float(shift_step), lowest, highest, max(coarse, 1), sharpness, _TANH)
+                   tau, inverse_scale, base, step, float(shift_step), lowest, highest, max(coarse, 1), sharpness, _TANH,
+                   np.zeros((0, 1)) if weights is None else np.ascontiguousarray(weights, dtype=np.float64))
 
 
 #: tanh(x / 2) tabulated for the search, linearly interpolated (error under 1e-6; the per-patch
@@ -885,8 +889,37 @@ def _better(d, best, cost, best_cost):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, nogil=True, fastmath=_FAST)
+def _weights_of(table, i, sharpness, out):  # pragma: no cover - compiled
+    """The mixture weights of row ``i`` of ``table`` under ``sharpness`` into ``out`` ``[K]`` (as _CodeLength)."""
+    K = out.shape[0]
+    top = np.int64(table[i, 0])
+    for k in range(1, K):
+        top = max(top, np.int64(table[i, k]))
+    norm = 0.0
+    for k in range(K):
+        out[k] = np.exp(-sharpened_gap(top - table[i, k], sharpness) / LOGIT_STEPS)
+        norm += out[k]
+    for k in range(K):
+        out[k] /= norm
+
+
+@numba.njit(cache=True, nogil=True, fastmath=_FAST)
+def _all_weights(table, sharpness):  # pragma: no cover - compiled
+    out = np.empty((table.shape[0], table.shape[1] // 3))
+    for i in range(table.shape[0]):
+        _weights_of(table, i, sharpness, out[i])
+    return out
+
+
+def mixture_weights(table: np.ndarray, sharpness: int = SHARPNESS_STEPS) -> np.ndarray:
+    """Every row's mixture weights ``[n, K]`` under ``sharpness``, as the search computes them (the
+    mean search reads them once per channel, not once per source and sweep)."""
+    return _all_weights(np.ascontiguousarray(table, dtype=np.int32), int(sharpness))
+
+
+@numba.njit(cache=True, nogil=True, fastmath=_FAST)
 def _search(table, symbols, lo, hi, starts, index, moved_by, shifted_by, tau, inverse_scale, base, step, shift_step,
-            lowest, highest, coarse, sharpness, tanh_table):  # pragma: no cover - compiled
+            lowest, highest, coarse, sharpness, tanh_table, given_weights):  # pragma: no cover - compiled
     groups, K = starts.shape[0] - 1, table.shape[1] // 3
     width = 2 * tau + 1
     most = 0
@@ -906,17 +939,14 @@ def _search(table, symbols, lo, hi, starts, index, moved_by, shifted_by, tau, in
             continue
         for j in range(n):  # what does not depend on the offset (as _CodeLength)
             i = index[a + j]
-            top = np.int64(table[i, 0])
-            for k in range(1, K):
-                top = max(top, np.int64(table[i, k]))
-            norm = 0.0
-            for k in range(K):
-                weights[j, k] = np.exp(-sharpened_gap(top - table[i, k], sharpness) / LOGIT_STEPS)
-                norm += weights[j, k]
+            if given_weights.shape[0]:
+                for k in range(K):
+                    weights[j, k] = given_weights[i, k]
+            else:
+                _weights_of(table, i, sharpness, weights[j])
             centre = symbols[i] * width
             shift = shifted_by[i] if shifted_by.shape[0] else 0
             for k in range(K):
-                weights[j, k] /= norm
                 mu = (np.int64(table[i, K + k]) + shift) / MEAN_STEPS
                 upper[j, k] = np.inf if symbols[i] >= hi[i] else centre + tau + 0.5 - mu
                 lower[j, k] = -np.inf if symbols[i] <= lo[i] else centre - tau - 0.5 - mu
