@@ -77,10 +77,14 @@ def test_a_model_with_grey_heads_gives_its_grey_heads(models, tmp_path: Path) ->
                    for k, v in net.gray_head.state_dict().items())  # (the colour heads differ: a real check)
 
 
-def test_grey_heads_need_the_same_architecture(models, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+@pytest.mark.parametrize("change", [{"mixtures": 3}, {"hidden": 32}], ids=["other mixtures", "larger"])
+def test_grey_heads_need_the_same_architecture(models, tmp_path: Path, capsys: pytest.CaptureFixture,
+                                               change: dict) -> None:
+    """Grey heads of another topology, or larger than the colour heads, are refused (smaller ones
+    are grown: tests/test_warm_start.py)."""
     colour, _, _ = models
     other = make_tiny_model(tmp_path / "other.pt", config={
-        **TINY_CONFIG, "residual": {**TINY_CONFIG["residual"], "hidden": 8}})
+        **TINY_CONFIG, "residual": {**TINY_CONFIG["residual"], **change}})
     assert main(["export", str(colour), str(tmp_path / "x.pt"), "--gray-heads", str(other), "--no-register"]) != 0
     assert "architecture differs" in capsys.readouterr().err
     assert not (tmp_path / "x.pt").exists()
