@@ -22,7 +22,7 @@ import re
 import torch
 from torch import Tensor
 
-CHANNELS = 3
+from nlic.residual.network import CHANNELS
 
 
 def _head_prefixes(state: dict[str, Tensor]) -> list[str]:
@@ -115,9 +115,5 @@ def widen_heads(state: dict[str, Tensor], own: dict[str, Tensor]) -> dict[str, T
             if old_films:
                 for name in ("scale", "bias"):
                     grown[f"{prefix}film.{i}.{name}"] = torch.zeros_like(own[f"{prefix}film.{i}.{name}"])
-        for k in list(state):
-            if k.startswith(prefix) and k not in grown and (k.startswith(prefix + "film.")
-                                                         or k.startswith(prefix + "trunk.")):
-                del state[k]  # a source film index not moved above (cannot happen for valid heads)
         state.update(grown)
     return state
