@@ -22,8 +22,6 @@ import re
 import torch
 from torch import Tensor
 
-from nlic.residual.network import CHANNELS
-
 
 def _head_prefixes(state: dict[str, Tensor]) -> list[str]:
     return [k[: -len("context_weight")] for k in state if k.endswith("context_weight")]
@@ -69,7 +67,8 @@ def widen_heads(state: dict[str, Tensor], own: dict[str, Tensor]) -> dict[str, T
             continue
         if new_layers < old_layers or own[key].shape[0] < state[key].shape[0]:
             raise ValueError(f"{prefix}: can only grow a head, not shrink it")
-        old_c, new_c = state[key].shape[0] - CHANNELS, own[key].shape[0] - CHANNELS
+        channels = own[key].shape[1]  # the context layer reads, and predicts one mean for, each channel
+        old_c, new_c = state[key].shape[0] - channels, own[key].shape[0] - channels
         grown: dict[str, Tensor] = {}
         # context layer: features, then the per-channel mean predictions (moved to the end)
         for name in ("context_weight", "context_bias"):
@@ -91,7 +90,7 @@ def widen_heads(state: dict[str, Tensor], own: dict[str, Tensor]) -> dict[str, T
                 grown[b] = own[b].detach().clone()
                 grown[b][:width_old] = 0.0
             width_new = own[w].shape[0]
-        for c in range(CHANNELS):
+        for c in range(channels):
             w, b = f"{prefix}channel_in.{c}.weight", f"{prefix}channel_in.{c}.bias"
             n_cur = state[w].shape[1] - width_old
             in_map = [(slice(0, width_old), slice(0, width_old)),
