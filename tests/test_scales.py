@@ -636,16 +636,16 @@ def test_chroma_offsets_for_red_are_refused() -> None:
 
 def test_grey_heads_code_red_where_they_pay_and_decode_exactly(default_codecs, monkeypatch) -> None:
     """Formats 8 and 9: on astronaut the grey heads' R (from the R plane alone) beats the colour
-    heads' and the file gets smaller at tau 0 and 2; on chelsea they do not, and its tiles keep R
-    on the colour heads; every file decodes within tau by a fresh codec, also with tiles of both
-    kinds decoded in lockstep."""
+    heads' and the file gets smaller at tau 0 and 2; on a stained micrograph they do not, and its
+    tiles keep R on the colour heads; every file decodes within tau by a fresh codec, also with
+    tiles of both kinds decoded in lockstep."""
     from nlic.api import load_codec
     from nlic.coding.image import ImageCodec
 
     codec = default_codecs[0]
     fresh = load_codec(tile=512).image_codec
     fresh.threads = 1  # every learned tile of a file in one lockstep group
-    for name, pays in (("astronaut", True), ("chelsea", False)):
+    for name, pays in (("astronaut", True), ("immunohistochemistry", False)):
         img = np.ascontiguousarray(getattr(data, name)()[:256, :384])
         for tau in (0, 2):
             sizes = {}
