@@ -70,7 +70,7 @@ case "${1:-}" in
     exit $status
     ;;
   *)
-    echo "usage: $0 prepare TRAIN_DIR HELD_OUT_DIR | $0 run OUT_DIR [OVERRIDES...]" >&2
+    echo "usage: $0 prepare TRAIN_DIR HELD_OUT_DIR | $0 run OUT_DIR [SPEC...]" >&2
     exit 2
     ;;
 esac

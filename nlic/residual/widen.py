@@ -61,9 +61,8 @@ def widen_heads(state: dict[str, Tensor], own: dict[str, Tensor]) -> dict[str, T
         if key not in state:
             continue
         old_layers, new_layers = _count(state, prefix, "trunk"), _count(own, prefix, "trunk")
-        if state[key].shape == own[key].shape and old_layers == new_layers and all(
-            state[k].shape == own[k].shape for k in own if k.startswith(prefix) and k in state
-        ):
+        if old_layers == new_layers and all(state[k].shape == own[k].shape
+                                            for k in own if k.startswith(prefix) and k in state):
             continue
         if new_layers < old_layers or own[key].shape[0] < state[key].shape[0]:
             raise ValueError(f"{prefix}: can only grow a head, not shrink it")
@@ -110,9 +109,8 @@ def widen_heads(state: dict[str, Tensor], own: dict[str, Tensor]) -> dict[str, T
                 out = torch.zeros_like(fresh)
                 out[:, : old.shape[1]] = old.to(out.dtype)
                 grown[f"{prefix}film.{j}.{name}"] = out
-        for i in range(old_layers + 1, new_layers + 1):
-            if old_films:
-                for name in ("scale", "bias"):
-                    grown[f"{prefix}film.{i}.{name}"] = torch.zeros_like(own[f"{prefix}film.{i}.{name}"])
+        for i in range(old_layers + 1, new_layers + 1) if old_films else ():
+            for name in ("scale", "bias"):
+                grown[f"{prefix}film.{i}.{name}"] = torch.zeros_like(own[f"{prefix}film.{i}.{name}"])
         state.update(grown)
     return state
