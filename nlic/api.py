@@ -79,7 +79,7 @@ def load_codec_for(data: bytes, model: str | Path | None = None, device: str = "
 
 def load_codec(model: str | Path | None = None, tile: int = DEFAULT_TILE, stored_fallback: bool = True,
                device: str = "cpu", shift_grids: bool = True, fit_scales: bool = True,
-               patch_scales: bool = True, grey_red: bool = True) -> Codec:
+               patch_scales: bool = True, grey_red: bool = True, jxl_tiles: bool = True) -> Codec:
     """Load a model file or ``nlic-train`` checkpoint (``None``: the shipped default model);
     ``stored_fallback=False`` always keeps the learned code (studies of the model itself);
     ``device``: ``cpu``, ``cuda`` or ``auto`` (files are identical whichever runs them);
@@ -89,9 +89,12 @@ def load_codec(model: str | Path | None = None, tile: int = DEFAULT_TILE, stored
     refined per patch (format 3 files); ``grey_red=False``: a colour tile's R always from the colour
     heads, never the grey heads (no format 8 tiles, no format 9 tile with the grey heads' flag:
     about a fifth faster to encode and decode where the grey heads would have coded R, 0.5-1.2 %
-    larger files)."""
+    larger files); ``jxl_tiles=False``: nothing stored as JPEG XL lossless (at tau = 0 the encoder
+    codes the whole image as JPEG XL too and keeps it where it is smaller than the tiles; a tile
+    close to its PNG is tried as JPEG XL at any tau: see :mod:`nlic.coding.fallback`)."""
     path = Path(model) if model is not None else default_model_path()
     codec = ImageCodec(load_model(path), tile=tile, stored_fallback=stored_fallback, device=device,
                        shift_grids=shift_grids, fit_scales=fit_scales, patch_scales=patch_scales)
     codec.grey_red = grey_red
+    codec.jxl_tiles = jxl_tiles
     return Codec(codec)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from nlic.api import load_codec
-from nlic.bitstream.container import Container
+from nlic.bitstream.container import STORED_JXL, STORED_PNG, Container
 from nlic.coding import fallback
 
 #: container header + trailing crc, and the framing of one tile (kind u8, length u32)
@@ -98,7 +98,8 @@ def test_tile_adaptation_pays_on_photos() -> None:
     from skimage import data
 
     img = np.ascontiguousarray(data.astronaut()[:512, :512])  # one 512-pixel tile
-    bare, default = load_codec(fit_scales=False), load_codec()
+    # (no JPEG XL tiles: at tau 0 this tile is a little smaller as JPEG XL, and the learned code is the study)
+    bare, default = load_codec(fit_scales=False, jxl_tiles=False), load_codec(jxl_tiles=False)
     adapted, plain = bare.compress(img, 0, adapt=True), bare.compress(img, 0)
     assert all(t.adapt for t in Container.from_bytes(adapted.data).tiles)
     assert not any(t.adapt for t in Container.from_bytes(plain.data).tiles)
@@ -107,3 +108,96 @@ def test_tile_adaptation_pays_on_photos() -> None:
     assert len(both.data) <= len(scaled.data) < len(plain.data)
     for result in (adapted, plain, both, scaled):
         assert np.array_equal(default.decompress(result.data).pixels, img)
+
+
+def test_jpeg_xl_where_it_pays(tmp_path, monkeypatch) -> None:
+    """At tau 0 the encoder also codes the whole image as JPEG XL lossless and keeps it where it is
+    smaller than the tiles: astronaut's top-left 512 x 512, in four 256-pixel tiles, is (JPEG XL's
+    context tree beats the shipped model on it by ~3 %): the file is one JPEG XL tile covering the
+    image (format 10) and decodes exactly in a fresh process; ``--no-jxl-tiles`` keeps the learned
+    tiles.  At tau 2 the learned code wins, and JPEG XL is not even tried on a photo."""
+    import subprocess
+    import sys
+
+    from PIL import Image
+    from skimage import data
+
+    from nlic.bitstream.container import LEARNED_KINDS
+
+    img = np.ascontiguousarray(data.astronaut()[:512, :512])
+    src = tmp_path / "astronaut.png"
+    Image.fromarray(img).save(src)
+    for flags, jxl in (([], True), (["--no-jxl-tiles"], False)):
+        nl, out = tmp_path / f"a{jxl}.nlic", tmp_path / f"a{jxl}.png"
+        subprocess.run([sys.executable, "-m", "nlic.cli.main", "compress", str(src), str(nl), "--tile", "256", *flags],
+                       check=True)
+        subprocess.run([sys.executable, "-m", "nlic.cli.main", "decompress", str(nl), str(out)], check=True)
+        assert np.array_equal(np.asarray(Image.open(out)), img)
+        container = Container.from_bytes(nl.read_bytes())
+        kinds = [t.kind for t in container.tiles]
+        assert kinds == [STORED_JXL] if jxl else (len(kinds) == 4 and set(kinds) <= set(LEARNED_KINDS)), kinds
+        assert (container.version, container.tile) == ((10, 512) if jxl else (9, 256))
+    assert (tmp_path / "aTrue.nlic").stat().st_size < (tmp_path / "aFalse.nlic").stat().st_size
+    import imagecodecs
+
+    calls = []
+    encode = imagecodecs.jpegxl_encode
+    monkeypatch.setattr(imagecodecs, "jpegxl_encode", lambda *a, **k: calls.append(1) or encode(*a, **k))
+    coded = load_codec().compress(img, 2)
+    assert all(t.kind in LEARNED_KINDS for t in Container.from_bytes(coded.data).tiles) and not calls
+
+
+def test_jpeg_xl_tiles_in_a_synthetic_image() -> None:
+    """A tile whose fastest PNG comes close to the learned code (content unlike photos) is tried as
+    JPEG XL at any tau: scikit-image's horse silhouette at tau 2 in 128-pixel tiles keeps JPEG XL
+    tiles beside a learned one, within the bound."""
+    from skimage import data
+
+    from nlic.bitstream.container import LEARNED_KINDS
+
+    img = np.ascontiguousarray((data.horse()[:256, :256] * 255).astype(np.uint8))
+    codec = load_codec(tile=128)
+    coded = codec.compress(img, 2)
+    kinds = [t.kind for t in Container.from_bytes(coded.data).tiles]
+    assert STORED_JXL in kinds and any(k in LEARNED_KINDS for k in kinds), kinds
+    restored = codec.decompress(coded.data).pixels[..., 0]
+    assert np.abs(restored.astype(int) - img).max() <= 2
+    assert len(load_codec(tile=128, jxl_tiles=False).compress(img, 2).data) > len(coded.data)
+
+
+@pytest.mark.parametrize("shape", [(512, 512), (28, 512), (448, 28), (1, 300), (300, 1), (7, 5), (480, 640),
+                                   (96, 128), (200, 80)])
+def test_stored_tile_sizes_are_read_from_their_headers(shape) -> None:
+    """The decoder reads a stored PNG's or JPEG XL tile's size from its header before decoding it
+    (every size class of JPEG XL's SizeHeader: multiples of 8, aspect ratios, large and small)."""
+    import imagecodecs
+
+    rng = np.random.default_rng(sum(shape))
+    for channels in (1, 3):
+        plane = rng.integers(0, 5, shape if channels == 1 else (*shape, 3), dtype=np.uint8)
+        jxl = bytes(imagecodecs.jpegxl_encode(plane, lossless=True, effort=1, numthreads=1))
+        assert fallback._jxl_size(jxl) == shape
+        assert fallback._png_size(bytes(imagecodecs.png_encode(plane))) == shape
+        decoded = fallback.decode(STORED_JXL, jxl, (*shape, channels), 0)
+        assert np.array_equal(decoded, plane.reshape(*shape, channels))
+
+
+def test_stored_tile_bombs_are_refused_before_decoding(monkeypatch) -> None:
+    """A valid PNG or JPEG XL claiming a far larger image than its tile is refused from its header:
+    the decoder is never called (it would allocate the whole image first)."""
+    import imagecodecs
+
+    from nlic.errors import BitstreamError
+
+    big = np.zeros((3000, 3000), np.uint8)
+    bombs = {STORED_PNG: bytes(imagecodecs.png_encode(big)),
+             STORED_JXL: bytes(imagecodecs.jpegxl_encode(big, lossless=True, effort=1))}
+    calls = []
+    monkeypatch.setattr(imagecodecs, "png_decode", lambda *a, **k: calls.append(1))
+    monkeypatch.setattr(imagecodecs, "jpegxl_decode", lambda *a, **k: calls.append(1))
+    for kind, bomb in bombs.items():
+        with pytest.raises(BitstreamError, match="does not match its size"):
+            fallback.decode(kind, bomb, (64, 64, 1), 0)
+        with pytest.raises(BitstreamError, match="cannot be decoded"):
+            fallback.decode(kind, b"\x00" + bomb[1:], (64, 64, 1), 0)
+    assert not calls

@@ -33,6 +33,7 @@ from skimage import data as skdata
 from nlic.bitstream.container import (
     FORMAT_VERSION,
     LEARNED_KINDS,
+    STORED_JXL,
     STORED_PNG,
     STORED_UNIFORM,
     TILE_KINDS,
@@ -375,7 +376,7 @@ def _retile(blob: bytes, **changes) -> bytes:
     c = Container.from_bytes(blob)
     t: TileChunk = c.tiles[0]
     for key, value in changes.items():
-        if key in ("extras", "tau", "height", "width", "tile"):
+        if key in ("extras", "tau", "height", "width", "tile", "version"):
             setattr(c, key, value)
         elif key == "latent_strings":
             _set_payload(t, strings=value)
@@ -410,6 +411,8 @@ def _retile(blob: bytes, **changes) -> bytes:
         ({"latents": b"\x02\x02"}, "latent payload is truncated"),
         ({"kind": STORED_UNIFORM, "stored": b"\x01\x02\x03"}, "multiple of 4"),
         ({"kind": STORED_PNG, "stored": b"\x89PNG\r\n\x1a\n" + bytes(40)}, "stored tile"),
+        ({"kind": STORED_JXL, "stored": b"\xff\x0a" + bytes(40), "version": 10}, "stored tile"),
+        ({"kind": STORED_JXL, "stored": b"\xff\x0a" + bytes(40), "version": 9}, "unknown tile kind 10"),
         ({"residual": b"\x01\x02\x03"}, "multiple of 4"),
         ({"residual": b""}, ""),
         ({"residual": b"\xff" * 100_000}, ""),

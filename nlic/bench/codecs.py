@@ -214,20 +214,20 @@ class JpegXlLossyCodec(Codec):
         return _rgb(imagecodecs.jpegxl_decode(data))
 
 
-#: loaded nlic file codecs, by model path (loaded once per process)
-_NLIC_MODELS: dict[str | None, Any] = {}
+#: loaded nlic file codecs, by model path and whether only learned tiles are kept (loaded once per process)
+_NLIC_MODELS: dict[tuple[str | None, bool], Any] = {}
 
 
-def _load_nlic(model: str | None) -> Any:
-    if model not in _NLIC_MODELS:
+def _load_nlic(model: str | None, learned_only: bool = False) -> Any:
+    if (model, learned_only) not in _NLIC_MODELS:
         try:
             from nlic.api import load_codec  # lazy: the bench must work without the model stack
         except ImportError as err:
             raise NlicError(f"codec 'nlic' is unavailable ({err}); leave it out of --codecs") from err
         if model is not None and not Path(model).exists():
             raise NlicError(f"model checkpoint not found: {model}")
-        _NLIC_MODELS[model] = load_codec(model)
-    return _NLIC_MODELS[model]
+        _NLIC_MODELS[model, learned_only] = load_codec(model, stored_fallback=not learned_only)
+    return _NLIC_MODELS[model, learned_only]
 
 
 @register_codec
@@ -235,17 +235,29 @@ class NlicCodec(Codec):
     """The learned near-lossless codec (``nlic.api.load_codec``), run in the main process."""
 
     name = "nlic"
-    label = "nlic (learned)"
+    label = "nlic (learned, stored fallback per tile)"
     max_tau = None
     in_process = True
+    #: keep the learned code of every tile (no stored PNG / uniform / JPEG XL tile)
+    learned_only: ClassVar[bool] = False
 
     @classmethod
     def prepare(cls, options: CodecOptions) -> None:
-        _load_nlic(options.model)
+        _load_nlic(options.model, cls.learned_only)
 
     def encode(self, image: np.ndarray) -> bytes:
         # a writable copy: torch.from_numpy warns on the runner's read-only arrays
-        return _load_nlic(self.options.model).compress(np.array(image), self.tau).data
+        return _load_nlic(self.options.model, self.learned_only).compress(np.array(image), self.tau).data
 
     def decode(self, data: bytes) -> np.ndarray:
-        return _rgb(_load_nlic(self.options.model).decompress(data).pixels)
+        return _rgb(_load_nlic(self.options.model, self.learned_only).decompress(data).pixels)
+
+
+@register_codec
+class NlicLearnedCodec(NlicCodec):
+    """nlic with the learned code kept in every tile: the model alone, without the stored fallback's
+    PNG, uniform and JPEG XL tiles (``nlic compress --learned-only``)."""
+
+    name = "nlic-learned"
+    label = "nlic (learned tiles only)"
+    learned_only = True

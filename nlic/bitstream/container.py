@@ -6,7 +6,7 @@
     | model_id 8 bytes | recon_crc u32 | n_tiles u32 | extras_len u32
     | n_tiles x tile chunk | extras | payload_crc u32 (crc32 of every byte before it)
 
-tile chunk (formats 2 to 9)::
+tile chunk (formats 2 to 10)::
 
     kind u8 | length u32 | body
 
@@ -46,12 +46,14 @@ tile chunk (formats 2 to 9)::
                       have offsets
                       (a byte with a bit per such channel, then their int16 coefficients;
                       nlic.coding.least_squares)
+    kind 10, stored (format 10): the tau-quantized samples as a JPEG XL lossless codestream
 
 ``extras`` holds an optional losslessly coded alpha plane.  ``recon_crc`` is the crc32 of the
 reconstruction the encoder computed: a decoder that diverged would be caught instead of writing a
 wrong image.  A file carries the lowest version its tiles need: format 2 files (no kind 3 or 4),
 format 3 files (no kind 4), format 4 files (no kind 5), format 5 files (no kind 6), format 6 files
-(no kind 7), format 7 files (no kind 8) and format 8 files (no kind 9) decode as before; format 1 (nlic 0.1, float
+(no kind 7), format 7 files (no kind 8), format 8 files (no kind 9) and format 9 files (no kind 10)
+decode as before; format 1 (nlic 0.1, float
 probabilities) is refused with a message naming the release that reads it.
 """
 
@@ -64,9 +66,11 @@ from dataclasses import dataclass, field
 from nlic.errors import BitstreamError
 
 MAGIC = b"NLIC"
-FORMAT_VERSION = 9
+FORMAT_VERSION = 10
 #: largest tau a file may carry (same as the encoder's limit)
 MAX_TAU = 255
+#: largest tile size a header holds (u16, a multiple of 64)
+MAX_TILE = 65472
 #: largest image a file may describe, in pixels (same as the input limit of nlic.io.read_image),
 #: so a small crafted header cannot make the decoder allocate an arbitrarily large image
 MAX_PIXELS = 100_000_000
@@ -74,14 +78,14 @@ MODES = {0: "RGB", 1: "L", 2: "RGBA", 3: "LA"}
 MODE_CODES = {v: k for k, v in MODES.items()}
 #: tile kinds
 (LEARNED, STORED_UNIFORM, STORED_PNG, LEARNED_V3, LEARNED_V4, LEARNED_V5, LEARNED_V6, LEARNED_V7,
- LEARNED_V8, LEARNED_V9) = range(10)
+ LEARNED_V8, LEARNED_V9, STORED_JXL) = range(11)
 TILE_KINDS = {LEARNED: "learned", STORED_UNIFORM: "stored-uniform", STORED_PNG: "stored-png",
               LEARNED_V3: "learned-v3", LEARNED_V4: "learned-v4", LEARNED_V5: "learned-v5", LEARNED_V6: "learned-v6",
-              LEARNED_V7: "learned-v7", LEARNED_V8: "learned-v8", LEARNED_V9: "learned-v9"}
+              LEARNED_V7: "learned-v7", LEARNED_V8: "learned-v8", LEARNED_V9: "learned-v9", STORED_JXL: "stored-jxl"}
 LEARNED_KINDS = (LEARNED, LEARNED_V3, LEARNED_V4, LEARNED_V5, LEARNED_V6, LEARNED_V7, LEARNED_V8, LEARNED_V9)
 #: the file format version each tile kind first appeared in
 KIND_VERSION = {LEARNED: 2, STORED_UNIFORM: 2, STORED_PNG: 2, LEARNED_V3: 3, LEARNED_V4: 4, LEARNED_V5: 5,
-                LEARNED_V6: 6, LEARNED_V7: 7, LEARNED_V8: 8, LEARNED_V9: 9}
+                LEARNED_V6: 6, LEARNED_V7: 7, LEARNED_V8: 8, LEARNED_V9: 9, STORED_JXL: 10}
 #: the struct format of the scales field's length, per learned kind that has one
 _SCALES_LEN = {LEARNED_V3: "<B", LEARNED_V4: "<H", LEARNED_V5: "<H", LEARNED_V6: "<H", LEARNED_V7: "<H",
                LEARNED_V8: "<H", LEARNED_V9: "<H"}

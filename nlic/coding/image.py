@@ -3,12 +3,15 @@
 A tile is coded by the lossy layer (latents, decoded again so the residual is taken against what
 the decoder will see), then its quantized residual by the integer residual network
 (:mod:`nlic.coding.residual`); the stored fallback (:mod:`nlic.coding.fallback`) replaces it
-whenever that is smaller.  Grey images are coded as one channel.
+whenever that is smaller.  At tau = 0 the whole image is also coded as JPEG XL lossless, on the
+same threads as the tiles, and stored as one tile instead of them where it is smaller.  Grey images
+are coded as one channel.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import struct
 import time
 import zlib
@@ -32,6 +35,8 @@ from nlic.bitstream.container import (
     LEARNED_V7,
     LEARNED_V8,
     LEARNED_V9,
+    MAX_TILE,
+    STORED_JXL,
     Container,
     TileChunk,
 )
@@ -59,7 +64,14 @@ LOCKSTEP_PIXELS = 2 * DEFAULT_TILE**2
 #: the grey heads code a tile's R (formats 8, 9) when their estimate beats the colour heads' by this share
 #: of R's bits: the decoder then runs them too (a second network pass over R)
 GREY_RED_MIN_GAIN = 0.01
+#: a pixel costs JPEG XL (effort 7) about a quarter of the learned code's encoding time: the whole-image
+#: JPEG XL job is scheduled among the tiles by that share (the costliest jobs start first)
+JXL_COST_RATIO = 4
 T = TypeVar("T")
+
+
+def _call(job: Callable[[], T]) -> T:
+    return job()
 
 
 def resolve_device(device: str) -> torch.device:
@@ -158,6 +170,9 @@ class ImageCodec:
         self.patch_scales = patch_scales
         #: the encoder may code a colour tile's R with the grey heads (formats 8, 9); False: never
         self.grey_red = True
+        #: JPEG XL lossless may store the whole image (tried at tau 0) or a tile (where its PNG comes
+        #: close to the learned code; format 10, see nlic.coding.fallback); False: never
+        self.jxl_tiles = True
         self.device = resolve_device(device)
         self.loaded = model
         self.model = model.codec.eval().to(self.device)
@@ -266,16 +281,28 @@ class ImageCodec:
         recon = np.empty_like(pixels)
         tiles = list(self._tiles(H, W, self.tile))
         self.coder(tau, gray=pixels.shape[2] == 1)  # built once, before any thread needs it
+        jobs = [functools.partial(self._encode_tile, np.ascontiguousarray(pixels[y : y + h, x : x + w]), tau, adapt)
+                for y, x, h, w in tiles]
+        costs = [h * w for _, _, h, w in tiles]
+        whole_jxl = self.jxl_tiles and self.stored_fallback and tau == 0 and max(H, W) <= MAX_TILE
+        if whole_jxl:  # the whole image as JPEG XL, beside the tiles on the same threads
+            jobs.append(functools.partial(fallback.jxl_encode, pixels))
+            costs.append(H * W // JXL_COST_RATIO)
         with _lossy_step(self.model.lossy, lossy_step):
-            coded = self._map_tiles(self._encode_tile, [
-                (np.ascontiguousarray(pixels[y : y + h, x : x + w]), tau, adapt) for y, x, h, w in tiles],
-                [h * w for _, _, h, w in tiles])
+            done = self._map_tiles(_call, [(job,) for job in jobs], costs)
+        coded = done[: len(tiles)]
         chunks = [chunk for chunk, _ in coded]
         for (y, x, h, w), (_, rec) in zip(tiles, coded):
             recon[y : y + h, x : x + w] = rec
+        tile = self.tile
+        if whole_jxl:
+            joined = TileChunk(STORED_JXL, stored=done[-1])
+            if len(joined.pack()) < sum(len(chunk.pack()) for chunk in chunks):
+                # the image as one JPEG XL tile (at tau 0 its samples are the reconstruction)
+                chunks, tile = [joined], max(self.tile, -(-max(H, W) // 64) * 64)
         # the lowest format the tiles need (older readers keep reading what they can)
         version = max(KIND_VERSION[chunk.kind] for chunk in chunks)
-        container = Container(H, W, tau, self.tile, self.model_id, zlib.crc32(recon.tobytes()), mode, chunks, extras,
+        container = Container(H, W, tau, tile, self.model_id, zlib.crc32(recon.tobytes()), mode, chunks, extras,
                               version)
         data = container.to_bytes()
         max_error = int(np.abs(recon.astype(np.int16) - pixels.astype(np.int16)).max())
@@ -290,7 +317,7 @@ class ImageCodec:
         if not self.stored_fallback:
             return learned
         learned_size = len(learned[0].pack())
-        kind, stored, stored_rec = fallback.encode(pixels, tau, beat=learned_size)
+        kind, stored, stored_rec = fallback.encode(pixels, tau, beat=learned_size, jxl=self.jxl_tiles)
         if learned_size <= len(stored) + 5:
             return learned
         return TileChunk(kind, stored=stored), stored_rec

@@ -10,6 +10,11 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescript
     """``--help`` with every option's default (unset ones, None/False/[], are explained in their help)
     and the description and example kept as written."""
 
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        # not at hyphens: codec names and options (jpegxl-lossy, --no-jxl-tiles) stay whole to copy
+        return textwrap.wrap(self._whitespace_matcher.sub(" ", text).strip(), width, break_on_hyphens=False,
+                             break_long_words=False)
+
     def _get_help_string(self, action: argparse.Action) -> str | None:
         if action.default is None or action.default is False or action.default == []:
             return action.help

@@ -20,7 +20,7 @@ from nlic.errors import NlicError
 DEFAULT_TAUS = "0,1,2,3,4,5"
 #: the codecs of nlic.bench.codecs (named here so --help does not import the codec stack; a test
 #: checks the two lists agree)
-DEFAULT_CODECS = "png,webp,jpegxl,jpeg2000,jpegls,jpegxl-lossy,nlic"
+DEFAULT_CODECS = "png,webp,jpegxl,jpeg2000,jpegls,jpegxl-lossy,nlic,nlic-learned"
 DEFAULT_DISTANCES = "0.1,0.3,0.5,1.0"
 
 
