@@ -29,7 +29,7 @@ import json, resource, sys, time
 t0 = time.perf_counter()
 from nlic.api import load_codec
 from nlic.io import read_image
-codec = load_codec(None if sys.argv[2] == "-" else sys.argv[2])
+codec = load_codec(None if sys.argv[2] == "-" else sys.argv[2], jxl_tiles=sys.argv[5] == "1")
 load_s = time.perf_counter() - t0
 image = read_image(sys.argv[1])
 tau = int(sys.argv[3])
@@ -116,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tau", default="0,2")
     p.add_argument("--threads", type=int, default=2, help="OMP_NUM_THREADS of the coding processes")
     p.add_argument("--limit", type=int, default=None, help="at most this many images")
+    p.add_argument("--no-jxl-tiles", action="store_true", help="as nlic compress --no-jxl-tiles (no JPEG XL at tau 0)")
     p.add_argument("--json", type=Path, default=None, help="also write the raw rows here")
     args = p.parse_args(argv)
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
@@ -129,7 +130,8 @@ def main(argv: list[str] | None = None) -> int:
         for path in images:
             with tempfile.TemporaryDirectory() as tmp:
                 coded = Path(tmp) / "image.nlic"
-                _, res = _run([sys.executable, "-c", CHILD, str(path), args.model or "-", str(tau), str(coded)], env)
+                _, res = _run([sys.executable, "-c", CHILD, str(path), args.model or "-", str(tau), str(coded),
+                                  str(int(not args.no_jxl_tiles))], env)
                 if not res.returncode:
                     row = json.loads(res.stdout.strip().splitlines()[-1])
                     _, res = _run([sys.executable, "-c", DECODE_CHILD, str(coded), args.model or "-", str(path)], env)
