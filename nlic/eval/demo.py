@@ -20,11 +20,15 @@ def run_demo(model_path: Path, out_dir: Path, taus: tuple[int, ...] = (0, 2)) ->
     out = {}
     for tau in taus:
         path = out_dir / f"demo_tau{tau}.nlic"
-        path.write_bytes(codec.compress(img, tau).data)
+        coded = codec.compress(img, tau)
+        path.write_bytes(coded.data)
         rec = load_codec(model_path).decompress(path.read_bytes()).pixels
         err = int(np.abs(rec.astype(int) - img.astype(int)).max())
         bpp = 8 * path.stat().st_size / (H * W)
-        log.info("demo: %s (%dx%d) tau=%d -> %s, %.3f bpp, max error %d", DEMO_IMAGE.name, W, H, tau, path, bpp, err)
+        # which code each tile kept: the model's (learned) or a stored one (PNG, uniform, JPEG XL)
+        tiles = ", ".join(f"{kind} {n}" for kind, n in coded.tile_kinds.items() if n)
+        log.info("demo: %s (%dx%d) tau=%d -> %s, %.3f bpp, max error %d (tiles: %s)", DEMO_IMAGE.name, W, H, tau,
+                 path, bpp, err, tiles)
         out[f"demo/bpp_tau{tau}"] = bpp
         out[f"demo/max_err_tau{tau}"] = err
     return out
