@@ -203,3 +203,29 @@ def test_stored_tile_bombs_are_refused_before_decoding(monkeypatch) -> None:
         with pytest.raises(BitstreamError, match="cannot be decoded"):
             fallback.decode(kind, b"\x00" + bomb[1:], (64, 64, 1), 0)
     assert not calls
+
+
+def test_probe_tiles_decide_early_for_jpeg_xl(monkeypatch) -> None:
+    """At tau 0 the largest tiles (a third of the image) are coded first, learned and as JPEG XL;
+    where JPEG XL wins them by the margin the other tiles are never coded and the image is stored
+    as JPEG XL (a retina photo in four 256-pixel tiles: two coded); where it does not (astronaut),
+    every tile is coded and the smaller of the two codes kept.  One thread or two: the same bytes."""
+    from skimage import data
+
+    from nlic.coding.image import ImageCodec
+
+    calls = []
+    encode_tile = ImageCodec._encode_tile
+    monkeypatch.setattr(ImageCodec, "_encode_tile", lambda self, *a: calls.append(1) or encode_tile(self, *a))
+    for img, coded_tiles in ((np.ascontiguousarray(data.retina()[360:872, 300:812]), 2),
+                             (np.ascontiguousarray(data.astronaut()[:512, :512]), 4)):
+        files = []
+        for threads in (1, 2):
+            codec = load_codec(tile=256)
+            codec.image_codec.threads = threads
+            calls.clear()
+            files.append(codec.compress(img, 0).data)
+            assert len(calls) == coded_tiles
+        assert files[0] == files[1]
+        assert np.array_equal(codec.decompress(files[0]).pixels, img)
+        assert [t.kind for t in Container.from_bytes(files[0]).tiles] == [STORED_JXL]

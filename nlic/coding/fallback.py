@@ -12,7 +12,8 @@ PNG (zlib), which wins on flat or repetitive tiles (zlib's slower levels only wh
 close to the learned code, see PNG_FAST_MARGIN), and where the encoder asks for it and the PNG comes
 close, JPEG XL lossless (libjxl's modular mode).  At tau = 0 the encoder also codes the whole image as
 JPEG XL and keeps that instead of the tiles where it is smaller: it fits a context tree to the image
-and beats the learned code on some photos (see JXL_EFFORT).
+and beats the learned code on some photos (see JXL_EFFORT; the early choice from the largest tiles:
+``nlic.coding.image.JXL_PROBE_SHARE``).
 """
 
 from __future__ import annotations

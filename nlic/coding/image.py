@@ -67,6 +67,13 @@ GREY_RED_MIN_GAIN = 0.01
 #: a pixel costs JPEG XL (effort 7) about a quarter of the learned code's encoding time: the whole-image
 #: JPEG XL job is scheduled among the tiles by that share (the costliest jobs start first)
 JXL_COST_RATIO = 4
+#: at tau 0 on images of three tiles or more, the largest tiles up to this share of the image decide
+#: early whether JPEG XL takes the whole image: where their learned code is JXL_PROBE_MARGIN times
+#: their JPEG XL code, the other tiles are not coded (on the 7 validation photos of three tiles or more
+#: the probe's learned / JPEG XL ratios were 0.87-1.10, and every one above the margin was a photo
+#: whose whole JPEG XL code wins)
+JXL_PROBE_SHARE = 1 / 3
+JXL_PROBE_MARGIN = 1.03
 T = TypeVar("T")
 
 
@@ -194,26 +201,45 @@ class ImageCodec:
             self._coders[key] = ResidualCoder(head.to(self.device), net.mask, net.kernel)
         return self._coders[key]
 
-    def _map_tiles(self, fn: Callable[..., T], items: list[tuple], costs: list[int] | None = None) -> list[T]:
+    def _map_tiles(self, fn: Callable[..., T], items: list[tuple], costs: list[int] | None = None,
+                   first: set[int] | None = None,
+                   stop: Callable[[dict[int, T]], bool] | None = None) -> list[T | None]:
         """``fn(*item)`` for every tile, results in order.  On the CPU, with a lossy layer that
         allows it, tiles run on ``self.threads`` threads with one torch thread each: a tile's
         wavefronts are too small for torch's own threads to pay, and the compiled PMF code and torch
         release the GIL.  ``costs``: each item's work (pixels); the costliest start first, so that
-        the small tiles at the image's edges fill in at the end (the threads finish together)."""
+        the small tiles at the image's edges fill in at the end (the threads finish together).
+        ``first``, ``stop``: the items of ``first`` start before the others, and once they are done
+        ``stop(their results, by index)`` may end the work: the items it skips are None.  It sees
+        the same results whatever the thread count, so the files do not depend on it."""
+        order = sorted(range(len(items)), key=lambda i: -costs[i]) if costs is not None else list(range(len(items)))
+        first = first or set()
+        order = [i for i in order if i in first] + [i for i in order if i not in first]
         workers = min(self.threads, len(items))
         if workers <= 1 or self.device.type != "cpu" or not self.model.lossy.thread_safe:
-            return [fn(*item) for item in items]
+            results: dict[int, T] = {}
+            for i in order:
+                results[i] = fn(*items[i])
+                if stop is not None and first and len(results) == len(first) and stop(results):
+                    break
+            return [results.get(i) for i in range(len(items))]
 
         def run(item: tuple) -> T:
             with torch.no_grad():  # grad mode is per thread
                 return fn(*item)
 
-        start = sorted(range(len(items)), key=lambda i: -costs[i]) if costs is not None else range(len(items))
         saved = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
             with ThreadPoolExecutor(workers) as pool:
-                futures = {i: pool.submit(run, items[i]) for i in start}
+                # the others are submitted after the decision: once started, a tile could not be stopped
+                decide = stop is not None and bool(first)
+                futures = {i: pool.submit(run, items[i]) for i in order if i in first or not decide}
+                if decide:
+                    results = {i: futures[i].result() for i in first}
+                    if stop(results):
+                        return [results.get(i) for i in range(len(items))]
+                    futures.update({i: pool.submit(run, items[i]) for i in order if i not in first})
                 return [futures[i].result() for i in range(len(items))]
         finally:
             torch.set_num_threads(saved)
@@ -285,21 +311,29 @@ class ImageCodec:
                 for y, x, h, w in tiles]
         costs = [h * w for _, _, h, w in tiles]
         whole_jxl = self.jxl_tiles and self.stored_fallback and tau == 0 and max(H, W) <= MAX_TILE
+        first, stop = None, None
         if whole_jxl:  # the whole image as JPEG XL, beside the tiles on the same threads
             jobs.append(functools.partial(fallback.jxl_encode, pixels))
             costs.append(H * W // JXL_COST_RATIO)
+            if len(tiles) >= 3:
+                first, stop = self._jxl_probe(pixels, tiles, jobs, costs)
         with _lossy_step(self.model.lossy, lossy_step):
-            done = self._map_tiles(_call, [(job,) for job in jobs], costs)
-        coded = done[: len(tiles)]
-        chunks = [chunk for chunk, _ in coded]
-        for (y, x, h, w), (_, rec) in zip(tiles, coded):
-            recon[y : y + h, x : x + w] = rec
+            done = self._map_tiles(_call, [(job,) for job in jobs], costs, first, stop)
+        whole = max(self.tile, -(-max(H, W) // 64) * 64)  # the tile size of a file of one tile
         tile = self.tile
-        if whole_jxl:
-            joined = TileChunk(STORED_JXL, stored=done[-1])
-            if len(joined.pack()) < sum(len(chunk.pack()) for chunk in chunks):
-                # the image as one JPEG XL tile (at tau 0 its samples are the reconstruction)
-                chunks, tile = [joined], max(self.tile, -(-max(H, W) // 64) * 64)
+        if any(result is None for result in done[: len(tiles)]):  # the probe chose JPEG XL: tiles skipped
+            chunks, tile = [TileChunk(STORED_JXL, stored=done[len(tiles)])], whole
+            recon[:] = pixels  # (tau 0: lossless)
+        else:
+            coded = done[: len(tiles)]
+            chunks = [chunk for chunk, _ in coded]
+            for (y, x, h, w), (_, rec) in zip(tiles, coded):
+                recon[y : y + h, x : x + w] = rec
+            if whole_jxl:
+                joined = TileChunk(STORED_JXL, stored=done[len(tiles)])
+                if len(joined.pack()) < sum(len(chunk.pack()) for chunk in chunks):
+                    # the image as one JPEG XL tile (at tau 0 its samples are the reconstruction)
+                    chunks, tile = [joined], whole
         # the lowest format the tiles need (older readers keep reading what they can)
         version = max(KIND_VERSION[chunk.kind] for chunk in chunks)
         container = Container(H, W, tau, tile, self.model_id, zlib.crc32(recon.tobytes()), mode, chunks, extras,
@@ -310,6 +344,31 @@ class ImageCodec:
             raise RuntimeError(f"reconstruction error {max_error} exceeds tau {tau}")
         return Compressed(data, H, W, mode, tau, container.part_sizes(len(data)), container.tile_kinds(),
                           time.perf_counter() - t0, max_error)
+
+    @staticmethod
+    def _jxl_probe(pixels: np.ndarray, tiles: list[tuple[int, int, int, int]], jobs: list, costs: list[int],
+                   ) -> tuple[set[int], Callable[[dict], bool]]:
+        """An early choice for the whole image's JPEG XL code (``jobs[len(tiles)]``): the largest tiles
+        up to JXL_PROBE_SHARE of the image are coded first, learned and as JPEG XL (jobs appended
+        here); where their learned code takes more than JXL_PROBE_MARGIN times their JPEG XL code,
+        the whole image is stored as JPEG XL and the other tiles are not coded.  (Against the
+        whole image's JPEG XL bytes a pixel the probe misleads: a photo's content is not uniform.)"""
+        n, H, W = len(tiles), *pixels.shape[:2]
+        probe, area = [], 0
+        for i in sorted(range(n), key=lambda i: -costs[i]):
+            if area >= JXL_PROBE_SHARE * H * W:
+                break
+            y, x, h, w = tiles[i]
+            probe.append((i, len(jobs)))
+            jobs.append(functools.partial(fallback.jxl_encode, np.ascontiguousarray(pixels[y : y + h, x : x + w])))
+            costs.append(h * w // JXL_COST_RATIO)
+            area += h * w
+
+        def stop(results: dict) -> bool:
+            learned = sum(len(results[i][0].pack()) for i, _ in probe)
+            return learned > JXL_PROBE_MARGIN * sum(len(results[j]) + 5 for _, j in probe)
+
+        return {n, *(i for pair in probe for i in pair)}, stop
 
     def _encode_tile(self, pixels: np.ndarray, tau: int, adapt: bool) -> tuple[TileChunk, np.ndarray]:
         h, w, channels = pixels.shape
