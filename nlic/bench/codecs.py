@@ -235,7 +235,7 @@ class NlicCodec(Codec):
     """The learned near-lossless codec (``nlic.api.load_codec``), run in the main process."""
 
     name = "nlic"
-    label = "nlic (learned, stored fallback per tile)"
+    label = "nlic (file codec: learned tiles, stored fallback, JPEG XL where smaller)"
     max_tau = None
     in_process = True
     #: keep the learned code of every tile (no stored PNG / uniform / JPEG XL tile)
@@ -259,5 +259,5 @@ class NlicLearnedCodec(NlicCodec):
     PNG, uniform and JPEG XL tiles (``nlic compress --learned-only``)."""
 
     name = "nlic-learned"
-    label = "nlic (learned tiles only)"
+    label = "nlic (the learned code of every tile)"
     learned_only = True
