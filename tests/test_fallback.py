@@ -205,6 +205,16 @@ def test_stored_tile_bombs_are_refused_before_decoding(monkeypatch) -> None:
     assert not calls
 
 
+def test_an_animated_jpeg_xl_tile_decodes_one_frame() -> None:
+    """A crafted JPEG XL tile of many frames (a few kB for hundreds of tile-sized frames) is decoded
+    to its first frame only: the decoder's memory stays one tile's, whatever the frame count."""
+    import imagecodecs
+
+    frames = np.random.default_rng(0).integers(0, 4, (400, 64, 64), dtype=np.uint8)
+    bomb = bytes(imagecodecs.jpegxl_encode(frames, lossless=True, effort=1, photometric="MINISBLACK"))
+    assert np.array_equal(fallback.decode(STORED_JXL, bomb, (64, 64, 1), 0)[..., 0], frames[0])
+
+
 def test_probe_tiles_decide_early_for_jpeg_xl(monkeypatch) -> None:
     """At tau 0 the largest tiles (a third of the image) are coded first, learned and as JPEG XL;
     where JPEG XL wins them by the margin the other tiles are never coded and the image is stored

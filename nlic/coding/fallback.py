@@ -154,6 +154,7 @@ def decode(kind: int, data: bytes, shape: tuple[int, int, int], tau: int) -> np.
         level = SymbolDecoder(data).decode_uniform(np.full(count, n, dtype=np.int64)).reshape(shape)
     elif kind in (STORED_PNG, STORED_JXL):
         # the size from the header first: a crafted tile must not make the decoder allocate a huge image
+        # (nor, for JPEG XL, every frame of an animation: only the first is decoded)
         size = _png_size(data) if kind == STORED_PNG else _jxl_size(data)
         if size is None:
             raise BitstreamError("stored tile cannot be decoded")
@@ -161,7 +162,7 @@ def decode(kind: int, data: bytes, shape: tuple[int, int, int], tau: int) -> np.
             raise BitstreamError("stored tile does not match its size")
         try:
             level = np.asarray(imagecodecs.png_decode(data) if kind == STORED_PNG
-                               else imagecodecs.jpegxl_decode(data, numthreads=1))
+                               else imagecodecs.jpegxl_decode(data, index=0, numthreads=1))  # one frame only
         except Exception:
             raise BitstreamError("stored tile cannot be decoded") from None
         level = level.reshape(level.shape[0], level.shape[1], -1)
