@@ -239,3 +239,21 @@ def test_probe_tiles_decide_early_for_jpeg_xl(monkeypatch) -> None:
         assert files[0] == files[1]
         assert np.array_equal(codec.decompress(files[0]).pixels, img)
         assert [t.kind for t in Container.from_bytes(files[0]).tiles] == [STORED_JXL]
+
+
+def test_no_whole_image_jpeg_xl_beyond_its_size_limit(monkeypatch) -> None:
+    """Above JXL_WHOLE_MAX_PIXELS the encoder keeps to its tiles (the whole-image JPEG XL pass would
+    hold some 22 bytes a pixel): astronaut's crop, stored whole as JPEG XL under the limit, keeps its
+    four tiles (learned, or stored where that is smaller)."""
+    from skimage import data
+
+    import nlic.coding.image as image_module
+    from nlic.bitstream.container import LEARNED_KINDS
+
+    img = np.ascontiguousarray(data.astronaut()[:256, :256])
+    codec = load_codec(tile=128)
+    assert [t.kind for t in Container.from_bytes(codec.compress(img, 0).data).tiles] == [STORED_JXL]
+    monkeypatch.setattr(image_module, "JXL_WHOLE_MAX_PIXELS", 256 * 256 - 1)
+    container = Container.from_bytes(codec.compress(img, 0).data)
+    assert (container.tile, len(container.tiles)) == (128, 4)
+    assert any(t.kind in LEARNED_KINDS for t in container.tiles)

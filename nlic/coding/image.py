@@ -67,6 +67,9 @@ GREY_RED_MIN_GAIN = 0.01
 #: a pixel costs JPEG XL (effort 7) about a quarter of the learned code's encoding time: the whole-image
 #: JPEG XL job is scheduled among the tiles by that share (the costliest jobs start first)
 JXL_COST_RATIO = 4
+#: the whole-image JPEG XL pass holds about 22 bytes a pixel (libjxl, effort 7: +171 MiB for 8.3 MP),
+#: where the tiles hold a bounded amount whatever the image's size: larger images keep to the tiles
+JXL_WHOLE_MAX_PIXELS = 16_000_000
 #: at tau 0 on images of three tiles or more, the largest tiles up to this share of the image decide
 #: early whether JPEG XL takes the whole image: where their learned code is JXL_PROBE_MARGIN times
 #: their JPEG XL code, the other tiles are not coded (on the 7 validation photos of three tiles or more
@@ -310,7 +313,8 @@ class ImageCodec:
         jobs = [functools.partial(self._encode_tile, np.ascontiguousarray(pixels[y : y + h, x : x + w]), tau, adapt)
                 for y, x, h, w in tiles]
         costs = [h * w for _, _, h, w in tiles]
-        whole_jxl = self.jxl_tiles and self.stored_fallback and tau == 0 and max(H, W) <= MAX_TILE
+        whole_jxl = (self.jxl_tiles and self.stored_fallback and tau == 0 and max(H, W) <= MAX_TILE
+                     and H * W <= JXL_WHOLE_MAX_PIXELS)
         first, stop = None, None
         if whole_jxl:  # the whole image as JPEG XL, beside the tiles on the same threads
             jobs.append(functools.partial(fallback.jxl_encode, pixels))
