@@ -179,7 +179,7 @@ def test_stored_tile_sizes_are_read_from_their_headers(shape) -> None:
         plane = rng.integers(0, 5, shape if channels == 1 else (*shape, 3), dtype=np.uint8)
         jxl = bytes(imagecodecs.jpegxl_encode(plane, lossless=True, effort=1, numthreads=1))
         assert fallback._jxl_size(jxl) == shape
-        assert fallback._png_size(bytes(imagecodecs.png_encode(plane))) == shape
+        assert fallback.png_size(bytes(imagecodecs.png_encode(plane))) == shape
         decoded = fallback.decode(STORED_JXL, jxl, (*shape, channels), 0)
         assert np.array_equal(decoded, plane.reshape(*shape, channels))
 

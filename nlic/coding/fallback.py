@@ -111,7 +111,7 @@ def encode(samples: np.ndarray, tau: int, beat: int | None = None,
     return kind, data, rec
 
 
-def _png_size(data: bytes) -> tuple[int, int] | None:
+def png_size(data: bytes) -> tuple[int, int] | None:
     """``(height, width)`` from a PNG's IHDR chunk (None: not a PNG)."""
     if len(data) < 24 or data[:8] != b"\x89PNG\r\n\x1a\n" or data[12:16] != b"IHDR":
         return None
@@ -155,7 +155,7 @@ def decode(kind: int, data: bytes, shape: tuple[int, int, int], tau: int) -> np.
     elif kind in (STORED_PNG, STORED_JXL):
         # the size from the header first: a crafted tile must not make the decoder allocate a huge image
         # (nor, for JPEG XL, every frame of an animation: only the first is decoded)
-        size = _png_size(data) if kind == STORED_PNG else _jxl_size(data)
+        size = png_size(data) if kind == STORED_PNG else _jxl_size(data)
         if size is None:
             raise BitstreamError("stored tile cannot be decoded")
         if size != shape[:2]:

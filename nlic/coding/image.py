@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import struct
 import time
 import zlib
 from collections.abc import Callable, Iterator
@@ -105,10 +104,10 @@ def check_tau(tau: int) -> int:
 
 def _check_alpha_header(png: bytes, height: int, width: int) -> None:
     """The stored alpha PNG must be an 8-bit grayscale image of the header's size (read from IHDR)."""
-    if len(png) < 33 or png[:8] != b"\x89PNG\r\n\x1a\n" or png[12:16] != b"IHDR":
+    size = fallback.png_size(png)
+    if size is None or len(png) < 33:
         raise BitstreamError("alpha plane cannot be decoded")
-    w, h = struct.unpack(">II", png[16:24])
-    if (h, w) != (height, width) or png[24] != 8 or png[25] != 0:
+    if size != (height, width) or png[24] != 8 or png[25] != 0:
         raise BitstreamError("alpha plane does not match the image size")
 
 
@@ -323,21 +322,18 @@ class ImageCodec:
                 first, stop = self._jxl_probe(pixels, tiles, jobs, costs)
         with _lossy_step(self.model.lossy, lossy_step):
             done = self._map_tiles(_call, [(job,) for job in jobs], costs, first, stop)
-        whole = max(self.tile, -(-max(H, W) // 64) * 64)  # the tile size of a file of one tile
         tile = self.tile
-        if any(result is None for result in done[: len(tiles)]):  # the probe chose JPEG XL: tiles skipped
-            chunks, tile = [TileChunk(STORED_JXL, stored=done[len(tiles)])], whole
-            recon[:] = pixels  # (tau 0: lossless)
-        else:
-            coded = done[: len(tiles)]
-            chunks = [chunk for chunk, _ in coded]
-            for (y, x, h, w), (_, rec) in zip(tiles, coded):
+        skipped = any(result is None for result in done[: len(tiles)])  # the probe chose JPEG XL
+        if not skipped:
+            chunks = [chunk for chunk, _ in done[: len(tiles)]]
+            for (y, x, h, w), (_, rec) in zip(tiles, done):
                 recon[y : y + h, x : x + w] = rec
-            if whole_jxl:
-                joined = TileChunk(STORED_JXL, stored=done[len(tiles)])
-                if len(joined.pack()) < sum(len(chunk.pack()) for chunk in chunks):
-                    # the image as one JPEG XL tile (at tau 0 its samples are the reconstruction)
-                    chunks, tile = [joined], whole
+        if whole_jxl:
+            joined = TileChunk(STORED_JXL, stored=done[len(tiles)])
+            if skipped or len(joined.pack()) < sum(len(chunk.pack()) for chunk in chunks):
+                # the image as one JPEG XL tile covering it (at tau 0 its samples are the reconstruction)
+                chunks, tile = [joined], max(self.tile, -(-max(H, W) // 64) * 64)
+                recon[:] = pixels
         # the lowest format the tiles need (older readers keep reading what they can)
         version = max(KIND_VERSION[chunk.kind] for chunk in chunks)
         container = Container(H, W, tau, tile, self.model_id, zlib.crc32(recon.tobytes()), mode, chunks, extras,
