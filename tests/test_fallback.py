@@ -167,6 +167,23 @@ def test_jpeg_xl_tiles_in_a_synthetic_image() -> None:
     assert len(load_codec(tile=128, jxl_tiles=False).compress(img, 2).data) > len(coded.data)
 
 
+def test_a_one_tile_image_is_coded_as_jpeg_xl_once(monkeypatch) -> None:
+    """At tau 0 a synthetic image of one tile, whose PNG comes close to the learned code, is coded
+    as JPEG XL by the whole-image job only (its tile would code the same samples again), and the
+    file keeps that code: scikit-image's checkerboard (200 x 200)."""
+    import imagecodecs
+    from skimage import data
+
+    img = np.ascontiguousarray(data.checkerboard())
+    calls = []
+    encode = imagecodecs.jpegxl_encode
+    monkeypatch.setattr(imagecodecs, "jpegxl_encode", lambda *a, **k: calls.append(1) or encode(*a, **k))
+    codec = load_codec()
+    coded = codec.compress(img, 0)
+    assert [t.kind for t in Container.from_bytes(coded.data).tiles] == [STORED_JXL] and len(calls) == 1
+    assert np.array_equal(codec.decompress(coded.data).pixels[..., 0], img)
+
+
 @pytest.mark.parametrize("shape", [(512, 512), (28, 512), (448, 28), (1, 300), (300, 1), (7, 5), (480, 640),
                                    (96, 128), (200, 80)])
 def test_stored_tile_sizes_are_read_from_their_headers(shape) -> None:

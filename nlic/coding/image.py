@@ -309,11 +309,13 @@ class ImageCodec:
         recon = np.empty_like(pixels)
         tiles = list(self._tiles(H, W, self.tile))
         self.coder(tau, gray=pixels.shape[2] == 1)  # built once, before any thread needs it
-        jobs = [functools.partial(self._encode_tile, np.ascontiguousarray(pixels[y : y + h, x : x + w]), tau, adapt)
-                for y, x, h, w in tiles]
-        costs = [h * w for _, _, h, w in tiles]
         whole_jxl = (self.jxl_tiles and self.stored_fallback and tau == 0 and max(H, W) <= MAX_TILE
                      and H * W <= JXL_WHOLE_MAX_PIXELS)
+        # a tile that is the whole image is not tried as JPEG XL again: the whole-image job codes the same samples
+        tile_jxl = not (whole_jxl and len(tiles) == 1)
+        jobs = [functools.partial(self._encode_tile, np.ascontiguousarray(pixels[y : y + h, x : x + w]), tau, adapt,
+                                  tile_jxl) for y, x, h, w in tiles]
+        costs = [h * w for _, _, h, w in tiles]
         first, stop = None, None
         if whole_jxl:  # the whole image as JPEG XL, beside the tiles on the same threads
             jobs.append(functools.partial(fallback.jxl_encode, pixels))
@@ -370,13 +372,15 @@ class ImageCodec:
 
         return {n, *(i for pair in probe for i in pair)}, stop
 
-    def _encode_tile(self, pixels: np.ndarray, tau: int, adapt: bool) -> tuple[TileChunk, np.ndarray]:
-        h, w, channels = pixels.shape
+    def _encode_tile(self, pixels: np.ndarray, tau: int, adapt: bool,
+                     jxl: bool = True) -> tuple[TileChunk, np.ndarray]:
+        """A tile's learned code, or its stored code where smaller (``jxl``: JPEG XL among the
+        stored codes, as :attr:`jxl_tiles` allows)."""
         learned = self._encode_learned(pixels, tau, adapt)
         if not self.stored_fallback:
             return learned
         learned_size = len(learned[0].pack())
-        kind, stored, stored_rec = fallback.encode(pixels, tau, beat=learned_size, jxl=self.jxl_tiles)
+        kind, stored, stored_rec = fallback.encode(pixels, tau, beat=learned_size, jxl=self.jxl_tiles and jxl)
         if learned_size <= len(stored) + 5:
             return learned
         return TileChunk(kind, stored=stored), stored_rec
