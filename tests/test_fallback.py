@@ -195,7 +195,7 @@ def test_stored_tile_sizes_are_read_from_their_headers(shape) -> None:
     for channels in (1, 3):
         plane = rng.integers(0, 5, shape if channels == 1 else (*shape, 3), dtype=np.uint8)
         jxl = bytes(imagecodecs.jpegxl_encode(plane, lossless=True, effort=1, numthreads=1))
-        assert fallback._jxl_size(jxl) == shape
+        assert fallback._jxl_header(jxl) == (*shape, 0)
         assert fallback.png_size(bytes(imagecodecs.png_encode(plane))) == shape
         decoded = fallback.decode(STORED_JXL, jxl, (*shape, channels), 0)
         assert np.array_equal(decoded, plane.reshape(*shape, channels))
@@ -219,6 +219,37 @@ def test_stored_tile_bombs_are_refused_before_decoding(monkeypatch) -> None:
             fallback.decode(kind, bomb, (64, 64, 1), 0)
         with pytest.raises(BitstreamError, match="cannot be decoded"):
             fallback.decode(kind, b"\x00" + bomb[1:], (64, 64, 1), 0)
+    assert not calls
+
+
+def _codestream(data: bytes) -> bytes:
+    """The bare codestream of a JPEG XL file (its ``jxlc`` box, or the file itself when bare)."""
+    at = 0
+    while data[:2] != b"\xff\x0a" and at < len(data):
+        size, kind = int.from_bytes(data[at : at + 4], "big"), data[at + 4 : at + 8]
+        if kind == b"jxlc":
+            return data[at + 8 : at + size] if size else data[at + 8 :]
+        at += size
+    return data
+
+
+@pytest.mark.parametrize("extra", [1, 2, 16, 99])
+def test_jpeg_xl_tiles_with_extra_channels_are_refused_before_decoding(monkeypatch, extra: int) -> None:
+    """A JPEG XL tile of the right size that carries extra channels (a few hundred bytes for a
+    hundred tile-sized planes: 100 MB decoded for a 1000 x 1000 tile) is refused from its header;
+    the encoder never writes any.  Every coding of their count (1, 2..17, 18..4113) is read."""
+    import imagecodecs
+
+    from nlic.errors import BitstreamError
+
+    planes = np.zeros((extra + 1, 300, 200), np.uint8)
+    bomb = _codestream(bytes(imagecodecs.jpegxl_encode(planes, lossless=True, effort=1, planar=True,
+                                                       photometric="MINISBLACK")))
+    assert fallback._jxl_header(bomb) == (300, 200, extra)
+    calls = []
+    monkeypatch.setattr(imagecodecs, "jpegxl_decode", lambda *a, **k: calls.append(1))
+    with pytest.raises(BitstreamError, match="extra channels"):
+        fallback.decode(STORED_JXL, bomb, (300, 200, 1), 0)
     assert not calls
 
 

@@ -121,29 +121,69 @@ def png_size(data: bytes) -> tuple[int, int] | None:
 #: JPEG XL's SizeHeader: U32 distributions of a dimension, and the aspect ratios (ISO/IEC 18181-1 D.2)
 _JXL_U32_BITS = (9, 13, 18, 30)
 _JXL_RATIOS = ((1, 1), (12, 10), (4, 3), (3, 2), (16, 9), (5, 4), (2, 1))
+#: U32 distributions (value offset, bits) of the ImageMetadata fields read before its extra channels
+_JXL_BIT_DEPTH = ((8, 0), (10, 0), (12, 0), (1, 6))
+_JXL_FLOAT_DEPTH = ((32, 0), (16, 0), (24, 0), (1, 6))
+_JXL_EXTRA_CHANNELS = ((0, 0), (1, 0), (2, 4), (1, 12))
+_JXL_PREVIEW_DIV8 = ((16, 0), (32, 0), (1, 5), (33, 9))
+_JXL_PREVIEW = ((1, 6), (65, 8), (321, 10), (1345, 12))
+_JXL_TICKS = (((100, 0), (1000, 0), (1, 10), (1, 30)), ((1, 0), (1001, 0), (1, 8), (1, 10)),
+              ((0, 0), (0, 3), (0, 16), (0, 32)))
+#: the header bytes read: enough for every field up to the extra channels, whatever their encodings
+_JXL_HEADER_BYTES = 64
 
 
-def _jxl_size(data: bytes) -> tuple[int, int] | None:
-    """``(height, width)`` from a bare JPEG XL codestream's SizeHeader (None: not one)."""
+def _jxl_header(data: bytes) -> tuple[int, int, int] | None:
+    """``(height, width, extra channels)`` of a bare JPEG XL codestream, from its SizeHeader and the
+    start of its ImageMetadata (ISO/IEC 18181-1 D.2, A.6; None: not a codestream).  The decoder
+    reads both before decoding: a crafted tile must neither claim a larger image than its tile nor
+    carry extra channels (thousands, each as large as the image, in a few bytes), which the encoder
+    never writes."""
     if len(data) < 3 or data[:2] != b"\xff\x0a":
         return None
-    bits, pos = int.from_bytes(data[2:14], "little"), 0  # (the header's bits, least significant first)
+    bits, pos = int.from_bytes(data[2 : 2 + _JXL_HEADER_BYTES], "little"), 0  # least significant first
 
     def read(n: int) -> int:
         nonlocal pos
         pos += n
         return (bits >> (pos - n)) & ((1 << n) - 1)
 
-    def dimension(small: bool) -> int:
-        return (read(5) + 1) * 8 if small else read(_JXL_U32_BITS[read(2)]) + 1
+    def u32(distribution: tuple[tuple[int, int], ...]) -> int:
+        offset, n = distribution[read(2)]
+        return offset + read(n)
 
-    small = bool(read(1))
-    height = dimension(small)
-    ratio = read(3)
-    if ratio == 0:
-        return height, dimension(small)
-    num, den = _JXL_RATIOS[ratio - 1]
-    return height, height * num // den
+    def size() -> tuple[int, int]:  # SizeHeader
+        small = bool(read(1))
+        height = (read(5) + 1) * 8 if small else read(_JXL_U32_BITS[read(2)]) + 1
+        ratio = read(3)
+        if ratio:
+            num, den = _JXL_RATIOS[ratio - 1]
+            return height, height * num // den
+        return height, (read(5) + 1) * 8 if small else read(_JXL_U32_BITS[read(2)]) + 1
+
+    height, width = size()
+    if read(1):  # all_default: no extra channels
+        return height, width, 0
+    if read(1):  # extra_fields: orientation, intrinsic size, preview, animation
+        read(3)
+        if read(1):
+            size()
+        if read(1):  # PreviewHeader
+            div8 = bool(read(1))
+            u32(_JXL_PREVIEW_DIV8 if div8 else _JXL_PREVIEW)
+            if read(3) == 0:
+                u32(_JXL_PREVIEW_DIV8 if div8 else _JXL_PREVIEW)
+        if read(1):  # AnimationHeader
+            for distribution in _JXL_TICKS:
+                u32(distribution)
+            read(1)
+    if read(1):  # BitDepth: floating-point samples
+        u32(_JXL_FLOAT_DEPTH)
+        read(4)
+    else:
+        u32(_JXL_BIT_DEPTH)
+    read(1)  # modular_16_bit_buffer_sufficient
+    return height, width, u32(_JXL_EXTRA_CHANNELS)
 
 
 def decode(kind: int, data: bytes, shape: tuple[int, int, int], tau: int) -> np.ndarray:
@@ -155,11 +195,17 @@ def decode(kind: int, data: bytes, shape: tuple[int, int, int], tau: int) -> np.
     elif kind in (STORED_PNG, STORED_JXL):
         # the size from the header first: a crafted tile must not make the decoder allocate a huge image
         # (nor, for JPEG XL, every frame of an animation: only the first is decoded)
-        size = png_size(data) if kind == STORED_PNG else _jxl_size(data)
-        if size is None:
+        if kind == STORED_PNG:
+            size = png_size(data)
+            header = None if size is None else (*size, 0)
+        else:
+            header = _jxl_header(data)
+        if header is None:
             raise BitstreamError("stored tile cannot be decoded")
-        if size != shape[:2]:
+        if header[:2] != shape[:2]:
             raise BitstreamError("stored tile does not match its size")
+        if header[2]:  # (the encoder never writes extra channels: each would be decoded as large as the tile)
+            raise BitstreamError("stored tile has extra channels")
         try:
             level = np.asarray(imagecodecs.png_decode(data) if kind == STORED_PNG
                                else imagecodecs.jpegxl_decode(data, index=0, numthreads=1))  # one frame only
