@@ -151,9 +151,11 @@ def test_quickstart_trains_evaluates_and_logs(tmp_path: Path) -> None:
     assert history["eval/max_err_tau1"][-1] <= 1
 
 
-def test_export_half_precision_codes_exactly(tiny_model: Path, photo: np.ndarray, tmp_path: Path) -> None:
+def test_export_half_precision_codes_exactly(tiny_model: Path, photo: np.ndarray, tmp_path: Path, capsys) -> None:
     out = tmp_path / "half.pt"
     assert nlic_main(["export", str(tiny_model), str(out), "--half"]) == 0
+    # the tiny model has no grey heads, and the export says so (the shipped default's would add them)
+    assert "no grey heads" in capsys.readouterr().out
     assert out.stat().st_size < tiny_model.stat().st_size
     data = load_codec(out, stored_fallback=False).compress(photo, 0).data
     assert np.array_equal(load_codec(out).decompress(data).pixels, photo)

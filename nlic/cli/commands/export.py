@@ -47,6 +47,9 @@ def run(args: argparse.Namespace) -> int:
     mid = load_model(args.output).model_id
     size = args.output.stat().st_size
     print(f"{args.checkpoint} -> {args.output}: {size / 1e6:.2f} MB, model id {mid.hex()}")
+    if not codec.residual.has_gray_heads:  # (a colour-only run's checkpoint: an easy one to ship by mistake)
+        print("note: this model has no grey heads: grey images, and the R plane of colour tiles (format 8), "
+              "are coded by its colour heads; --gray-heads MODEL adds them (e.g. the shipped default's)")
     if not args.no_register:
         from nlic.model_store import register
 
