@@ -154,12 +154,16 @@ def _jxl_header(data: bytes) -> tuple[int, int, int] | None:
 
     def size() -> tuple[int, int]:  # SizeHeader
         small = bool(read(1))
-        height = (read(5) + 1) * 8 if small else read(_JXL_U32_BITS[read(2)]) + 1
+
+        def dimension() -> int:
+            return (read(5) + 1) * 8 if small else read(_JXL_U32_BITS[read(2)]) + 1
+
+        height = dimension()
         ratio = read(3)
         if ratio:
             num, den = _JXL_RATIOS[ratio - 1]
             return height, height * num // den
-        return height, (read(5) + 1) * 8 if small else read(_JXL_U32_BITS[read(2)]) + 1
+        return height, dimension()
 
     height, width = size()
     if read(1):  # all_default: no extra channels
@@ -168,11 +172,11 @@ def _jxl_header(data: bytes) -> tuple[int, int, int] | None:
         read(3)
         if read(1):
             size()
-        if read(1):  # PreviewHeader
-            div8 = bool(read(1))
-            u32(_JXL_PREVIEW_DIV8 if div8 else _JXL_PREVIEW)
+        if read(1):  # PreviewHeader: a height, a ratio and, for ratio 0, a width
+            dimension = _JXL_PREVIEW_DIV8 if read(1) else _JXL_PREVIEW
+            u32(dimension)
             if read(3) == 0:
-                u32(_JXL_PREVIEW_DIV8 if div8 else _JXL_PREVIEW)
+                u32(dimension)
         if read(1):  # AnimationHeader
             for distribution in _JXL_TICKS:
                 u32(distribution)
