@@ -102,6 +102,19 @@ def test_console_scripts_and_info(tiny_model: Path, photo: np.ndarray, tmp_path:
     assert max_err(np.asarray(Image.open(out)), photo) <= 2
 
 
+def test_decoding_process_leaves_scipy_linalg_unimported(photo: np.ndarray, tmp_path: Path) -> None:
+    """numba's first compiled call would import scipy.linalg (0.1-0.2 s of every fresh process) to
+    probe BLAS for kernels nlic never calls (see nlic.compiled); the default model's stack (no
+    CompressAI layer) imports it nowhere else."""
+    nl = tmp_path / "x.nlic"
+    nl.write_bytes(load_codec(None).compress(photo, 1).data)
+    script = ("import sys; from nlic.api import load_codec; "
+              f"load_codec(None).decompress(open({str(nl)!r}, 'rb').read()); "
+              "print('scipy.linalg' in sys.modules)")
+    res = subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, text=True)
+    assert res.stdout.strip() == "False"
+
+
 def test_other_model_and_corruption_are_refused(tiny_model: Path, photo: np.ndarray, tmp_path: Path) -> None:
     from tests.conftest import make_tiny_model
 

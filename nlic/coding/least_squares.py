@@ -20,9 +20,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numba
 import numpy as np
 
+from nlic.compiled import numba
 from nlic.errors import BitstreamError
 from nlic.residual.integer import MEAN_STEPS
 

@@ -33,12 +33,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
-import numba
 import numpy as np
 import torch
 from torch import Tensor
 
 from nlic.coding import least_squares, scales
+from nlic.compiled import numba
 from nlic.entropy.pmf import SHARPNESS_STEPS, Classes, plan_escapes, plan_group
 from nlic.entropy.range_coder import SymbolDecoder, SymbolEncoder
 from nlic.errors import BitstreamError

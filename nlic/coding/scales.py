@@ -94,10 +94,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache, partial
 
-import numba
 import numpy as np
 
 from nlic.coding import least_squares
+from nlic.compiled import numba
 from nlic.entropy.pmf import SHARPNESS_STEPS, sharpened_gap
 from nlic.errors import BitstreamError
 from nlic.residual.integer import LOG_SCALE_LEVELS, LOG_SCALE_MIN, LOG_SCALE_STEPS, LOGIT_STEPS, MEAN_STEPS

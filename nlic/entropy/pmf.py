@@ -22,9 +22,9 @@ import decimal
 from dataclasses import dataclass
 from functools import lru_cache
 
-import numba
 import numpy as np
 
+from nlic.compiled import numba
 from nlic.residual.integer import (
     LOG_SCALE_LEVELS,
     LOG_SCALE_MIN,

@@ -24,12 +24,12 @@ import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-import numba
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from nlic.compiled import numba
 from nlic.residual.mixture import LOG_SCALE_MAX, LOG_SCALE_MIN, MEAN_SCALE
 from nlic.residual.network import CHANNELS, CONTEXT_SCALE, MAX_CONDITIONED_TAU, ContextHead, ResidualNetwork
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 import torch
 from torch import Tensor
+
+from nlic.compiled import numba
 
 
 def bin_width(tau: int) -> int:
