@@ -524,10 +524,8 @@ class ResidualCoder:
                         table = self.head.plane_table(_first_channel(gathered, device),
                                                       None if feats is None else feats[run])
                     elif c == 0 and grey_red[run].any():  # format 8 tiles' R from the grey heads
-                        grey = red_head.plane_table(_first_channel(gathered, device),
-                                                    None if feats is None else feats[run])
-                        table = np.where(grey_red[run][:, None], grey, self.head.channel_table(c, hidden, skip,
-                                                                                               current))
+                        table = self._red_table(red_head, grey_red[run], gathered,
+                                                None if feats is None else feats[run], hidden, skip, current)
                     elif layers[c] is None:
                         table = self.head.channel_table(c, hidden, skip, current)
                     else:
@@ -559,6 +557,22 @@ class ResidualCoder:
                 start = end
         bins = torch.from_numpy(out).reshape(n_ch, P, PATCH, PATCH).permute(1, 0, 2, 3)
         return [bins[a:b] for a, b in zip(first_patch[:-1], first_patch[1:])]
+
+    def _red_table(self, red_head: IntegerHead, grey: np.ndarray, gathered: np.ndarray, feats: Tensor | None,
+                   hidden: Tensor, skip: Tensor, current: np.ndarray) -> np.ndarray:
+        """R's mixtures of a wavefront whose rows ``grey`` (their tiles': format 8) read R from the grey
+        heads and the others from the colour heads: each head evaluated on its own rows (a row's
+        mixtures depend on that row alone)."""
+        device = hidden.device
+        if grey.all():
+            return red_head.plane_table(_first_channel(gathered, device), feats)
+        picked = torch.from_numpy(grey).to(device)
+        table = np.empty((len(grey), 3 * self.head.mixtures), dtype=np.int32)
+        table[grey] = red_head.plane_table(_first_channel(gathered[grey], device),
+                                           None if feats is None else feats[picked])
+        colour = ~picked
+        table[~grey] = self.head.channel_table(0, hidden[colour], skip[colour], current[~grey])
+        return table
 
     # ------------------------------------------------------------------ one group of symbols
     @staticmethod
