@@ -240,6 +240,18 @@ def test_nlic_codec_round_trip(coffee_png):
         assert row.bound_ok is True and row.max_err <= row.tau
 
 
+def test_bench_says_when_a_model_has_no_grey_heads(tiny_model, monkeypatch, capsys):
+    """A colour-only checkpoint benched as is codes R without the grey heads the shipped model will
+    have: the bench says so once per model; the shipped default (with grey heads) draws no note."""
+    pytest.importorskip("nlic.api", reason="nlic.api (the learned codec) does not import")
+    monkeypatch.setattr(bench_codecs, "_NLIC_MODELS", {})
+    for learned_only in (False, True):
+        bench_codecs._load_nlic(str(tiny_model), learned_only)
+    assert capsys.readouterr().err.count("has no grey heads") == 1
+    bench_codecs._load_nlic(None)
+    assert "grey heads" not in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_nlic_random_model_round_trip(tmp_path):
     """The nlic adapter on a tiny untrained model: the bound must hold whatever the weights."""

@@ -15,6 +15,7 @@ l-infinity guarantee, which is run at its ``default_distances`` instead of at ta
 from __future__ import annotations
 
 import io
+import sys
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -226,7 +227,13 @@ def _load_nlic(model: str | None, learned_only: bool = False) -> Any:
             raise NlicError(f"codec 'nlic' is unavailable ({err}); leave it out of --codecs") from err
         if model is not None and not Path(model).exists():
             raise NlicError(f"model checkpoint not found: {model}")
-        _NLIC_MODELS[model, learned_only] = load_codec(model, stored_fallback=not learned_only)
+        noted = any(m == model for m, _ in _NLIC_MODELS)  # (said once per model)
+        codec = _NLIC_MODELS[model, learned_only] = load_codec(model, stored_fallback=not learned_only)
+        if not noted and not codec.image_codec.model.residual.has_gray_heads:
+            # a colour-only run's checkpoint: its figures are not those of the model it will ship as
+            print(f"note: model {model} has no grey heads: grey images and the R plane of colour tiles "
+                  "(format 8) are coded by its colour heads; `nlic export CKPT OUT --gray-heads MODEL` adds "
+                  "them", file=sys.stderr)
     return _NLIC_MODELS[model, learned_only]
 
 
