@@ -91,6 +91,13 @@ def without_bias_correction(model: LoadedModel) -> LoadedModel:
     return LoadedModel(codec, config, quantization, model_id(config, codec.state_dict(), quantization), model.path)
 
 
+#: what a model without grey heads (a colour-only run's checkpoint) does differently, said by
+#: ``nlic export`` and ``nlic bench``: its figures are not those of the model it would ship as
+NO_GREY_HEADS = ("has no grey heads: grey images and the R plane of colour tiles (format 8) are coded by "
+                 "its colour heads; `nlic export CKPT OUT --gray-heads MODEL` adds them (e.g. the shipped "
+                 "default's)")
+
+
 #: residual-network sizes in which grey heads may be smaller than the colour heads they join
 GROWABLE_SIZES = ("context_channels", "hidden", "layers", "channel_hidden")
 

@@ -230,10 +230,9 @@ def _load_nlic(model: str | None, learned_only: bool = False) -> Any:
         noted = any(m == model for m, _ in _NLIC_MODELS)  # (said once per model)
         codec = _NLIC_MODELS[model, learned_only] = load_codec(model, stored_fallback=not learned_only)
         if not noted and not codec.image_codec.model.residual.has_gray_heads:
-            # a colour-only run's checkpoint: its figures are not those of the model it will ship as
-            print(f"note: model {model} has no grey heads: grey images and the R plane of colour tiles "
-                  "(format 8) are coded by its colour heads; `nlic export CKPT OUT --gray-heads MODEL` adds "
-                  "them", file=sys.stderr)
+            from nlic.model_io import NO_GREY_HEADS
+
+            print(f"note: model {model} {NO_GREY_HEADS}", file=sys.stderr)
     return _NLIC_MODELS[model, learned_only]
 
 

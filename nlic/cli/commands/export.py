@@ -29,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
     import hashlib
 
     from nlic.io import atomic_output, check_not_same_file, check_output_path
-    from nlic.model_io import load_model, save_model, with_gray_heads
+    from nlic.model_io import NO_GREY_HEADS, load_model, save_model, with_gray_heads
 
     check_not_same_file(args.checkpoint, args.output)
     check_output_path(args.output, force=args.force)
@@ -48,8 +48,7 @@ def run(args: argparse.Namespace) -> int:
     size = args.output.stat().st_size
     print(f"{args.checkpoint} -> {args.output}: {size / 1e6:.2f} MB, model id {mid.hex()}")
     if not codec.residual.has_gray_heads:  # (a colour-only run's checkpoint: an easy one to ship by mistake)
-        print("note: this model has no grey heads: grey images, and the R plane of colour tiles (format 8), "
-              "are coded by its colour heads; --gray-heads MODEL adds them (e.g. the shipped default's)")
+        print(f"note: this model {NO_GREY_HEADS}")
     if not args.no_register:
         from nlic.model_store import register
 
