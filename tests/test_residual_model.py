@@ -187,6 +187,21 @@ def test_integer_params_follow_the_float_network() -> None:
         assert mean_err.median() < 0.25 and scale_err.median() < 0.1, (c, mean_err.median(), scale_err.median())
 
 
+def test_stored_table_vectors_are_what_decimal_computes(tmp_path, monkeypatch):
+    """The packaged integers the PMF tables start from are decimal's, bit for bit (a constant changed
+    without ``save_vectors``: this fails), and a stored file made under other constants is not read."""
+    from nlic.entropy import pmf
+
+    stored, computed = pmf.exact_vectors(), pmf.compute_vectors()
+    assert pmf.VECTORS_FILE.exists() and stored.keys() == computed.keys()
+    for name in computed:
+        assert stored[name].dtype == computed[name].dtype and np.array_equal(stored[name], computed[name]), name
+    stale = tmp_path / "stale.npz"
+    np.savez(stale, key=pmf._vectors_key() + 1, **{k: v + 1 for k, v in computed.items()})
+    monkeypatch.setattr(pmf, "VECTORS_FILE", stale)
+    assert all(np.array_equal(pmf.exact_vectors()[k], v) for k, v in computed.items())
+
+
 def reference_window_pmf(p: BinParams, start: np.ndarray, width: int, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     """The definition: every component's tabulated CDF at every bin edge, edges at or below ``lo``
     at 0 and above ``hi`` at 2**CDF_BITS (the tails folded into the end bins), weighted, differenced."""
