@@ -1,0 +1,99 @@
+"""Tiles decoded in this process and forked copies of it (nlic.coding.workers): the same images as
+on threads, errors in a child raised in the parent, a dead child an error, never a fork beside
+another thread."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+
+import numpy as np
+import pytest
+
+from nlic.coding import workers
+from nlic.errors import BitstreamError, NlicError
+
+pytestmark = pytest.mark.skipif(not workers.can_fork(), reason="forked workers need Linux and no other thread")
+
+
+def _pid_of(i: int) -> tuple[int, int]:
+    return i * i, os.getpid()
+
+
+def test_each_share_runs_in_its_own_process() -> None:
+    items = [(i,) for i in range(7)]
+    shares = workers.split_by_cost(list(range(7)), [1] * 7, 3)
+    results = workers.run_forked(_pid_of, items, shares)
+    assert sorted(results) == list(range(7)) and all(results[i][0] == i * i for i in range(7))
+    pids = {i: results[i][1] for i in range(7)}
+    assert {pids[i] for i in shares[0]} == {os.getpid()}  # the first share here, the others in children
+    children = [{pids[i] for i in share} for share in shares[1:]]
+    assert all(len(c) == 1 for c in children) and len(set.union(*children) | {os.getpid()}) == 3
+
+
+def test_split_by_cost_balances_the_work() -> None:
+    costs = [9, 7, 5, 4, 3, 1]
+    shares = workers.split_by_cost(list(range(6)), costs, 2)
+    assert sorted(i for s in shares for i in s) == list(range(6))
+    assert [sum(costs[i] for i in s) for s in shares] == [14, 15]  # 9+4+1, 7+5+3
+
+
+def _fails_in_child(i: int) -> int:
+    if i == 1:
+        raise BitstreamError("file is corrupt (tile 1)")
+    return i
+
+
+def test_an_error_in_a_child_is_raised_in_the_parent() -> None:
+    with pytest.raises(BitstreamError, match=r"corrupt \(tile 1\)"):
+        workers.run_forked(_fails_in_child, [(0,), (1,)], [[0], [1]])
+
+
+def _dies_in_child(i: int) -> int:
+    if i == 1:
+        os.kill(os.getpid(), signal.SIGKILL)  # as the kernel kills a process out of memory
+    return i
+
+
+def test_a_child_that_dies_is_a_clear_error() -> None:
+    with pytest.raises(NlicError, match="worker process coding tiles died .signal 9"):
+        workers.run_forked(_dies_in_child, [(0,), (1,)], [[0], [1]])
+
+
+def test_no_fork_beside_another_thread() -> None:
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait)
+    other.start()
+    try:
+        assert not workers.can_fork()
+    finally:
+        stop.set()
+        other.join()
+    assert workers.can_fork()
+
+
+@pytest.mark.parametrize("tau", [0, 2])
+def test_forked_decoding_gives_the_images_threads_give(photos, monkeypatch, tau: int) -> None:
+    """A photo of several tiles decoded on 3 workers: forked (the decoder's default here) and on
+    threads, the same image within tau, and the forked path really taken."""
+    from nlic.api import Codec
+    from nlic.coding.image import ImageCodec
+    from nlic.model_io import load_model
+    from nlic.model_store import DEFAULT_MODEL
+
+    if not workers.can_fork():  # (a thread an earlier test left running)
+        pytest.skip(f"other threads running: {threading.enumerate()}")
+    calls = []
+    real = workers.run_forked
+    monkeypatch.setattr("nlic.coding.image.run_forked", lambda *a: calls.append(1) or real(*a))
+    codec = Codec(ImageCodec(load_model(DEFAULT_MODEL), tile=64, threads=3))
+    codec.image_codec.jxl_tiles = False
+    img = photos["astronaut"]  # 96 x 128: six tiles
+    data = codec.compress(img, tau).data
+    forked = codec.decompress(data).pixels
+    assert calls, "the decoder did not fork"
+    codec.image_codec.fork_workers = False
+    threaded = codec.decompress(data).pixels
+    assert np.array_equal(forked, threaded)
+    assert int(np.abs(forked.astype(np.int16) - img.astype(np.int16)).max()) <= tau
