@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -21,44 +22,44 @@ def _pid_of(i: int) -> tuple[int, int]:
     return i * i, os.getpid()
 
 
-def test_each_share_runs_in_its_own_process() -> None:
-    items = [(i,) for i in range(7)]
-    shares = workers.split_by_cost(list(range(7)), [1] * 7, 3)
-    results = workers.run_forked(_pid_of, items, shares)
-    assert sorted(results) == list(range(7)) and all(results[i][0] == i * i for i in range(7))
-    pids = {i: results[i][1] for i in range(7)}
-    assert {pids[i] for i in shares[0]} == {os.getpid()}  # the first share here, the others in children
-    children = [{pids[i] for i in share} for share in shares[1:]]
-    assert all(len(c) == 1 for c in children) and len(set.union(*children) | {os.getpid()}) == 3
+def test_items_run_in_this_process_and_its_children() -> None:
+    items = [(i,) for i in range(40)]
+    results = workers.run_forked(_slow_pid_of, items, list(range(40)), 3)
+    assert sorted(results) == list(range(40)) and all(results[i][0] == i * i for i in range(40))
+    pids = {pid for _, pid in results.values()}
+    assert os.getpid() in pids and len(pids) == 3  # every worker took some: handed out as they come free
 
 
-def test_split_by_cost_balances_the_work() -> None:
-    costs = [9, 7, 5, 4, 3, 1]
-    shares = workers.split_by_cost(list(range(6)), costs, 2)
-    assert sorted(i for s in shares for i in s) == list(range(6))
-    assert [sum(costs[i] for i in s) for s in shares] == [14, 15]  # 9+4+1, 7+5+3
+def _slow_pid_of(i: int) -> tuple[int, int]:
+    time.sleep(0.01)
+    return _pid_of(i)
+
+
+PARENT = os.getpid()
 
 
 def _fails_in_child(i: int) -> int:
-    if i == 1:
-        raise BitstreamError("file is corrupt (tile 1)")
+    if os.getpid() != PARENT:
+        raise BitstreamError(f"file is corrupt (tile {i})")
+    time.sleep(0.2)  # (the child takes the next item meanwhile)
     return i
 
 
 def test_an_error_in_a_child_is_raised_in_the_parent() -> None:
-    with pytest.raises(BitstreamError, match=r"corrupt \(tile 1\)"):
-        workers.run_forked(_fails_in_child, [(0,), (1,)], [[0], [1]])
+    with pytest.raises(BitstreamError, match=r"corrupt \(tile \d\)"):
+        workers.run_forked(_fails_in_child, [(0,), (1,), (2,), (3,)], [0, 1, 2, 3], 2)
 
 
 def _dies_in_child(i: int) -> int:
-    if i == 1:
+    if os.getpid() != PARENT:
         os.kill(os.getpid(), signal.SIGKILL)  # as the kernel kills a process out of memory
+    time.sleep(0.2)
     return i
 
 
 def test_a_child_that_dies_is_a_clear_error() -> None:
     with pytest.raises(NlicError, match="worker process coding tiles died .signal 9"):
-        workers.run_forked(_dies_in_child, [(0,), (1,)], [[0], [1]])
+        workers.run_forked(_dies_in_child, [(0,), (1,), (2,), (3,)], [0, 1, 2, 3], 2)
 
 
 def test_no_fork_beside_another_thread() -> None:

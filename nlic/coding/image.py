@@ -41,7 +41,7 @@ from nlic.bitstream.container import (
 )
 from nlic.coding import adaptation, fallback, grid, scales
 from nlic.coding.residual import Patches, ResidualCoder, TileStream
-from nlic.coding.workers import can_fork, run_forked, split_by_cost
+from nlic.coding.workers import can_fork, run_forked
 from nlic.entropy.pmf import SHARPNESS_STEPS
 from nlic.entropy.range_coder import guard_latent_decoders
 from nlic.errors import BitstreamError, NlicError
@@ -235,7 +235,7 @@ class ImageCodec:
                     break
             return [results.get(i) for i in range(len(items))]
         if forked and self.fork_workers and can_fork():
-            return self._map_forked(fn, items, order, costs or [1] * len(items), first, stop, workers)
+            return self._map_forked(fn, items, order, first, stop, workers)
 
         def run(item: tuple) -> T:
             with torch.no_grad():  # grad mode is per thread
@@ -258,21 +258,19 @@ class ImageCodec:
             torch.set_num_threads(saved)
 
     @staticmethod
-    def _map_forked(fn: Callable[..., T], items: list[tuple], order: list[int], costs: list[int], first: set[int],
+    def _map_forked(fn: Callable[..., T], items: list[tuple], order: list[int], first: set[int],
                     stop: Callable[[dict[int, T]], bool] | None, workers: int) -> list[T | None]:
         """:meth:`_map_tiles` on this process and ``workers - 1`` forked copies of it
-        (:mod:`nlic.coding.workers`), the items split by cost; ``first`` and ``stop`` as there (the
-        others forked after the decision)."""
+        (:mod:`nlic.coding.workers`); ``first`` and ``stop`` as there (the others forked after the
+        decision)."""
         saved = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
             with torch.no_grad():
                 decide = stop is not None and bool(first)
-                results = run_forked(fn, items, split_by_cost([i for i in order if i in first or not decide],
-                                                              costs, workers))
+                results = run_forked(fn, items, [i for i in order if i in first or not decide], workers)
                 if decide and not stop(results):
-                    results.update(run_forked(fn, items, split_by_cost([i for i in order if i not in first],
-                                                                       costs, workers)))
+                    results.update(run_forked(fn, items, [i for i in order if i not in first], workers))
                 return [results.get(i) for i in range(len(items))]
         finally:
             torch.set_num_threads(saved)
