@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 import time
 
@@ -15,7 +16,7 @@ import pytest
 from nlic.coding import workers
 from nlic.errors import BitstreamError, NlicError
 
-pytestmark = pytest.mark.skipif(not workers.can_fork(), reason="forked workers need Linux and no other thread")
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="forked workers run on Linux only")
 
 
 def _pid_of(i: int) -> tuple[int, int]:
@@ -71,7 +72,7 @@ def test_no_fork_beside_another_thread() -> None:
     finally:
         stop.set()
         other.join()
-    assert workers.can_fork()
+    assert workers.can_fork() == (threading.active_count() == 1)  # (an earlier test may leave a thread)
 
 
 @pytest.mark.parametrize("tau", [0, 2])
@@ -83,11 +84,11 @@ def test_forked_decoding_gives_the_images_threads_give(photos, monkeypatch, tau:
     from nlic.model_io import load_model
     from nlic.model_store import DEFAULT_MODEL
 
-    if not workers.can_fork():  # (a thread an earlier test left running)
-        pytest.skip(f"other threads running: {threading.enumerate()}")
     calls = []
     real = workers.run_forked
     monkeypatch.setattr("nlic.coding.image.run_forked", lambda *a: calls.append(1) or real(*a))
+    # (idle threads an earlier test may leave in this process hold no lock the workers need)
+    monkeypatch.setattr("nlic.coding.image.can_fork", lambda: True)
     codec = Codec(ImageCodec(load_model(DEFAULT_MODEL), tile=64, threads=3))
     codec.image_codec.jxl_tiles = False
     img = photos["astronaut"]  # 96 x 128: six tiles
