@@ -7,7 +7,7 @@ Every measurement runs in a fresh process (as a user runs the CLI), one image at
 Prints a table per tau (mean s/MP over the images: encoded as the first image of a fresh process,
 as ``nlic compress`` runs, and decoded in another fresh process, as ``nlic decompress`` runs; "warm":
 the same image encoded and decoded again in the encoding process; total bytes, peak RSS of the
-coding processes, a decoder's forked tile worker added: an upper bound, their shared pages counted twice)
+coding processes)
 and the start-up time of ``nlic --help``, ``nlic info`` and a header error.  JPEG-XL (effort 7)
 and JPEG-LS are timed on the same images for reference (imagecodecs, in-process).
 """
@@ -60,17 +60,13 @@ from nlic.api import load_codec_for
 from nlic.io import read_image
 data = open(sys.argv[1], "rb").read()
 codec = load_codec_for(data, None if sys.argv[2] == "-" else sys.argv[2])
-before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
 t0 = time.perf_counter()
 out = codec.decompress(data)
 dec = time.perf_counter() - t0
-# a forked tile worker's peak counts too (its pages shared with this process twice: an upper bound)
-after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-workers = after if after > before else 0
 original = read_image(sys.argv[3]).pixels.astype(np.int16)
 error = int(np.abs(out.pixels.astype(np.int16).reshape(original.shape) - original).max())
 print(json.dumps({"decode_s": dec, "decode_error": error,
-                  "decode_peak_rss_mib": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss + workers) / 1024}))
+                  "decode_peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
 
 

@@ -41,7 +41,6 @@ from nlic.bitstream.container import (
 )
 from nlic.coding import adaptation, fallback, grid, scales
 from nlic.coding.residual import Patches, ResidualCoder, TileStream
-from nlic.coding.workers import can_fork, run_forked
 from nlic.entropy.pmf import SHARPNESS_STEPS
 from nlic.entropy.range_coder import guard_latent_decoders
 from nlic.errors import BitstreamError, NlicError
@@ -185,10 +184,6 @@ class ImageCodec:
         #: JPEG XL lossless may store the whole image (tried at tau 0) or a tile (where its PNG comes
         #: close to the learned code; format 10, see nlic.coding.fallback); False: never
         self.jxl_tiles = True
-        #: on the CPU, with more than one thread, the decoder's tiles run in this process and forked
-        #: copies of it where that is safe (:mod:`nlic.coding.workers`: no other Python thread,
-        #: Linux); False: always on threads.  The same images either way
-        self.fork_workers = True
         self.device = resolve_device(device)
         self.loaded = model
         self.model = model.codec.eval().to(self.device)
@@ -211,8 +206,8 @@ class ImageCodec:
         return self._coders[key]
 
     def _map_tiles(self, fn: Callable[..., T], items: list[tuple], costs: list[int] | None = None,
-                   first: set[int] | None = None, stop: Callable[[dict[int, T]], bool] | None = None,
-                   forked: bool = False) -> list[T | None]:
+                   first: set[int] | None = None,
+                   stop: Callable[[dict[int, T]], bool] | None = None) -> list[T | None]:
         """``fn(*item)`` for every tile, results in order.  On the CPU, with a lossy layer that
         allows it, tiles run on ``self.threads`` threads with one torch thread each: a tile's
         wavefronts are too small for torch's own threads to pay, and the compiled PMF code and torch
@@ -220,9 +215,7 @@ class ImageCodec:
         the small tiles at the image's edges fill in at the end (the threads finish together).
         ``first``, ``stop``: the items of ``first`` start before the others, and once they are done
         ``stop(their results, by index)`` may end the work: the items it skips are None.  It sees
-        the same results whatever the thread count, so the files do not depend on it.  ``forked``:
-        in this process and forked copies of it instead of threads where :attr:`fork_workers` and
-        :func:`nlic.coding.workers.can_fork` allow (the decoder: see there)."""
+        the same results whatever the thread count, so the files do not depend on it."""
         order = sorted(range(len(items)), key=lambda i: -costs[i]) if costs is not None else list(range(len(items)))
         first = first or set()
         order = [i for i in order if i in first] + [i for i in order if i not in first]
@@ -234,8 +227,6 @@ class ImageCodec:
                 if stop is not None and first and len(results) == len(first) and stop(results):
                     break
             return [results.get(i) for i in range(len(items))]
-        if forked and self.fork_workers and can_fork():
-            return self._map_forked(fn, items, order, first, stop, workers)
 
         def run(item: tuple) -> T:
             with torch.no_grad():  # grad mode is per thread
@@ -254,24 +245,6 @@ class ImageCodec:
                         return [results.get(i) for i in range(len(items))]
                     futures.update({i: pool.submit(run, items[i]) for i in order if i not in first})
                 return [futures[i].result() for i in range(len(items))]
-        finally:
-            torch.set_num_threads(saved)
-
-    @staticmethod
-    def _map_forked(fn: Callable[..., T], items: list[tuple], order: list[int], first: set[int],
-                    stop: Callable[[dict[int, T]], bool] | None, workers: int) -> list[T | None]:
-        """:meth:`_map_tiles` on this process and ``workers - 1`` forked copies of it
-        (:mod:`nlic.coding.workers`); ``first`` and ``stop`` as there (the others forked after the
-        decision)."""
-        saved = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            with torch.no_grad():
-                decide = stop is not None and bool(first)
-                results = run_forked(fn, items, [i for i in order if i in first or not decide], workers)
-                if decide and not stop(results):
-                    results.update(run_forked(fn, items, [i for i in order if i not in first], workers))
-                return [results.get(i) for i in range(len(items))]
         finally:
             torch.set_num_threads(saved)
 
@@ -539,7 +512,7 @@ class ImageCodec:
         groups = [[t] for t in items if t.chunk.kind not in LEARNED_KINDS]
         groups += self._lockstep_groups([t for t in items if t.chunk.kind in LEARNED_KINDS])
         decoded_groups = self._map_tiles(self._decode_group, [(g, channels, c.tau) for g in groups],
-                                         [sum(t.area for t in g) for g in groups], forked=True)
+                                         [sum(t.area for t in g) for g in groups])
         for group, decoded in zip(groups, decoded_groups):
             for item, tile in zip(group, decoded):
                 y, x, h, w = tiles[item.index]
