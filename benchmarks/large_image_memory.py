@@ -71,16 +71,11 @@ def phase(args: argparse.Namespace) -> dict:
         (work / "large.nlic").write_bytes(blob)
     else:
         blob = (work / "large.nlic").read_bytes()
-        before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
         t0 = time.perf_counter()
         pixels = codec.decompress(blob).pixels
         out["decode_s"] = time.perf_counter() - t0
         img = large_photo(args.width, args.height)
         out["max_abs_error"] = int(np.abs(pixels.astype(np.int16) - img.astype(np.int16)).max())
-        # a forked tile worker (nlic.coding.workers): its peak, the pages it shares with this process
-        # counted again (with this process's peak: an upper bound of the two together)
-        after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-        out["worker_peak_rss_mib"] = after / 1024 if after > before else 0.0
     out["peak_rss_mib"] = peak_rss_mib()
     return out
 
@@ -136,8 +131,6 @@ def main() -> int:
         f"(+{results['encode']['peak_rss_mib'] - base:.0f} MiB), {results['encode']['bpp']:.2f} bpp\n"
         f"  decode: {results['decode']['decode_s']:.1f} s, peak RSS {results['decode']['peak_rss_mib']:.0f} MiB "
         f"(+{results['decode']['peak_rss_mib'] - base:.0f} MiB), max |error| {results['decode']['max_abs_error']}"
-        + (f"; its forked tile worker's peak RSS {results['decode']['worker_peak_rss_mib']:.0f} MiB (pages shared "
-           "with the decoder counted in both)" if results["decode"].get("worker_peak_rss_mib") else "")
     )
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
