@@ -33,6 +33,7 @@ from skimage import data as skdata
 from nlic.bitstream.container import (
     FORMAT_VERSION,
     LEARNED_KINDS,
+    LEARNED_V11,
     STORED_JXL,
     STORED_PNG,
     STORED_UNIFORM,
@@ -413,6 +414,7 @@ def _retile(blob: bytes, **changes) -> bytes:
         ({"kind": STORED_PNG, "stored": b"\x89PNG\r\n\x1a\n" + bytes(40)}, "stored tile"),
         ({"kind": STORED_JXL, "stored": b"\xff\x0a" + bytes(40), "version": 10}, "stored tile"),
         ({"kind": STORED_JXL, "stored": b"\xff\x0a" + bytes(40), "version": 9}, "unknown tile kind 10"),
+        ({"kind": LEARNED_V11, "version": 10}, "unknown tile kind 11"),
         ({"residual": b"\x01\x02\x03"}, "multiple of 4"),
         ({"residual": b""}, ""),
         ({"residual": b"\xff" * 100_000}, ""),

@@ -122,6 +122,7 @@ def test_the_least_squares_source_pays_and_format_8_files_still_decode(name, mon
     img = np.ascontiguousarray(getattr(data, name)()[:256, :384])
     for tau in (0, 2):
         sizes = {}
+        monkeypatch.setattr(codec.coder(tau), "phases", False)  # (format 11's phase offsets: tests/test_phases.py)
         for fine in (True, False):
             monkeypatch.setattr(codec.coder(tau), "fine", fine)
             out = codec.compress(img, tau)

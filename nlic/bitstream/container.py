@@ -6,7 +6,7 @@
     | model_id 8 bytes | recon_crc u32 | n_tiles u32 | extras_len u32
     | n_tiles x tile chunk | extras | payload_crc u32 (crc32 of every byte before it)
 
-tile chunk (formats 2 to 10)::
+tile chunk (formats 2 to 11)::
 
     kind u8 | length u32 | body
 
@@ -47,13 +47,17 @@ tile chunk (formats 2 to 10)::
                       (a byte with a bit per such channel, then their int16 coefficients;
                       nlic.coding.least_squares)
     kind 10, stored (format 10): the tau-quantized samples as a JPEG XL lossless codestream
+    kind 11, learned (format 11): as kind 9 with, after the least-squares coefficients, per channel
+                      an eight-byte mask of the 64 pixel phases (row % 8 * 8 + column % 8 within
+                      the tile) that carry a log-scale offset and a signed byte per such phase
+                      (nlic.coding.scales.choose_phases)
 
 ``extras`` holds an optional losslessly coded alpha plane.  ``recon_crc`` is the crc32 of the
 reconstruction the encoder computed: a decoder that diverged would be caught instead of writing a
 wrong image.  A file carries the lowest version its tiles need: format 2 files (no kind 3 or 4),
 format 3 files (no kind 4), format 4 files (no kind 5), format 5 files (no kind 6), format 6 files
-(no kind 7), format 7 files (no kind 8), format 8 files (no kind 9) and format 9 files (no kind 10)
-decode as before; format 1 (nlic 0.1, float
+(no kind 7), format 7 files (no kind 8), format 8 files (no kind 9), format 9 files (no kind 10)
+and format 10 files (no kind 11) decode as before; format 1 (nlic 0.1, float
 probabilities) is refused with a message naming the release that reads it.
 """
 
@@ -66,7 +70,7 @@ from dataclasses import dataclass, field
 from nlic.errors import BitstreamError
 
 MAGIC = b"NLIC"
-FORMAT_VERSION = 10
+FORMAT_VERSION = 11
 #: largest tau a file may carry (same as the encoder's limit)
 MAX_TAU = 255
 #: largest tile size a header holds (u16, a multiple of 64)
@@ -78,17 +82,20 @@ MODES = {0: "RGB", 1: "L", 2: "RGBA", 3: "LA"}
 MODE_CODES = {v: k for k, v in MODES.items()}
 #: tile kinds
 (LEARNED, STORED_UNIFORM, STORED_PNG, LEARNED_V3, LEARNED_V4, LEARNED_V5, LEARNED_V6, LEARNED_V7,
- LEARNED_V8, LEARNED_V9, STORED_JXL) = range(11)
+ LEARNED_V8, LEARNED_V9, STORED_JXL, LEARNED_V11) = range(12)
 TILE_KINDS = {LEARNED: "learned", STORED_UNIFORM: "stored-uniform", STORED_PNG: "stored-png",
               LEARNED_V3: "learned-v3", LEARNED_V4: "learned-v4", LEARNED_V5: "learned-v5", LEARNED_V6: "learned-v6",
-              LEARNED_V7: "learned-v7", LEARNED_V8: "learned-v8", LEARNED_V9: "learned-v9", STORED_JXL: "stored-jxl"}
-LEARNED_KINDS = (LEARNED, LEARNED_V3, LEARNED_V4, LEARNED_V5, LEARNED_V6, LEARNED_V7, LEARNED_V8, LEARNED_V9)
+              LEARNED_V7: "learned-v7", LEARNED_V8: "learned-v8", LEARNED_V9: "learned-v9", STORED_JXL: "stored-jxl",
+              LEARNED_V11: "learned-v11"}
+LEARNED_KINDS = (LEARNED, LEARNED_V3, LEARNED_V4, LEARNED_V5, LEARNED_V6, LEARNED_V7, LEARNED_V8, LEARNED_V9,
+                 LEARNED_V11)
 #: the file format version each tile kind first appeared in
 KIND_VERSION = {LEARNED: 2, STORED_UNIFORM: 2, STORED_PNG: 2, LEARNED_V3: 3, LEARNED_V4: 4, LEARNED_V5: 5,
-                LEARNED_V6: 6, LEARNED_V7: 7, LEARNED_V8: 8, LEARNED_V9: 9, STORED_JXL: 10}
+                LEARNED_V6: 6, LEARNED_V7: 7, LEARNED_V8: 8, LEARNED_V9: 9, STORED_JXL: 10,
+                LEARNED_V11: 11}
 #: the struct format of the scales field's length, per learned kind that has one
 _SCALES_LEN = {LEARNED_V3: "<B", LEARNED_V4: "<H", LEARNED_V5: "<H", LEARNED_V6: "<H", LEARNED_V7: "<H",
-               LEARNED_V8: "<H", LEARNED_V9: "<H"}
+               LEARNED_V8: "<H", LEARNED_V9: "<H", LEARNED_V11: "<H"}
 
 _HEADER = struct.Struct("<4sBBHIIH8sIII")
 _CRC = struct.Struct("<I")

@@ -34,6 +34,7 @@ from nlic.bitstream.container import (
     LEARNED_V7,
     LEARNED_V8,
     LEARNED_V9,
+    LEARNED_V11,
     MAX_TILE,
     STORED_JXL,
     Container,
@@ -439,16 +440,17 @@ class ImageCodec:
         choice = coder.scale_offsets(params, bins, patches, tau, self.patch_scales, context) if fit_scales else None
         if (choice is not None and choice.deltas is not None and not choice.deltas.any() and choice.classes is None
                 and choice.means is None and all(s == SHARPNESS_STEPS for s in choice.channel_sharpness())
-                and not grey_red):
+                and choice.phases is None and not grey_red):
             choice.deltas = choice.sharpness = None  # one offset per tile, neutral mixtures: a format 3 tile
         per_patch = None if choice is None else choice.per_patch(bins.shape[0])
         stream = coder.encode(params, bins, patches, tau, per_patch, None if choice is None else choice.sharpness,
                               None if choice is None else choice.classes, None if choice is None else choice.means,
-                              context)
+                              context, None if choice is None else choice.phases)
         neutral = choice is None or (choice.deltas is None and not any(choice.tile))  # (format 3 normalised above)
         if offsets is None and neutral:  # no grid, no offsets, neutral mixtures: a format 2 tile
             return TileChunk(LEARNED, latents, adaptation.pack(deltas), stream)
         kind = (LEARNED_V3 if choice is None or choice.deltas is None
+                else LEARNED_V11 if choice.phases is not None
                 else LEARNED_V9 if choice.fine
                 else LEARNED_V8 if grey_red
                 else LEARNED_V7 if choice.chroma else LEARNED_V6 if choice.means is not None
@@ -596,8 +598,10 @@ class ImageCodec:
         n_patches = (hp // PATCH) * (wp // PATCH)
         sharpness = class_offsets = mean_offsets = coefficients = None
         grey_red = chunk.kind == LEARNED_V8
-        if chunk.kind == LEARNED_V9:
-            field = scales.unpack_fine(chunk.scales, n_patches, channels)
+        phases = None
+        if chunk.kind in (LEARNED_V9, LEARNED_V11):
+            field = scales.unpack_fine(chunk.scales, n_patches, channels, phases=chunk.kind == LEARNED_V11)
+            phases = field.phases
             log_scales, sharpness = field.per_patch, field.sharpness
             class_offsets, mean_offsets = field.classes, field.means
             grey_red, coefficients = field.grey_red, field.least_squares
@@ -611,8 +615,9 @@ class ImageCodec:
             log_scales = scales.ScaleChoice(scales.unpack(chunk.scales, channels), None).per_patch(n_patches)
         patches = self._patches(x_hat, features, h, w, tau, channels, coder.head, clamped=format3)
         stream = TileStream(chunk.residual, patches, layers, log_scales, sharpness, class_offsets, mean_offsets,
-                            grey_red=grey_red, fine=chunk.kind == LEARNED_V9,
-                            least_squares=coefficients if coefficients is not None and coefficients.any() else None)
+                            grey_red=grey_red, fine=chunk.kind in (LEARNED_V9, LEARNED_V11),
+                            least_squares=coefficients if coefficients is not None and coefficients.any() else None,
+                            phases=phases)
         return _PendingTile(x_hat[:, :channels], stream, h, w)
 
 

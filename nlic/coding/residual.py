@@ -123,6 +123,8 @@ class TileStream:
     #: format 9: the finer mean levels and the least-squares coefficients ``[c, MOST_TERMS]``
     fine: bool = False
     least_squares: np.ndarray | None = None
+    #: format 11: the offsets per pixel phase ``[c, PHASES]`` (None: none)
+    phases: np.ndarray | None = None
 
 
 def _cpu(params: ChannelParams) -> ChannelParams:
@@ -159,6 +161,8 @@ class ResidualCoder:
         self.least_squares_taps = least_squares.tap_index(self.offsets)
         #: format 9: finer mean levels and the least-squares source; False: formats 6 to 8
         self.fine = self.least_squares_taps is not None
+        #: format 11: offsets per pixel phase on format 9 tiles; False: format 9 at most
+        self.phases = True
 
     @staticmethod
     def surprises(params: list[ChannelParams], bins: Tensor, tau: int,
@@ -367,23 +371,49 @@ class ResidualCoder:
             found = scales.choose_classes(tables, *rest, [cls[sampled] for cls in context.classes], base, tau,
                                           sharpness, scale, shifts)
             choice.classes = found if found.any() else None
+            if self.phases and choice.fine and tau <= scales.PHASE_MAX_TAU:  # format 11: under all the others
+                choice.phases = scales.choose_phases(
+                    *(self._phase_sample(choice, context, fields, take, per, part, tau)
+                      for part in (every, slice(1, None, scales.CLASS_SAMPLE_STRIDE))), tau, sharpness,
+                    int(patches.valid.sum()))
         return choice
+
+    @staticmethod
+    def _phase_sample(choice: scales.ScaleChoice, context: SymbolContext, fields: list, take: np.ndarray,
+                      per: np.ndarray, part: slice, tau: int) -> scales.PhaseSample:
+        """The symbols ``take[part]`` of the per-patch sample (``fields``: their tables, bins and
+        feasible bins) as :func:`scales.choose_phases` reads them: their phases, and their offsets and
+        mean shifts under ``choice``."""
+        sampled = take[part]
+        patch = sampled // (PATCH * PATCH)
+        base = []
+        for c in range(len(choice.tile)):
+            moved = per[patch, c]
+            if choice.classes is not None:
+                moved = moved + choice.classes[c][context.classes[c][sampled]]
+            base.append(moved)
+        shifts = None
+        if choice.means is not None:
+            shifts = [scales.mean_shift([None if lev is None else lev[sampled] for lev in levels], choice.means[c],
+                                        bin_width(tau)) for c, levels in enumerate(context.levels)]
+        return scales.PhaseSample(*([x[part] for x in f] for f in fields), scales.phase_of(sampled, PATCH), base,
+                                  shifts)
 
     @torch.no_grad()
     def encode(self, params: list[ChannelParams], bins: Tensor, patches: Patches, tau: int,
                scale_offsets: np.ndarray | None = None, sharpness: Sequence[int] | None = None,
                class_offsets: np.ndarray | None = None, mean_offsets: np.ndarray | None = None,
-               context: SymbolContext | None = None) -> bytes:
+               context: SymbolContext | None = None, phase_offsets: np.ndarray | None = None) -> bytes:
         """Encode ``bins`` given their mixtures (:meth:`mixtures`), each patch's log-scale offsets
         (``[P, c]``, :meth:`scales.ScaleChoice.per_patch`), each channel's sharpness, offsets
         per symbol class (``[c, SYMBOL_CLASSES]``) and mean offsets (``[c, MEAN_SOURCES, MEAN_LEVELS]``):
         the symbols in the order the decoder meets them (wavefront by wavefront, channel by channel,
         each group's windows by width, then its escapes by span), planned PLAN_STEPS wavefronts of a
         channel at a time (:class:`_ChannelPlan`); ``context``: the tile's :meth:`symbol_context`, when
-        computed already."""
+        computed already; ``phase_offsets``: the offsets per pixel phase ``[c, PHASES]`` (format 11)."""
         enc = SymbolEncoder()
         order, ends = self._decode_order(patches.valid)
-        offsets = _symbol_offsets(scale_offsets, order, patches)
+        offsets = _phase_offsets(_symbol_offsets(scale_offsets, order, patches), phase_offsets, order)
         # (classes and levels computed in patch order, then taken in decoding order: cheaper)
         if (class_offsets is not None or mean_offsets is not None) and (
                 context is None or (mean_offsets is not None and context.levels is None)):
@@ -419,12 +449,14 @@ class ResidualCoder:
     def decode(self, data: bytes, patches: Patches, tau: int, layers: Sequence[IntLinear | None],
                scale_offsets: np.ndarray | None = None, sharpness: Sequence[int] | None = None,
                class_offsets: np.ndarray | None = None, mean_offsets: np.ndarray | None = None,
-               fine: bool = False, least_squares: np.ndarray | None = None) -> Tensor:
+               fine: bool = False, least_squares: np.ndarray | None = None,
+               phase_offsets: np.ndarray | None = None) -> Tensor:
         """Decode the bins ``[P, c, 64, 64]`` (zero outside ``valid``) under the tile's output layers,
-        log-scale offsets, sharpness, class offsets, mean offsets and (format 9) least-squares
-        coefficients (see :meth:`decode_tiles`)."""
+        log-scale offsets, sharpness, class offsets, mean offsets, (format 9) least-squares
+        coefficients and (format 11) phase offsets (see :meth:`decode_tiles`)."""
         return self.decode_tiles([TileStream(data, patches, layers, scale_offsets, sharpness, class_offsets,
-                                             mean_offsets, fine=fine, least_squares=least_squares)], tau)[0]
+                                             mean_offsets, fine=fine, least_squares=least_squares,
+                                             phases=phase_offsets)], tau)[0]
 
     @torch.no_grad()
     def decode_tiles(self, tiles: Sequence[TileStream], tau: int,
@@ -459,6 +491,13 @@ class ResidualCoder:
                  else patches.features.reshape(-1, patches.features.shape[-1])[torch.from_numpy(order)].to(device))
         out = np.zeros((n_ch, P * PATCH * PATCH), dtype=np.int64)
         offsets = _symbol_offsets(_joined_offsets(tiles, n_ch), order, patches)
+        if any(t.phases is not None for t in tiles):  # format 11: every tile's, indexed by the tile of each symbol
+            phases = np.zeros((len(tiles), n_ch, scales.PHASES), dtype=np.int64)
+            for i, t in enumerate(tiles):
+                if t.phases is not None:
+                    phases[i] = t.phases
+            phase = scales.phase_of(order, PATCH)
+            offsets = [off + phases[tile_of, c, phase] for c, off in enumerate(offsets)]
         sharpness = [t.sharpness or [SHARPNESS_STEPS] * n_ch for t in tiles]
         sharp = np.asarray(sharpness, dtype=np.int64)[tile_of].T  # [c, symbols] each symbol's tile's
         decoders = [SymbolDecoder(t.data) for t in tiles]
@@ -612,6 +651,15 @@ def _rows(table: np.ndarray, take: np.ndarray | None) -> np.ndarray:
     """The rows ``take`` of a mixture table ``[..., 3K]`` flattened to ``[n, 3K]`` (all: None)."""
     rows = table.reshape(-1, table.shape[-1])
     return rows if take is None else rows[take]
+
+
+def _phase_offsets(offsets: list[np.ndarray], per_phase: np.ndarray | None, order: np.ndarray) -> list[np.ndarray]:
+    """Each channel's log-scale offsets of the symbols in decoding ``order`` plus their phase's
+    (``per_phase`` ``[c, PHASES]``; None: none, the offsets as they are)."""
+    if per_phase is None:
+        return offsets
+    phase = scales.phase_of(order, PATCH)
+    return [off + per_phase[c][phase] for c, off in enumerate(offsets)]
 
 
 def _joined_offsets(tiles: Sequence[TileStream], channels: int) -> np.ndarray | None:
