@@ -87,7 +87,7 @@ fell from their least-squares prediction and from the network's mean, summed; th
 each decoded pixel's two errors in buffers its neighbours gather from.  A further -1.8 % at tau =
 0 and -2.5 % at tau = 2 on the same photos.
 
-Format 11 adds, at tau = 0, a log-scale offset per tile, channel and pixel phase (the pixel's row and
+Format 11 adds, at tau <= 2, a log-scale offset per tile, channel and pixel phase (the pixel's row and
 column modulo 8; :func:`choose_phases`).  Six of the ten held-out photos once were JPEGs: the
 horizontal differences of their chroma are 1.3-2.3 times the mean at every eighth column (the block
 edges) and down to half of it inside them, a grid the network cannot see in a neighbourhood.  The
@@ -95,7 +95,8 @@ offsets are fitted on one half of the sample and kept where they pay on the othe
 judged on the same symbols, 64 offsets a channel looked better than they were and made smooth photos'
 files larger).  Real bytes of the learned code on the validation split: -0.76 % at tau = 0
 (gcompris_heron -1.95 %, tuxtype_kcas5 -2.98 %, photos that never were JPEGs +0.01 to +0.05 %), on
-the samples -0.24 %; see PHASE_MAX_TAU for tau >= 1.
+the samples -0.27 %; at tau = 1 -0.27 / -0.08 % and at tau = 2 -0.11 / -0.01 % on the validation split
+/ the samples (PHASE_MIN_BITS, PHASE_MAX_TAU say where they are not searched).
 """
 
 from __future__ import annotations
@@ -184,12 +185,16 @@ CLASS_SAMPLE_STRIDE = 2
 #: than one inside, which no neighbourhood shows the network
 PHASE_PERIOD = 8
 PHASES = PHASE_PERIOD * PHASE_PERIOD
-#: phase offsets are searched at tau <= PHASE_MAX_TAU only.  Real bytes on the validation split
-#: (learned code, format 11 against 9): -0.76 % at tau = 0 (-0.66 to -2.98 % on its six photos that
-#: were JPEGs, +0.01 to +0.05 % on the others), but -0.24 % at tau = 1, -0.06 % at tau = 2 and
-#: larger files at tau = 5: where a tile costs a few hundredths of a bit a pixel (enl_peaks, +0.3 to
-#: +1 % at tau = 1..5) the estimated savings of sharper mixtures do not reach the range coder
-PHASE_MAX_TAU = 0
+#: a channel's phase offsets are kept only where its symbols cost at least PHASE_MIN_BITS each (as
+#: estimated on the sample): on near-flat tiles (enl_peaks at tau = 2: 0.006-0.1 bit a symbol) the
+#: estimated savings of sharper mixtures did not reach the range coder (+0.46 % with offsets kept
+#: wherever they were estimated to pay), on tiles of photos that once were JPEGs (0.25-1 bit) they did
+PHASE_MIN_BITS = 0.2
+#: and they are searched at tau <= PHASE_MAX_TAU.  Real bytes, learned code, format 11 against 9,
+#: validation split / samples: -0.76 / -0.27 % at tau = 0, -0.27 / -0.08 % at tau = 1, -0.11 / -0.01 %
+#: at tau = 2, +0.05 / +0.03 % at tau = 5 (the savings shrink with the residual's roughness, the
+#: offsets' bytes do not)
+PHASE_MAX_TAU = 2
 
 
 @dataclass
@@ -424,6 +429,8 @@ def choose_phases(fit: PhaseSample, check: PhaseSample, tau: int, sharpness: lis
             measured.append(_search_channel(check.tables[c], check.symbols[c], check.lo[c], check.hi[c], check_starts,
                                             tau, 0, 1, 0, 0, 1, sharp[c], order=check_order, moved_by=moved,
                                             shifted_by=None if check.shifts is None else check.shifts[c])[2])
+        if measured[0].sum() < PHASE_MIN_BITS * len(check.phases):
+            continue
         saving = (measured[0] - measured[1]) * scale
         keep = (saving > CLASS_MIN_BITS) & (best != 0)
         if (saving[keep] - CLASS_MIN_BITS).sum() > PHASES:
