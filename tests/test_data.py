@@ -246,6 +246,9 @@ def test_whole_image_validation_finite_bits_exact_at_tau0(photo_dir, one_thread)
     assert metrics["val/max_err_tau0"] == 0
     assert metrics["val/max_err_tau2"] <= 2
     assert metrics["val/bpp_tau2"] < metrics["val/bpp_tau0"]
+    assert metrics["val/bpp"] == metrics["val/bpp_tau0"]  # (the lowest tau's: the default selection metric)
+    # the metric experiments that serve every tau select on (conf/experiment/default_model_anneal.yaml)
+    assert metrics["val/bpp_mean_tau"] == pytest.approx((metrics["val/bpp_tau0"] + metrics["val/bpp_tau2"]) / 2)
 
 
 def test_configs_compose():
