@@ -413,7 +413,8 @@ class ResidualCoder:
         computed already; ``phase_offsets``: the offsets per pixel phase ``[c, PHASES]`` (format 11)."""
         enc = SymbolEncoder()
         order, ends = self._decode_order(patches.valid)
-        offsets = _phase_offsets(_symbol_offsets(scale_offsets, order, patches), phase_offsets, order)
+        offsets = _phase_offsets(_symbol_offsets(scale_offsets, order, patches),
+                                 None if phase_offsets is None else phase_offsets[None], order, 0)
         # (classes and levels computed in patch order, then taken in decoding order: cheaper)
         if (class_offsets is not None or mean_offsets is not None) and (
                 context is None or (mean_offsets is not None and context.levels is None)):
@@ -490,14 +491,8 @@ class ResidualCoder:
         feats = (None if patches.features is None
                  else patches.features.reshape(-1, patches.features.shape[-1])[torch.from_numpy(order)].to(device))
         out = np.zeros((n_ch, P * PATCH * PATCH), dtype=np.int64)
-        offsets = _symbol_offsets(_joined_offsets(tiles, n_ch), order, patches)
-        if any(t.phases is not None for t in tiles):  # format 11: every tile's, indexed by the tile of each symbol
-            phases = np.zeros((len(tiles), n_ch, scales.PHASES), dtype=np.int64)
-            for i, t in enumerate(tiles):
-                if t.phases is not None:
-                    phases[i] = t.phases
-            phase = scales.phase_of(order, PATCH)
-            offsets = [off + phases[tile_of, c, phase] for c, off in enumerate(offsets)]
+        offsets = _phase_offsets(_symbol_offsets(_joined_offsets(tiles, n_ch), order, patches),
+                                 _joined_phases(tiles, n_ch), order, tile_of)
         sharpness = [t.sharpness or [SHARPNESS_STEPS] * n_ch for t in tiles]
         sharp = np.asarray(sharpness, dtype=np.int64)[tile_of].T  # [c, symbols] each symbol's tile's
         decoders = [SymbolDecoder(t.data) for t in tiles]
@@ -653,13 +648,24 @@ def _rows(table: np.ndarray, take: np.ndarray | None) -> np.ndarray:
     return rows if take is None else rows[take]
 
 
-def _phase_offsets(offsets: list[np.ndarray], per_phase: np.ndarray | None, order: np.ndarray) -> list[np.ndarray]:
-    """Each channel's log-scale offsets of the symbols in decoding ``order`` plus their phase's
-    (``per_phase`` ``[c, PHASES]``; None: none, the offsets as they are)."""
-    if per_phase is None:
+def _phase_offsets(offsets: list[np.ndarray], per_tile: np.ndarray | None, order: np.ndarray,
+                   tile_of: np.ndarray | int) -> list[np.ndarray]:
+    """Each channel's log-scale offsets of the symbols in decoding ``order`` plus their phase's in
+    their tile (``per_tile`` ``[tiles, c, PHASES]``, ``tile_of``: each symbol's tile, or one for all;
+    None: no tile has any, the offsets as they are): format 11, the encoder's and decoder's."""
+    if per_tile is None:
         return offsets
     phase = scales.phase_of(order, PATCH)
-    return [off + per_phase[c][phase] for c, off in enumerate(offsets)]
+    return [off + per_tile[tile_of, c, phase] for c, off in enumerate(offsets)]
+
+
+def _joined_phases(tiles: Sequence[TileStream], channels: int) -> np.ndarray | None:
+    """The phase offsets of tiles decoded together ``[tiles, c, PHASES]`` (zero for a tile without;
+    None: no tile has any)."""
+    if all(t.phases is None for t in tiles):
+        return None
+    return np.stack([np.zeros((channels, scales.PHASES), dtype=np.int64) if t.phases is None else t.phases
+                     for t in tiles])
 
 
 def _joined_offsets(tiles: Sequence[TileStream], channels: int) -> np.ndarray | None:

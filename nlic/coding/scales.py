@@ -418,20 +418,20 @@ def choose_phases(fit: PhaseSample, check: PhaseSample, tau: int, sharpness: lis
     check_order, check_starts = _by_phase(check)
     scale = symbols_in_tile / max(len(check.phases), 1)
     for c in range(channels):
-        fit_shift = None if fit.shifts is None else fit.shifts[c]
+        def measured(moved: np.ndarray, c: int = c) -> np.ndarray:  # the check sample's bits per phase
+            return _search_channel(check.tables[c], check.symbols[c], check.lo[c], check.hi[c], check_starts, tau,
+                                   0, 1, 0, 0, 1, sharp[c], order=check_order, moved_by=moved,
+                                   shifted_by=None if check.shifts is None else check.shifts[c])[2]
+
+        before = measured(check.base[c])
+        if before.sum() < PHASE_MIN_BITS * len(check.phases):  # (a near-flat channel: no fit searched)
+            continue
         best, _, _ = _search_channel(fit.tables[c], fit.symbols[c], fit.lo[c], fit.hi[c], fit_starts, tau, 0, 1,
                                      CLASS_LOWEST, CLASS_HIGHEST, CLASS_COARSE, sharp[c], order=fit_order,
-                                     moved_by=fit.base[c], shifted_by=fit_shift)
+                                     moved_by=fit.base[c], shifted_by=None if fit.shifts is None else fit.shifts[c])
         if not best.any():
             continue
-        measured = []
-        for moved in (check.base[c], check.base[c] + best[check.phases]):
-            measured.append(_search_channel(check.tables[c], check.symbols[c], check.lo[c], check.hi[c], check_starts,
-                                            tau, 0, 1, 0, 0, 1, sharp[c], order=check_order, moved_by=moved,
-                                            shifted_by=None if check.shifts is None else check.shifts[c])[2])
-        if measured[0].sum() < PHASE_MIN_BITS * len(check.phases):
-            continue
-        saving = (measured[0] - measured[1]) * scale
+        saving = (before - measured(check.base[c] + best[check.phases])) * scale
         keep = (saving > CLASS_MIN_BITS) & (best != 0)
         if (saving[keep] - CLASS_MIN_BITS).sum() > PHASES:
             out[c] = np.where(keep, best, 0)
