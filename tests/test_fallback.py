@@ -289,6 +289,34 @@ def test_probe_tiles_decide_early_for_jpeg_xl(monkeypatch) -> None:
         assert [t.kind for t in Container.from_bytes(files[0]).tiles] == [STORED_JXL]
 
 
+def test_probe_tiles_skip_the_whole_image_jpeg_xl_where_the_learned_code_wins(monkeypatch) -> None:
+    """Where the probe tiles' learned code is under JXL_PROBE_LEARNED_MARGIN times their JPEG XL
+    code, the whole image is never coded as JPEG XL: every tile is coded and kept (astronaut's crop
+    in four tiles, with the margin raised so that its probe qualifies; a tile may still be stored as
+    JPEG XL on its own).  One thread or two: the same
+    bytes, decoded exactly."""
+    from skimage import data
+
+    import nlic.coding.image as image_module
+
+    img = np.ascontiguousarray(data.astronaut()[:512, :512])
+    shapes = []
+    jxl_encode = fallback.jxl_encode
+    monkeypatch.setattr(fallback, "jxl_encode", lambda level, *a: shapes.append(level.shape) or jxl_encode(level, *a))
+    monkeypatch.setattr(image_module, "JXL_PROBE_LEARNED_MARGIN", 2.0)
+    files = []
+    for threads in (1, 2):
+        codec = load_codec(tile=256)
+        codec.image_codec.threads = threads
+        shapes.clear()
+        files.append(codec.compress(img, 0).data)
+        assert img.shape not in shapes and (256, 256, 3) in shapes  # the probe's tiles, not the image
+    assert files[0] == files[1]
+    container = Container.from_bytes(files[0])
+    assert (container.tile, len(container.tiles)) == (256, 4)  # tiles (some stored as JPEG XL), not one image tile
+    assert np.array_equal(codec.decompress(files[0]).pixels, img)
+
+
 def test_no_whole_image_jpeg_xl_beyond_its_size_limit(monkeypatch) -> None:
     """Above JXL_WHOLE_MAX_PIXELS the encoder keeps to its tiles (the whole-image JPEG XL pass would
     hold some 22 bytes a pixel): astronaut's crop, stored whole as JPEG XL under the limit, keeps its
