@@ -267,7 +267,8 @@ def test_probe_tiles_decide_early_for_jpeg_xl(monkeypatch) -> None:
     """At tau 0 the largest tiles (a third of the image) are coded first, learned and as JPEG XL;
     where JPEG XL wins them by the margin the other tiles are never coded and the image is stored
     as JPEG XL (a retina photo in four 256-pixel tiles: two coded); where it does not (astronaut),
-    every tile is coded and the smaller of the two codes kept.  One thread or two: the same bytes."""
+    every tile is coded and the smaller of the two codes kept.  One thread, two, or three (the whole
+    image's JPEG XL code then starts beside the two probe tiles): the same bytes."""
     from skimage import data
 
     from nlic.coding.image import ImageCodec
@@ -278,13 +279,13 @@ def test_probe_tiles_decide_early_for_jpeg_xl(monkeypatch) -> None:
     for img, coded_tiles in ((np.ascontiguousarray(data.retina()[360:872, 300:812]), 2),
                              (np.ascontiguousarray(data.astronaut()[:512, :512]), 4)):
         files = []
-        for threads in (1, 2):
+        for threads in (1, 2, 3):
             codec = load_codec(tile=256)
             codec.image_codec.threads = threads
             calls.clear()
             files.append(codec.compress(img, 0).data)
             assert len(calls) == coded_tiles
-        assert files[0] == files[1]
+        assert files[0] == files[1] == files[2]
         assert np.array_equal(codec.decompress(files[0]).pixels, img)
         assert [t.kind for t in Container.from_bytes(files[0]).tiles] == [STORED_JXL]
 
@@ -293,8 +294,8 @@ def test_probe_tiles_skip_the_whole_image_jpeg_xl_where_the_learned_code_wins(mo
     """Where the probe tiles' learned code is under JXL_PROBE_LEARNED_MARGIN times their JPEG XL
     code, the whole image is never coded as JPEG XL: every tile is coded and kept (astronaut's crop
     in four tiles, with the margin raised so that its probe qualifies; a tile may still be stored as
-    JPEG XL on its own).  One thread or two: the same
-    bytes, decoded exactly."""
+    JPEG XL on its own).  One thread or two: the same bytes, decoded exactly; and with three, where
+    the whole image's JPEG XL code starts beside the probe and is dropped."""
     from skimage import data
 
     import nlic.coding.image as image_module
@@ -305,13 +306,13 @@ def test_probe_tiles_skip_the_whole_image_jpeg_xl_where_the_learned_code_wins(mo
     monkeypatch.setattr(fallback, "jxl_encode", lambda level, *a: shapes.append(level.shape) or jxl_encode(level, *a))
     monkeypatch.setattr(image_module, "JXL_PROBE_LEARNED_MARGIN", 2.0)
     files = []
-    for threads in (1, 2):
+    for threads in (1, 2, 3):
         codec = load_codec(tile=256)
         codec.image_codec.threads = threads
         shapes.clear()
         files.append(codec.compress(img, 0).data)
-        assert img.shape not in shapes and (256, 256, 3) in shapes  # the probe's tiles, not the image
-    assert files[0] == files[1]
+        assert (256, 256, 3) in shapes and (threads == 3 or img.shape not in shapes)  # the probe's tiles
+    assert files[0] == files[1] == files[2]
     container = Container.from_bytes(files[0])
     assert (container.tile, len(container.tiles)) == (256, 4)  # tiles (some stored as JPEG XL), not one image tile
     assert np.array_equal(codec.decompress(files[0]).pixels, img)

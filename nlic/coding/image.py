@@ -213,8 +213,8 @@ class ImageCodec:
         return self._coders[key]
 
     def _map_tiles(self, fn: Callable[..., T], items: list[tuple], costs: list[int] | None = None,
-                   first: set[int] | None = None,
-                   skip: Callable[[dict[int, T]], set[int]] | None = None) -> list[T | None]:
+                   first: set[int] | None = None, skip: Callable[[dict[int, T]], set[int]] | None = None,
+                   spare: set[int] | None = None) -> list[T | None]:
         """``fn(*item)`` for every tile, results in order.  On the CPU, with a lossy layer that
         allows it, tiles run on ``self.threads`` threads with one torch thread each: a tile's
         wavefronts are too small for torch's own threads to pay, and the compiled PMF code and torch
@@ -222,7 +222,10 @@ class ImageCodec:
         the small tiles at the image's edges fill in at the end (the threads finish together).
         ``first``, ``skip``: the items of ``first`` start before the others, and once they are done
         ``skip(their results, by index)`` names the items not to run: their results are None.  It
-        sees the same results whatever the thread count, so the files do not depend on it."""
+        sees the same results whatever the thread count, so the files do not depend on it.
+        ``spare``: items queued right behind ``first`` on threads (threads ``first`` would leave
+        idle until its decision), their results dropped where ``skip`` names them: the same results
+        as one thread gets, sooner."""
         order = sorted(range(len(items)), key=lambda i: -costs[i]) if costs is not None else list(range(len(items)))
         first = first or set()
         order = [i for i in order if i in first] + [i for i in order if i not in first]
@@ -248,11 +251,15 @@ class ImageCodec:
                 # the others are submitted after the decision: once started, a tile could not be stopped
                 decide = skip is not None and bool(first)
                 futures = {i: pool.submit(run, items[i]) for i in order if i in first or not decide}
+                skipped = set()
                 if decide:
+                    futures.update({i: pool.submit(run, items[i]) for i in order if i in (spare or ())})
                     skipped = skip({i: futures[i].result() for i in first})
+                    for i in skipped & futures.keys():
+                        futures[i].cancel()  # (where it has started, it ends unused)
                     futures.update({i: pool.submit(run, items[i]) for i in order
-                                    if i not in first and i not in skipped})
-                return [futures[i].result() if i in futures else None for i in range(len(items))]
+                                    if i not in futures and i not in skipped})
+                return [None if i in skipped else futures[i].result() for i in range(len(items))]
         finally:
             torch.set_num_threads(saved)
 
@@ -326,14 +333,17 @@ class ImageCodec:
         jobs = [functools.partial(self._encode_tile, np.ascontiguousarray(pixels[y : y + h, x : x + w]), tau, adapt,
                                   tile_jxl) for y, x, h, w in tiles]
         costs = [h * w for _, _, h, w in tiles]
-        first, skip = None, None
+        first, skip, spare = None, None, None
         if whole_jxl:  # the whole image as JPEG XL, beside the tiles on the same threads
             jobs.append(functools.partial(fallback.jxl_encode, pixels))
             costs.append(H * W // JXL_COST_RATIO)
             if len(tiles) >= 3:
                 first, skip = self._jxl_probe(pixels, tiles, jobs, costs)
+                # fewer probe tiles than threads: the whole image's JPEG XL code starts on a thread
+                # they leave idle, before the decision that may drop it (one probe tile in four tiles)
+                spare = {len(tiles)} if len(first) // 2 < self.threads else None
         with _lossy_step(self.model.lossy, lossy_step):
-            done = self._map_tiles(_call, [(job,) for job in jobs], costs, first, skip)
+            done = self._map_tiles(_call, [(job,) for job in jobs], costs, first, skip, spare)
         tile = self.tile
         skipped = any(result is None for result in done[: len(tiles)])  # the probe chose JPEG XL
         if not skipped:
