@@ -263,6 +263,21 @@ def test_an_animated_jpeg_xl_tile_decodes_one_frame() -> None:
     assert np.array_equal(fallback.decode(STORED_JXL, bomb, (64, 64, 1), 0)[..., 0], frames[0])
 
 
+def _coded_on_one_two_three_threads(img: np.ndarray, log: list, check) -> bytes:
+    """``img`` coded at tau 0 in 256-pixel tiles on one, two and three threads (``log`` cleared
+    before each, ``check(threads)`` after it): the file, the same bytes each time, decoded exactly."""
+    files = []
+    for threads in (1, 2, 3):
+        codec = load_codec(tile=256)
+        codec.image_codec.threads = threads
+        log.clear()
+        files.append(codec.compress(img, 0).data)
+        check(threads)
+    assert files[0] == files[1] == files[2]
+    assert np.array_equal(codec.decompress(files[0]).pixels, img)
+    return files[0]
+
+
 def test_probe_tiles_decide_early_for_jpeg_xl(monkeypatch) -> None:
     """At tau 0 the largest tiles (a third of the image) are coded first, learned and as JPEG XL;
     where JPEG XL wins them by the margin the other tiles are never coded and the image is stored
@@ -278,16 +293,11 @@ def test_probe_tiles_decide_early_for_jpeg_xl(monkeypatch) -> None:
     monkeypatch.setattr(ImageCodec, "_encode_tile", lambda self, *a: calls.append(1) or encode_tile(self, *a))
     for img, coded_tiles in ((np.ascontiguousarray(data.retina()[360:872, 300:812]), 2),
                              (np.ascontiguousarray(data.astronaut()[:512, :512]), 4)):
-        files = []
-        for threads in (1, 2, 3):
-            codec = load_codec(tile=256)
-            codec.image_codec.threads = threads
-            calls.clear()
-            files.append(codec.compress(img, 0).data)
+        def check(threads: int, coded_tiles: int = coded_tiles) -> None:
             assert len(calls) == coded_tiles
-        assert files[0] == files[1] == files[2]
-        assert np.array_equal(codec.decompress(files[0]).pixels, img)
-        assert [t.kind for t in Container.from_bytes(files[0]).tiles] == [STORED_JXL]
+
+        file = _coded_on_one_two_three_threads(img, calls, check)
+        assert [t.kind for t in Container.from_bytes(file).tiles] == [STORED_JXL]
 
 
 def test_probe_tiles_skip_the_whole_image_jpeg_xl_where_the_learned_code_wins(monkeypatch) -> None:
@@ -305,17 +315,11 @@ def test_probe_tiles_skip_the_whole_image_jpeg_xl_where_the_learned_code_wins(mo
     jxl_encode = fallback.jxl_encode
     monkeypatch.setattr(fallback, "jxl_encode", lambda level, *a: shapes.append(level.shape) or jxl_encode(level, *a))
     monkeypatch.setattr(image_module, "JXL_PROBE_LEARNED_MARGIN", 2.0)
-    files = []
-    for threads in (1, 2, 3):
-        codec = load_codec(tile=256)
-        codec.image_codec.threads = threads
-        shapes.clear()
-        files.append(codec.compress(img, 0).data)
+    def check(threads: int) -> None:
         assert (256, 256, 3) in shapes and (threads == 3 or img.shape not in shapes)  # the probe's tiles
-    assert files[0] == files[1] == files[2]
-    container = Container.from_bytes(files[0])
+
+    container = Container.from_bytes(_coded_on_one_two_three_threads(img, shapes, check))
     assert (container.tile, len(container.tiles)) == (256, 4)  # tiles (some stored as JPEG XL), not one image tile
-    assert np.array_equal(codec.decompress(files[0]).pixels, img)
 
 
 def test_no_whole_image_jpeg_xl_beyond_its_size_limit(monkeypatch) -> None:
