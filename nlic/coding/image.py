@@ -341,7 +341,7 @@ class ImageCodec:
                 first, skip = self._jxl_probe(pixels, tiles, jobs, costs)
                 # fewer probe tiles than threads: the whole image's JPEG XL code starts on a thread
                 # they leave idle, before the decision that may drop it (one probe tile in four tiles)
-                spare = {len(tiles)} if len(first) // 2 < self.threads else None
+                spare = {len(tiles)} if sum(i < len(tiles) for i in first) < self.threads else None
         with _lossy_step(self.model.lossy, lossy_step):
             done = self._map_tiles(_call, [(job,) for job in jobs], costs, first, skip, spare)
         tile = self.tile
