@@ -98,6 +98,12 @@ def test_console_scripts_and_info(tiny_model: Path, photo: np.ndarray, tmp_path:
     assert (info["width"], info["height"], info["tau"], info["mode"]) == (131, 67, 2, "RGB")
     assert info["bytes"]["total"] == nl.stat().st_size
     assert info["bytes"]["latents"] > 0 and info["bytes"]["residual"] > 0
+    # the plain listing names the kinds the tiles took, not every kind there is
+    taken = {f"tiles.{kind}" for kind, count in info["tile_kinds"].items() if count}
+    res = subprocess.run(["nlic", "info", str(nl)], check=True, capture_output=True, text=True)
+    listed = {line.split()[0]: line.split()[1] for line in res.stdout.splitlines()}
+    assert {key for key in listed if key.startswith("tiles.")} == taken and taken
+    assert listed["bytes.total"] == str(nl.stat().st_size)
     subprocess.run(["nlic", "decompress", str(nl), str(out), "--model", str(tiny_model)], check=True)
     assert max_err(np.asarray(Image.open(out)), photo) <= 2
 

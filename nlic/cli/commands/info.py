@@ -38,11 +38,13 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
-    for key in ("file", "format_version", "width", "height", "mode", "tau", "model_id", "tile", "tiles"):
-        print(f"{key:15s} {info[key]}")
-    for key, val in info["tile_kinds"].items():
-        print(f"{'tiles.' + key:15s} {val}")
-    for key, val in parts.items():
-        print(f"{'bytes.' + key:15s} {val}")
-    print(f"{'bpp':15s} {info['bpp']:.4f}")
+    # the kinds the file's tiles took (--json lists every kind, with its zeros)
+    rows = [(key, info[key]) for key in ("file", "format_version", "width", "height", "mode", "tau", "model_id",
+                                          "tile", "tiles")]
+    rows += [("tiles." + key, val) for key, val in info["tile_kinds"].items() if val]
+    rows += [("bytes." + key, val) for key, val in parts.items()]
+    rows.append(("bpp", f"{info['bpp']:.4f}"))
+    width = max(len(key) for key, _ in rows)
+    for key, val in rows:
+        print(f"{key:{width}s} {val}")
     return 0
