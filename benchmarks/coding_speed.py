@@ -6,8 +6,8 @@ Every measurement runs in a fresh process (as a user runs the CLI), one image at
 
 Prints a table per tau (mean s/MP over the images: encoded as the first image of a fresh process,
 as ``nlic compress`` runs, and decoded in another fresh process, as ``nlic decompress`` runs; "warm":
-the same image encoded and decoded again in the encoding process; total bytes, peak RSS of the
-coding processes)
+the same image encoded and decoded again in the encoding process; "CPU": the CPU seconds of the
+fresh processes' coding, all threads; total bytes, peak RSS of the coding processes)
 and the start-up time of ``nlic --help``, ``nlic info`` and a header error.  JPEG-XL (effort 7)
 and JPEG-LS are timed on the same images for reference (imagecodecs, in-process).
 """
@@ -33,9 +33,9 @@ codec = load_codec(None if sys.argv[2] == "-" else sys.argv[2], jxl_tiles=sys.ar
 load_s = time.perf_counter() - t0
 image = read_image(sys.argv[1])
 tau = int(sys.argv[3])
-t0 = time.perf_counter()
+t0, c0 = time.perf_counter(), time.process_time()
 result = codec.compress(image.pixels, tau, alpha=image.alpha)
-enc = time.perf_counter() - t0
+enc, enc_cpu = time.perf_counter() - t0, time.process_time() - c0
 with open(sys.argv[4], "wb") as f:
     f.write(result.data)
 t0 = time.perf_counter()  # again: a process that codes many images (compiled code loaded, tables built)
@@ -45,7 +45,7 @@ t0 = time.perf_counter()
 codec.decompress(again.data)
 dec_warm = time.perf_counter() - t0
 assert again.data == result.data
-print(json.dumps({"load_s": load_s, "encode_s": enc, "encode_warm_s": enc_warm,
+print(json.dumps({"load_s": load_s, "encode_s": enc, "encode_cpu_s": enc_cpu, "encode_warm_s": enc_warm,
                   "decode_warm_s": dec_warm, "bytes": len(result.data),
                   "pixels": result.width * result.height, "max_error": result.max_error,
                   "stored_tiles": sum(v for k, v in result.tile_kinds.items() if k.startswith("stored")),
@@ -60,12 +60,12 @@ from nlic.api import load_codec_for
 from nlic.io import read_image
 data = open(sys.argv[1], "rb").read()
 codec = load_codec_for(data, None if sys.argv[2] == "-" else sys.argv[2])
-t0 = time.perf_counter()
+t0, c0 = time.perf_counter(), time.process_time()
 out = codec.decompress(data)
-dec = time.perf_counter() - t0
+dec, dec_cpu = time.perf_counter() - t0, time.process_time() - c0
 original = read_image(sys.argv[3]).pixels.astype(np.int16)
 error = int(np.abs(out.pixels.astype(np.int16).reshape(original.shape) - original).max())
-print(json.dumps({"decode_s": dec, "decode_error": error,
+print(json.dumps({"decode_s": dec, "decode_cpu_s": dec_cpu, "decode_error": error,
                   "decode_peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
 
@@ -149,23 +149,29 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  tau {tau} {path.name}: {8 * row['bytes'] / row['pixels']:.3f} bpp, "
                   f"encode {row['encode_s'] / mp:.2f} s/MP ({row['encode_warm_s'] / mp:.2f} warm), "
                   f"decode {row['decode_s'] / mp:.2f} s/MP ({row['decode_warm_s'] / mp:.2f} warm), "
+                  f"CPU {row['encode_cpu_s'] / mp:.2f} / {row['decode_cpu_s'] / mp:.2f} s/MP, "
                   f"peak {row['peak_rss_mib']:.0f} MiB", flush=True)
     print(f"\n{len(images)} images, {args.threads} thread(s) per process")
-    print("encode / decode: each in a fresh process (as the CLI runs); warm: again in the encoding process")
-    print("| tau | codec | bpp | encode s/MP | decode s/MP | encode warm | decode warm | model load s | peak RSS MiB |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("encode / decode: each in a fresh process (as the CLI runs); warm: again in the encoding process; CPU:")
+    print("the fresh process's CPU seconds (all its threads: the work done, less swayed than wall time by what")
+    print("else the machine runs, though the two cores still slow each other)")
+    print("| tau | codec | bpp | encode s/MP | decode s/MP | encode warm | decode warm | encode CPU | decode CPU "
+          "| model load s | peak RSS MiB |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for tau in sorted({r["tau"] for r in rows}):
         rs = [r for r in rows if r["tau"] == tau]
         px = sum(r["pixels"] for r in rs)
         rate = {k: sum(r[k] for r in rs) / (px / 1e6) for k in ("encode_s", "decode_s", "encode_warm_s",
-                                                                "decode_warm_s")}
+                                                                "decode_warm_s", "encode_cpu_s", "decode_cpu_s")}
         print(f"| {tau} | nlic | {8 * sum(r['bytes'] for r in rs) / px:.3f} | {rate['encode_s']:.2f} | "
               f"{rate['decode_s']:.2f} | {rate['encode_warm_s']:.2f} | {rate['decode_warm_s']:.2f} | "
+              f"{rate['encode_cpu_s']:.2f} | {rate['decode_cpu_s']:.2f} | "
               f"{statistics.mean(r['load_s'] for r in rs):.2f} | {max(r['peak_rss_mib'] for r in rs):.0f} |")
         for name in rs[0]["classic"]:
             vals = [r["classic"][name] for r in rs]
             print(f"| {tau} | {name} | {statistics.mean(v[2] for v in vals):.3f} | "
-                  f"{statistics.mean(v[0] for v in vals):.2f} | {statistics.mean(v[1] for v in vals):.2f} | | | | |")
+                  f"{statistics.mean(v[0] for v in vals):.2f} | {statistics.mean(v[1] for v in vals):.2f} "
+                  "| | | | | | |")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
     return 0
