@@ -460,6 +460,10 @@ def choose_means(tables: list[np.ndarray], symbols: list[np.ndarray], lo: list[n
             stride = FIRST_SWEEP_STRIDE if sweep == 0 and MEAN_SWEEPS > 1 else 1
             sub = slice(None, None, stride)
             part = [None if lev is None else lev[sub] for lev in sources]
+            # the sweep's symbols, contiguous once for all its sources (the search reads contiguous arrays)
+            tab_s, sym_s, low_s, high_s, off_s = (np.ascontiguousarray(x[sub], dtype=t) for x, t in (
+                (table, np.int32), (sym, np.int64), (low, np.int64), (high, np.int64), (off, np.int64)))
+            weights_s = np.ascontiguousarray(weights[sub], dtype=np.float64)
             for j, lev in enumerate(part):
                 if lev is None:
                     continue
@@ -467,12 +471,12 @@ def choose_means(tables: list[np.ndarray], symbols: list[np.ndarray], lo: list[n
                 starts = np.searchsorted(lev[order], np.arange(MEAN_LEVELS + 1))
                 others = out[c].copy()
                 others[j] = 0
-                best, cost, zero = _search_channel(table[sub], sym[sub], low[sub], high[sub], starts, tau, 0, 0,
+                best, cost, zero = _search_channel(tab_s, sym_s, low_s, high_s, starts, tau, 0, 0,
                                                    MEAN_LOWEST, MEAN_HIGHEST, MEAN_COARSE, sharp[c],
-                                                   shift_step=width / MEAN_STEPS, order=order, moved_by=off[sub],
+                                                   shift_step=width / MEAN_STEPS, order=order, moved_by=off_s,
                                                    # and shifted by the other sources' offsets:
                                                    shifted_by=mean_shift(part, others, width),
-                                                   weights=weights[sub])
+                                                   weights=weights_s)
                 saved = (zero - cost) * scale * stride
                 out[c, j] = np.where(saved > MEAN_MIN_BITS, best, 0)
                 savings[j] = float((saved * (out[c, j] != 0)).sum())
