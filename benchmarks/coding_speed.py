@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{len(images)} images, {args.threads} thread(s) per process")
     print("encode / decode: each in a fresh process (as the CLI runs); warm: again in the encoding process; CPU:")
     print("the fresh process's CPU seconds (all its threads: the work done, less swayed than wall time by what")
-    print("else the machine runs, though the two cores still slow each other)")
+    print("else the machine runs, though cores that share caches and memory still slow each other)")
     print("| tau | codec | bpp | encode s/MP | decode s/MP | encode warm | decode warm | encode CPU | decode CPU "
           "| model load s | peak RSS MiB |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
