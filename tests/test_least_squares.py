@@ -75,6 +75,25 @@ def test_the_fit_finds_a_tiles_predictor_and_the_prediction_follows_its_definiti
         assert error < (0.5 if c else 1.0) * average, (c, error, average)
 
 
+def test_the_compiled_fit_is_numpys_reweighted_least_squares() -> None:
+    """The compiled normal equations and Cholesky solve give NumPy's (BLAS and LAPACK) weights on
+    a noisy, outlier-laden system of the fit's size, reweighting steps included."""
+    rng = np.random.default_rng(3)
+    x = np.c_[rng.normal(size=(4096, least_squares.MOST_TERMS - 1)) * 20, np.ones(4096)]
+    y = x @ rng.normal(size=x.shape[1]) + rng.laplace(size=4096) * 3
+    y[::97] += 200.0  # edges: what the reweighting is for
+    rows = np.ones(len(y))
+    for _ in range(1 + least_squares.ROBUST_STEPS):
+        normal = (x * rows[:, None]).T @ x
+        normal += least_squares.RIDGE * max(np.trace(normal) / len(normal), 1.0) * np.eye(len(normal))
+        expected = np.linalg.solve(normal, (x * rows[:, None]).T @ y)
+        rows = 1.0 / np.maximum(np.abs(y - x @ expected), least_squares.ROBUST_FLOOR)
+    got = least_squares._robust_fit(x, y, least_squares.ROBUST_STEPS, least_squares.RIDGE,
+                                    least_squares.ROBUST_FLOOR)
+    assert np.allclose(got, expected, rtol=1e-9, atol=1e-9)
+    assert np.abs(got - np.linalg.lstsq(x, y, rcond=None)[0]).max() > 1e-3  # (the reweighting moved it)
+
+
 def test_a_flat_tile_fits_without_a_singular_system() -> None:
     context = np.full((2, 3, S, S), 7, dtype=np.int64)
     coefficients = least_squares.fit(context, np.ones((2, S, S), dtype=bool))
