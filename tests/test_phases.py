@@ -9,7 +9,7 @@ import pytest
 from skimage import data
 
 from nlic.bitstream.container import LEARNED_V9, LEARNED_V11, Container
-from nlic.coding import scales
+from nlic.coding import scale_fields, scales
 from nlic.errors import BitstreamError
 
 PATCH = 64
@@ -38,27 +38,27 @@ def test_format_11_field_packs_unpacks_and_refuses_corrupt_fields() -> None:
     signed byte per set phase, per channel); read as format 9, cut, lengthened or with no phase
     offset at all it is refused."""
     rng = np.random.default_rng(11)
-    deltas = rng.integers(scales.DELTA_MIN, scales.DELTA_MAX + 1, size=(4, 3))
+    deltas = rng.integers(scale_fields.DELTA_MIN, scale_fields.DELTA_MAX + 1, size=(4, 3))
     means = np.zeros((3, scales.MEAN_SOURCES, scales.MEAN_LEVELS), dtype=np.int64)
     means[2, scales.CHANNEL_SOURCES, 3] = 5  # B: an offset of its first predictor source
     phases = np.zeros((3, scales.PHASES), dtype=np.int64)
     phases[0, [7, 56, 63]] = [4, -3, 9]
     phases[2, 0] = -12
-    choice = scales.ScaleChoice([1, 0, -2], deltas, [8, 8, 16], None, means, fine=True, phases=phases)
+    choice = scale_fields.ScaleChoice([1, 0, -2], deltas, [8, 8, 16], None, means, fine=True, phases=phases)
     field = choice.pack()
-    got = scales.unpack_fine(field, 4, 3, phases=True)
+    got = scale_fields.unpack_fine(field, 4, 3, phases=True)
     assert np.array_equal(got.phases, phases) and np.array_equal(got.means, means)
     assert np.array_equal(got.per_patch, choice.per_patch(4)) and got.sharpness == [8, 8, 16]
-    nine = scales.ScaleChoice([1, 0, -2], deltas, [8, 8, 16], None, means, fine=True).pack()
+    nine = scale_fields.ScaleChoice([1, 0, -2], deltas, [8, 8, 16], None, means, fine=True).pack()
     assert field.startswith(nine) and len(field) == len(nine) + 3 * 8 + 4
-    assert scales.unpack_fine(nine, 4, 3).phases is None
+    assert scale_fields.unpack_fine(nine, 4, 3).phases is None
     for bad in (field[:-1], field + b"\x00"):
         with pytest.raises(BitstreamError, match="do not match"):
-            scales.unpack_fine(bad, 4, 3, phases=True)
+            scale_fields.unpack_fine(bad, 4, 3, phases=True)
     with pytest.raises(BitstreamError, match="do not match"):
-        scales.unpack_fine(field, 4, 3)  # format 11's field read as format 9's
+        scale_fields.unpack_fine(field, 4, 3)  # format 11's field read as format 9's
     with pytest.raises(BitstreamError, match="without phase offsets"):
-        scales.unpack_fine(nine + bytes(3 * 8), 4, 3, phases=True)
+        scale_fields.unpack_fine(nine + bytes(3 * 8), 4, 3, phases=True)
 
 
 def _coded(codec, fresh, image: np.ndarray, tau: int) -> tuple[int, set[int], int]:

@@ -16,16 +16,16 @@ from nlic.bitstream.container import (
     LEARNED_V7,
     Container,
 )
-from nlic.coding import scales
+from nlic.coding import scale_fields, scales, search
 from nlic.errors import BitstreamError
 
 
 def test_offsets_pack_and_unpack() -> None:
-    assert scales.pack([0, 0, 0]) == b""
-    assert scales.unpack(b"", 3) == [0, 0, 0]
-    assert scales.unpack(scales.pack([-8, 0, 4]), 3) == [-8, 0, 4]
+    assert scale_fields.pack([0, 0, 0]) == b""
+    assert scale_fields.unpack(b"", 3) == [0, 0, 0]
+    assert scale_fields.unpack(scale_fields.pack([-8, 0, 4]), 3) == [-8, 0, 4]
     with pytest.raises(BitstreamError, match="log-scale offsets"):
-        scales.unpack(b"\x01\x02", 3)
+        scale_fields.unpack(b"\x01\x02", 3)
 
 
 def test_offsets_stay_on_the_grid() -> None:
@@ -92,7 +92,7 @@ def test_the_estimate_the_choice_rests_on_matches_the_real_code(default_codecs) 
     bins = patchify((x - x_hat).long())
     params = coder.whole_mixtures(bins, patches, 0)
     estimate = sum(
-        scales._CodeLength(*(t.numpy().reshape(-1, t.shape[-1]) for t in (p.logits, p.means, p.log_scales)),
+        search._CodeLength(*(t.numpy().reshape(-1, t.shape[-1]) for t in (p.logits, p.means, p.log_scales)),
                            bins[:, c].numpy().reshape(-1), patches.lo[:, c].numpy().reshape(-1),
                            patches.hi[:, c].numpy().reshape(-1), 0)(0)
         for c, p in enumerate(params))
@@ -123,16 +123,16 @@ def test_offsets_pay_on_a_photo_and_decode_exactly(default_codecs) -> None:
 def test_patch_offsets_pack_and_unpack() -> None:
     rng = np.random.default_rng(0)
     for patches, channels in ((64, 3), (5, 3), (7, 1)):
-        deltas = rng.integers(scales.DELTA_MIN, scales.DELTA_MAX + 1, (patches, channels))
+        deltas = rng.integers(scale_fields.DELTA_MIN, scale_fields.DELTA_MAX + 1, (patches, channels))
         tile, sharpness = [-20, 3, 0][:channels], [8, 12, 64][:channels]
-        blob = scales.pack_patches(tile, sharpness, deltas)
+        blob = scale_fields.pack_patches(tile, sharpness, deltas)
         assert len(blob) == 2 * channels + (patches * channels + 1) // 2
-        offsets, sharp = scales.unpack_patches(blob, patches, channels)
-        assert np.array_equal(offsets, scales.patch_offsets(tile, deltas)) and sharp == sharpness
+        offsets, sharp = scale_fields.unpack_patches(blob, patches, channels)
+        assert np.array_equal(offsets, scale_fields.patch_offsets(tile, deltas)) and sharp == sharpness
         with pytest.raises(BitstreamError, match="per-patch log-scale offsets"):
-            scales.unpack_patches(blob[:-1], patches, channels)
+            scale_fields.unpack_patches(blob[:-1], patches, channels)
         with pytest.raises(BitstreamError, match="sharpness"):
-            scales.unpack_patches(blob[:channels] + bytes(channels) + blob[2 * channels :], patches, channels)
+            scale_fields.unpack_patches(blob[:channels] + bytes(channels) + blob[2 * channels :], patches, channels)
 
 
 def test_sharpness_multiplies_the_logit_gaps_exactly() -> None:
@@ -167,7 +167,7 @@ def _mixtures(n: int, scale_index: int, rng) -> np.ndarray:
 def test_the_search_finds_each_patch_its_own_offset() -> None:
     """Two patches under the same mixtures, one with residuals twice as spread as the model
     expects, one as expected: the compiled search moves the first's scales up by about log 2 and
-    leaves the second's, and its estimate is the reference one (:class:`scales._CodeLength`)."""
+    leaves the second's, and its estimate is the reference one (:class:`search._CodeLength`)."""
     from nlic.residual.integer import LOG_SCALE_MIN, LOG_SCALE_STEPS
 
     rng = np.random.default_rng(1)
@@ -177,12 +177,12 @@ def test_the_search_finds_each_patch_its_own_offset() -> None:
     symbols = np.concatenate([np.round(rng.logistic(0, 4.0, n)), np.round(rng.logistic(0, 2.0, n))]).astype(np.int64)
     lo, hi = np.full(2 * n, -255), np.full(2 * n, 255)
     patch = np.repeat([0, 1], n)
-    deltas, bits = scales.refine([table], [symbols], [lo], [hi], patch, 2, 0, [0])
-    moved = deltas[0, 0] * scales.DELTA_STEP / LOG_SCALE_STEPS  # natural-log units
+    deltas, bits = search.refine([table], [symbols], [lo], [hi], patch, 2, 0, [0])
+    moved = deltas[0, 0] * scale_fields.DELTA_STEP / LOG_SCALE_STEPS  # natural-log units
     assert abs(moved - np.log(2.0)) < 0.15, moved
     assert deltas[1, 0] == 0
-    reference = sum(scales._CodeLength(*np.split(table[patch == p], 3, axis=1), symbols[patch == p],
-                                       lo[patch == p], hi[patch == p], 0)(scales.DELTA_STEP * int(deltas[p, 0]))
+    reference = sum(search._CodeLength(*np.split(table[patch == p], 3, axis=1), symbols[patch == p],
+                                       lo[patch == p], hi[patch == p], 0)(scale_fields.DELTA_STEP * int(deltas[p, 0]))
                     for p in (0, 1))
     assert abs(bits - reference) < 1e-3 * reference, (bits, reference)
 
@@ -202,9 +202,9 @@ def test_the_search_sharpens_mixtures_that_are_too_even() -> None:
     sharp_only = np.round(rng.logistic(0, 1.5, n)).astype(np.int64)
     pick = rng.random(n) < 1 / (1 + np.exp(-1.0))
     mixed = np.round(np.where(pick, rng.logistic(0, 1.5, n), rng.logistic(0, 12.0, n))).astype(np.int64)
-    chosen = scales.choose_sharpness([table, table], [sharp_only, mixed], [lo, lo], [hi, hi], 0, [0, 0])
+    chosen = search.choose_sharpness([table, table], [sharp_only, mixed], [lo, lo], [hi, hi], 0, [0, 0])
     assert chosen[0] > 8 and chosen[1] == 8, chosen
-    bits = lambda s, sym: scales._search_channel(table, sym, lo, hi, np.array([0, n]), 0, 0, 1, 0, 0, 1, s)[1][0]  # noqa: E731
+    bits = lambda s, sym: search._search_channel(table, sym, lo, hi, np.array([0, n]), 0, 0, 1, 0, 0, 1, s)[1][0]  # noqa: E731
     assert bits(chosen[0], sharp_only) < 0.97 * bits(8, sharp_only)
 
 
@@ -225,8 +225,8 @@ def test_the_search_reads_reordered_moved_and_shifted_symbols_in_place() -> None
     copies = scales.shifted(scales.moved(table, moved_by), shifted_by)[order]
     for step, shift_step in ((1, 0.0), (0, 3 / 16)):
         args = (starts, 1, 2, step, -32, 24, 4, 12, shift_step)
-        expected = scales._search_channel(copies, symbols[order], lo[order], hi[order], *args)
-        found = scales._search_channel(table, symbols, lo, hi, *args, order=order, moved_by=moved_by,
+        expected = search._search_channel(copies, symbols[order], lo[order], hi[order], *args)
+        found = search._search_channel(table, symbols, lo, hi, *args, order=order, moved_by=moved_by,
                                        shifted_by=shifted_by)
         assert all(np.array_equal(a, b) for a, b in zip(expected, found))
         assert len(set(expected[0].tolist())) > 1  # the groups' choices differ: the test can tell them apart
@@ -236,19 +236,19 @@ def test_a_sharpened_tile_without_offsets_keeps_its_sharpness(default_codecs, mo
     """A tile whose offsets are all zero but whose mixtures are sharpened is a format 4 tile (a
     format 2 tile cannot carry the sharpness, and its decode would diverge): it decodes exactly."""
     per_patch = default_codecs[0]
-    monkeypatch.setattr(scales, "choose", lambda tables, *a, **k: ([0] * len(tables), 0.0))
-    monkeypatch.setattr(scales, "choose_sharpness", lambda tables, *a, **k: [16] * len(tables))
-    monkeypatch.setattr(scales, "refine", lambda tables, symbols, lo, hi, patch, patches, *a, **k:
+    monkeypatch.setattr(search, "choose", lambda tables, *a, **k: ([0] * len(tables), 0.0))
+    monkeypatch.setattr(search, "choose_sharpness", lambda tables, *a, **k: [16] * len(tables))
+    monkeypatch.setattr(search, "refine", lambda tables, symbols, lo, hi, patch, patches, *a, **k:
                         (np.zeros((patches, len(tables)), dtype=np.int64), 0.0))
-    monkeypatch.setattr(scales, "choose_classes", lambda tables, *a, **k:
+    monkeypatch.setattr(search, "choose_classes", lambda tables, *a, **k:
                         np.zeros((len(tables), scales.SYMBOL_CLASSES), dtype=np.int64))
-    monkeypatch.setattr(scales, "choose_means", lambda tables, *a, **k:
+    monkeypatch.setattr(search, "choose_means", lambda tables, *a, **k:
                         np.zeros((len(tables), scales.MEAN_LEVELS), dtype=np.int64))
     for img in (np.ascontiguousarray(data.camera()[:96, :128]), np.ascontiguousarray(data.chelsea()[:96, :128])):
         out = per_patch.compress(img, 0)
         tiles = Container.from_bytes(out.data).tiles
         assert [t.kind for t in tiles] == [LEARNED_V4], [t.kind for t in tiles]
-        assert scales.unpack_patches(tiles[0].scales, 4, img.shape[2] if img.ndim == 3 else 1)[1][0] == 16
+        assert scale_fields.unpack_patches(tiles[0].scales, 4, img.shape[2] if img.ndim == 3 else 1)[1][0] == 16
         assert np.array_equal(per_patch.decompress(out.data).pixels.reshape(img.shape), img)
 
 
@@ -256,16 +256,16 @@ def test_class_offsets_pack_unpack_and_corrupt_fields() -> None:
     """Format 5's scales field: the format 4 field and a signed byte per channel and activity
     class; a field cut or lengthened is refused."""
     rng = np.random.default_rng(3)
-    deltas = rng.integers(scales.DELTA_MIN, scales.DELTA_MAX + 1, size=(5, 3))
-    classes = rng.integers(scales.CLASS_LOWEST, scales.CLASS_HIGHEST + 1, size=(3, scales.SYMBOL_CLASSES))
-    choice = scales.ScaleChoice([-3, 0, 7], deltas, [8, 12, 6], classes)
+    deltas = rng.integers(scale_fields.DELTA_MIN, scale_fields.DELTA_MAX + 1, size=(5, 3))
+    classes = rng.integers(search.CLASS_LOWEST, search.CLASS_HIGHEST + 1, size=(3, scales.SYMBOL_CLASSES))
+    choice = scale_fields.ScaleChoice([-3, 0, 7], deltas, [8, 12, 6], classes)
     field = choice.pack()
-    per_patch, sharpness, back, means = scales.unpack_classes(field, 5, 3)
+    per_patch, sharpness, back, means = scale_fields.unpack_classes(field, 5, 3)
     assert np.array_equal(per_patch, choice.per_patch(5)) and sharpness == [8, 12, 6]
     assert np.array_equal(back, classes) and means is None
     for bad in (field[:-1], field + b"\x00", field[: 3 * scales.SYMBOL_CLASSES - 1]):
         with pytest.raises(BitstreamError, match="do not match"):
-            scales.unpack_classes(bad, 5, 3)
+            scale_fields.unpack_classes(bad, 5, 3)
 
 
 def test_surprise_and_mean_levels_follow_their_definitions() -> None:
@@ -352,7 +352,7 @@ def test_activity_class_offsets_pay_and_decode_exactly(default_codecs, monkeypat
     sizes = {}
     for with_classes in (True, False):
         if not with_classes:
-            monkeypatch.setattr(scales, "choose_classes", lambda tables, *a, **k:
+            monkeypatch.setattr(search, "choose_classes", lambda tables, *a, **k:
                                 np.zeros((len(tables), scales.SYMBOL_CLASSES), dtype=np.int64))
         for tau in (0, 2):
             out = codec.compress(img, tau)
@@ -370,34 +370,34 @@ def test_mean_offsets_pack_unpack_and_corrupt_fields() -> None:
     each; format 7's the same with the chroma source after those; a field cut or lengthened, or one
     with offsets from a channel that is not before the one they move, is refused."""
     rng = np.random.default_rng(4)
-    deltas = rng.integers(scales.DELTA_MIN, scales.DELTA_MAX + 1, size=(5, 3))
+    deltas = rng.integers(scale_fields.DELTA_MIN, scale_fields.DELTA_MAX + 1, size=(5, 3))
     chroma_source = scales.CHROMA_SOURCE
     for chroma in (False, True):
         means = np.zeros((3, scales.MEAN_SOURCES, scales.MEAN_LEVELS), dtype=np.int64)
         middle = slice(2, 2 + scales.OLD_MEAN_LEVELS)  # (formats 6 to 8 have the middle levels)
-        means[:, : scales.LS_SOURCE, middle] = rng.integers(scales.MEAN_LOWEST, scales.MEAN_HIGHEST + 1,
+        means[:, : scales.LS_SOURCE, middle] = rng.integers(search.MEAN_LOWEST, search.MEAN_HIGHEST + 1,
                                                              size=(3, scales.LS_SOURCE, scales.OLD_MEAN_LEVELS))
         means[0, : scales.CHANNEL_SOURCES] = 0  # R has no channel before it, G one
         means[1, 1 : scales.CHANNEL_SOURCES] = 0
         means[2, 0, 3] = 0  # a level without an offset
         means[0 if chroma else slice(None), chroma_source] = 0  # (R has no chroma source; format 6 none)
         for classes in (None, rng.integers(-5, 5, size=(3, scales.SYMBOL_CLASSES))):
-            choice = scales.ScaleChoice([1, 0, -2], deltas, [8, 8, 16], classes, means)
+            choice = scale_fields.ScaleChoice([1, 0, -2], deltas, [8, 8, 16], classes, means)
             assert choice.chroma == chroma
             field = choice.pack()
-            per_patch, sharpness, back, got = scales.unpack_classes(field, 5, 3, means=True, chroma=chroma)
+            per_patch, sharpness, back, got = scale_fields.unpack_classes(field, 5, 3, means=True, chroma=chroma)
             assert np.array_equal(per_patch, choice.per_patch(5)) and sharpness == [8, 8, 16]
             assert np.array_equal(back, np.zeros_like(back) if classes is None else classes)
             assert np.array_equal(got, means)
             for bad in (field[:-1], field + b"\x00"):
                 with pytest.raises(BitstreamError, match="do not match"):
-                    scales.unpack_classes(bad, 5, 3, means=True, chroma=chroma)
+                    scale_fields.unpack_classes(bad, 5, 3, means=True, chroma=chroma)
         for c, j in ((0, 0), (0, 1), (1, 1)):
             wrong = means.copy()
             wrong[c, j, 2] = 3
             with pytest.raises(BitstreamError, match="not before"):
-                scales.unpack_classes(scales.ScaleChoice([1, 0, -2], deltas, [8, 8, 16], None, wrong).pack(), 5, 3,
-                                      means=True, chroma=chroma)
+                field = scale_fields.ScaleChoice([1, 0, -2], deltas, [8, 8, 16], None, wrong).pack()
+                scale_fields.unpack_classes(field, 5, 3, means=True, chroma=chroma)
 
 
 def test_format_9_fields_pack_unpack_and_corrupt_fields() -> None:
@@ -408,37 +408,37 @@ def test_format_9_fields_pack_unpack_and_corrupt_fields() -> None:
     from nlic.coding import least_squares
 
     rng = np.random.default_rng(8)
-    deltas = rng.integers(scales.DELTA_MIN, scales.DELTA_MAX + 1, size=(5, 3))
-    means = rng.integers(scales.MEAN_LOWEST, scales.MEAN_HIGHEST + 1, size=(3, scales.MEAN_SOURCES, scales.MEAN_LEVELS))
+    deltas = rng.integers(scale_fields.DELTA_MIN, scale_fields.DELTA_MAX + 1, size=(5, 3))
+    means = rng.integers(search.MEAN_LOWEST, search.MEAN_HIGHEST + 1, size=(3, scales.MEAN_SOURCES, scales.MEAN_LEVELS))
     means[0, : scales.CHANNEL_SOURCES] = means[1, 1 : scales.CHANNEL_SOURCES] = means[0, scales.CHROMA_SOURCE] = 0
     means[1, list(scales.LS_SOURCES)] = 0  # G without the least-squares sources: its coefficients are not stored
     coefficients = rng.integers(-3000, 3000, size=(3, least_squares.MOST_TERMS))
     for c in range(3):
         coefficients[c, least_squares.terms(c):] = 0
     for grey_red in (False, True):
-        choice = scales.ScaleChoice([1, 0, -2], deltas, [8, 8, 16], None, means, fine=True,
-                                    least_squares=coefficients)
+        choice = scale_fields.ScaleChoice([1, 0, -2], deltas, [8, 8, 16], None, means, fine=True,
+                                          least_squares=coefficients)
         field = choice.pack(grey_red=grey_red)
-        got = scales.unpack_fine(field, 5, 3)
+        got = scale_fields.unpack_fine(field, 5, 3)
         assert np.array_equal(got.per_patch, choice.per_patch(5)) and got.sharpness == [8, 8, 16]
         assert not got.classes.any() and np.array_equal(got.means, means) and got.grey_red == grey_red
         assert np.array_equal(got.least_squares[[0, 2]], coefficients[[0, 2]]) and not got.least_squares[1].any()
         for bad in (field[:-1], field + b"\x00", field[:-20]):
             with pytest.raises(BitstreamError, match="do not match"):
-                scales.unpack_fine(bad, 5, 3)
-    field = scales.ScaleChoice([1, 0, -2], deltas, [8, 8, 16], None, means, fine=True,
-                               least_squares=coefficients).pack()
+                scale_fields.unpack_fine(bad, 5, 3)
+    field = scale_fields.ScaleChoice([1, 0, -2], deltas, [8, 8, 16], None, means, fine=True,
+                                     least_squares=coefficients).pack()
     at = len(field) - 1 - 2 * (least_squares.terms(0) + least_squares.terms(2)) - 1  # the flags byte
     for flags in (b"\x02", b"\x81"):
         with pytest.raises(BitstreamError, match="flags"):
-            scales.unpack_fine(field[:at] + flags + field[at + 1 :], 5, 3)
+            scale_fields.unpack_fine(field[:at] + flags + field[at + 1 :], 5, 3)
     mask_only_red = field[: at + 1] + b"\x01" + field[at + 2 : at + 2 + 2 * least_squares.terms(0)]
     with pytest.raises(BitstreamError, match="least-squares"):
-        scales.unpack_fine(mask_only_red, 5, 3)
-    grey = scales.ScaleChoice([1], deltas[:, :1], [8], None, means[:1], fine=True, least_squares=coefficients[:1])
+        scale_fields.unpack_fine(mask_only_red, 5, 3)
+    grey = scale_fields.ScaleChoice([1], deltas[:, :1], [8], None, means[:1], fine=True, least_squares=coefficients[:1])
     with pytest.raises(BitstreamError, match="flags"):
-        scales.unpack_fine(grey.pack(grey_red=True), 5, 1)
-    assert scales.unpack_fine(grey.pack(), 5, 1).least_squares[0, : least_squares.terms(0)].tolist() == \
+        scale_fields.unpack_fine(grey.pack(grey_red=True), 5, 1)
+    assert scale_fields.unpack_fine(grey.pack(), 5, 1).least_squares[0, : least_squares.terms(0)].tolist() == \
         coefficients[0, : least_squares.terms(0)].tolist()
 
 
@@ -479,12 +479,12 @@ def test_a_second_sweep_frees_what_an_earlier_source_took_from_a_later_one(monke
     def bits(offsets: np.ndarray) -> float:
         moved = scales.shifted(table, scales.mean_shift(levels[0], offsets[0], 1))
         K = table.shape[1] // 3
-        return scales._CodeLength(moved[:, :K], moved[:, K : 2 * K], moved[:, 2 * K :], symbols, lo, hi, tau)(0)
+        return search._CodeLength(moved[:, :K], moved[:, K : 2 * K], moved[:, 2 * K :], symbols, lo, hi, tau)(0)
 
     found = {}
     for sweeps in (1, 2):
-        monkeypatch.setattr(scales, "MEAN_SWEEPS", sweeps)
-        found[sweeps] = scales.choose_means([table], [symbols], [lo], [hi], levels, base, tau)
+        monkeypatch.setattr(search, "MEAN_SWEEPS", sweeps)
+        found[sweeps] = search.choose_means([table], [symbols], [lo], [hi], levels, base, tau)
     assert found[1][0, 2].any() and not np.array_equal(found[1], found[2])
     assert bits(found[2]) < 0.99 * bits(found[1]) < 0.99 * bits(0 * found[1])
 
@@ -619,18 +619,18 @@ def test_chroma_offsets_for_red_are_refused() -> None:
     channels, patches = 3, 4
     means = np.zeros((channels, scales.MEAN_SOURCES, scales.MEAN_LEVELS), dtype=np.int64)
     means[1, scales.CHROMA_SOURCE, 2] = 5
-    choice = scales.ScaleChoice([0, 0, 0], np.zeros((patches, channels), dtype=np.int64), [8, 8, 8], None, means)
+    choice = scale_fields.ScaleChoice([0, 0, 0], np.zeros((patches, channels), dtype=np.int64), [8, 8, 8], None, means)
     assert choice.chroma
-    *_, found = scales.unpack_classes(choice.pack(), patches, channels, means=True, chroma=True)
+    *_, found = scale_fields.unpack_classes(choice.pack(), patches, channels, means=True, chroma=True)
     assert np.array_equal(found, means)
     means[0, scales.CHROMA_SOURCE, 3] = -2
     with pytest.raises(BitstreamError, match="chroma"):
-        scales.unpack_classes(choice.pack(), patches, channels, means=True, chroma=True)
+        scale_fields.unpack_classes(choice.pack(), patches, channels, means=True, chroma=True)
     # a format 6 field (no chroma offsets) reads back with the chroma source zero
     means[:, scales.CHROMA_SOURCE] = 0
-    six = scales.ScaleChoice([0, 0, 0], np.zeros((patches, channels), dtype=np.int64), [8, 8, 8], None, means)
+    six = scale_fields.ScaleChoice([0, 0, 0], np.zeros((patches, channels), dtype=np.int64), [8, 8, 8], None, means)
     assert not six.chroma
-    *_, found = scales.unpack_classes(six.pack(), patches, channels, means=True)
+    *_, found = scale_fields.unpack_classes(six.pack(), patches, channels, means=True)
     assert np.array_equal(found, means)
 
 

@@ -21,15 +21,15 @@ tile chunk (formats 2 to 11)::
                       and the network reads residuals clamped to its bound (Patches.context_limit)
     kind 4, learned (format 4): as kind 3 with ``scales_len u16`` and scales holding the tile's
                       offsets, its mixture sharpness and a delta per 64x64 patch and channel
-                      (nlic.coding.scales.pack_patches)
+                      (nlic.coding.scale_fields.pack_patches)
     kind 5, learned (format 5): as kind 4 with, after the deltas, per channel a bit mask of the
                       symbol classes that carry a log-scale offset and a signed byte per such class
-                      (nlic.coding.scales.pack_classes)
+                      (nlic.coding.scale_fields.pack_classes)
     kind 6, learned (format 6): as kind 5 (its class offsets all zero where the tile has none)
                       with, after the class offsets, per channel and mean source (the channel
                       before, the one before that, the MED and the W-N average predictors) a
                       one-byte mask of the mean levels that carry a mean offset and a signed byte
-                      (1/16 bin) per such level (nlic.coding.scales.pack_means)
+                      (1/16 bin) per such level (nlic.coding.scale_fields.pack_means)
     kind 7, learned (format 7): as kind 6 with a fifth mean source per channel after those four,
                       the chroma prediction (the pixel's R plus the MED prediction of the channel's
                       difference from R; its mask and offsets zero for R)
@@ -50,7 +50,7 @@ tile chunk (formats 2 to 11)::
     kind 11, learned (format 11): as kind 9 with, after the least-squares coefficients, per channel
                       an eight-byte mask of the 64 pixel phases (row % 8 * 8 + column % 8 within
                       the tile) that carry a log-scale offset and a signed byte per such phase
-                      (nlic.coding.scales.choose_phases)
+                      (nlic.coding.search.choose_phases)
 
 ``extras`` holds an optional losslessly coded alpha plane.  ``recon_crc`` is the crc32 of the
 reconstruction the encoder computed: a decoder that diverged would be caught instead of writing a

@@ -40,7 +40,7 @@ from nlic.bitstream.container import (
     Container,
     TileChunk,
 )
-from nlic.coding import adaptation, fallback, grid, scales
+from nlic.coding import adaptation, fallback, grid, scale_fields
 from nlic.coding.residual import Patches, ResidualCoder, TileStream
 from nlic.entropy.pmf import SHARPNESS_STEPS
 from nlic.entropy.range_coder import guard_latent_decoders
@@ -625,19 +625,20 @@ class ImageCodec:
         grey_red = chunk.kind == LEARNED_V8
         phases = None
         if chunk.kind in (LEARNED_V9, LEARNED_V11):
-            field = scales.unpack_fine(chunk.scales, n_patches, channels, phases=chunk.kind == LEARNED_V11)
+            field = scale_fields.unpack_fine(chunk.scales, n_patches, channels, phases=chunk.kind == LEARNED_V11)
             phases = field.phases
             log_scales, sharpness = field.per_patch, field.sharpness
             class_offsets, mean_offsets = field.classes, field.means
             grey_red, coefficients = field.grey_red, field.least_squares
         elif chunk.kind in (LEARNED_V5, LEARNED_V6, LEARNED_V7, LEARNED_V8):
-            log_scales, sharpness, class_offsets, mean_offsets = scales.unpack_classes(
+            log_scales, sharpness, class_offsets, mean_offsets = scale_fields.unpack_classes(
                 chunk.scales, n_patches, channels, means=chunk.kind != LEARNED_V5,
                 chroma=chunk.kind in (LEARNED_V7, LEARNED_V8))
         elif chunk.kind == LEARNED_V4:
-            log_scales, sharpness = scales.unpack_patches(chunk.scales, n_patches, channels)
+            log_scales, sharpness = scale_fields.unpack_patches(chunk.scales, n_patches, channels)
         else:
-            log_scales = scales.ScaleChoice(scales.unpack(chunk.scales, channels), None).per_patch(n_patches)
+            stored = scale_fields.unpack(chunk.scales, channels)
+            log_scales = scale_fields.ScaleChoice(stored, None).per_patch(n_patches)
         patches = self._patches(x_hat, features, h, w, tau, channels, coder.head, clamped=format3)
         stream = TileStream(chunk.residual, patches, layers, log_scales, sharpness, class_offsets, mean_offsets,
                             grey_red=grey_red, fine=chunk.kind in (LEARNED_V9, LEARNED_V11),

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from nlic.coding import least_squares, scales
+from nlic.coding import least_squares, scale_fields, scales, search
 from nlic.compiled import numba
 from nlic.entropy.pmf import SHARPNESS_STEPS, Classes, plan_escapes, plan_group
 from nlic.entropy.range_coder import SymbolDecoder, SymbolEncoder
@@ -310,7 +310,7 @@ class ResidualCoder:
         ``margin`` of them: both estimated on the evenly spaced sample :meth:`scale_offsets` starts
         from, each under its best log-scale offset, the grey heads evaluated on those pixels alone
         (from their gathered neighbours: a small part of a whole tile's network pass)."""
-        take, (colour,), (symbols,), (lo,), (hi,) = self._sample([red], bins, patches, scales.SAMPLES)
+        take, (colour,), (symbols,), (lo,), (hi,) = self._sample([red], bins, patches, search.SAMPLES)
         plane = patches.context(bins[:, 0] * bin_width(tau)).numpy()
         S, halo = plane.shape[-1], self.halo
         padded = np.pad(plane, ((0, 0), (halo, halo), (halo, halo)))
@@ -318,31 +318,31 @@ class ResidualCoder:
         taps = np.stack([padded[p, i + di, j + dj] for di, dj in self.offsets], 1).astype(np.float32)
         with exact_float32():
             grey = self.head.plane_table(torch.from_numpy(taps).to(self.head.device))
-        ours, theirs = (scales.choose([t], [symbols], [lo], [hi], tau)[1] for t in (colour, grey))
+        ours, theirs = (search.choose([t], [symbols], [lo], [hi], tau)[1] for t in (colour, grey))
         return theirs < ours * (1 - margin)
 
     def scale_offsets(self, params: list[ChannelParams], bins: Tensor, patches: Patches, tau: int,
-                      per_patch: bool = True, context: SymbolContext | None = None) -> scales.ScaleChoice:
+                      per_patch: bool = True, context: SymbolContext | None = None) -> scale_fields.ScaleChoice:
         """Each channel's log-scale offset for this tile (:mod:`nlic.coding.scales`), chosen on an
         evenly spaced sample of its symbols, then (``per_patch``: format 4) each channel's mixture
         sharpness on the same sample and each patch's delta on a larger one, then (formats 5 and 6,
         where the model's taps hold the neighbours) each channel's mean offsets per source and mean
         level on every second symbol of that one, and under them its offsets per symbol class
         (``context``: the tile's :meth:`symbol_context`, when computed already)."""
-        _, *fields = self._sample(params, bins, patches, scales.SAMPLES)
-        offsets, _ = scales.choose(*fields, tau)
+        _, *fields = self._sample(params, bins, patches, search.SAMPLES)
+        offsets, _ = search.choose(*fields, tau)
         if not per_patch:
-            return scales.ScaleChoice(offsets, None)
-        sharpness = scales.choose_sharpness(*fields, tau, offsets)
+            return scale_fields.ScaleChoice(offsets, None)
+        sharpness = search.choose_sharpness(*fields, tau, offsets)
         if any(s != SHARPNESS_STEPS for s in sharpness):  # the offsets that suit the sharpened mixtures
-            offsets, _ = scales.choose(*fields, tau, sharpness)
+            offsets, _ = search.choose(*fields, tau, sharpness)
         P = patches.valid.shape[0]
-        take, *fields = self._sample(params, bins, patches, scales.PATCH_SAMPLES * P)
+        take, *fields = self._sample(params, bins, patches, search.PATCH_SAMPLES * P)
         patch = take // (PATCH * PATCH)
-        deltas, _ = scales.refine(*fields, patch, P, tau, offsets, sharpness)
-        choice = scales.ScaleChoice(offsets, deltas, sharpness)
+        deltas, _ = search.refine(*fields, patch, P, tau, offsets, sharpness)
+        choice = scale_fields.ScaleChoice(offsets, deltas, sharpness)
         if self.activity_taps is not None:
-            every = slice(None, None, scales.CLASS_SAMPLE_STRIDE)
+            every = slice(None, None, search.CLASS_SAMPLE_STRIDE)
             per = choice.per_patch(P)
             base = [per[patch[every], c] for c in range(len(params))]
             tables, *rest = ([x[every] for x in f] for f in fields)
@@ -354,13 +354,13 @@ class ResidualCoder:
                 skip = scales.CHROMA_SOURCE if not self.chroma_source else None
                 levels = [[None if lev is None or j == skip else lev[sampled] for j, lev in enumerate(c)]
                           for c in context.levels]
-                sub = slice(None, None, scales.MEAN_SAMPLE_STRIDE)
+                sub = slice(None, None, search.MEAN_SAMPLE_STRIDE)
                 source_bits = None
                 if context.least_squares is not None:  # the coefficients must pay for themselves
                     source_bits = [least_squares.bits(c) for c in range(len(params))]
-                means = scales.choose_means([t[sub] for t in tables], *([x[sub] for x in f] for f in rest),
+                means = search.choose_means([t[sub] for t in tables], *([x[sub] for x in f] for f in rest),
                                             [[None if lev is None else lev[sub] for lev in c] for c in levels],
-                                            [b[sub] for b in base], tau, sharpness, scale * scales.MEAN_SAMPLE_STRIDE,
+                                            [b[sub] for b in base], tau, sharpness, scale * search.MEAN_SAMPLE_STRIDE,
                                             source_bits)
                 if means.any():
                     choice.means = means
@@ -368,21 +368,21 @@ class ResidualCoder:
                         choice.fine, choice.least_squares = True, context.least_squares
             shifts = None if choice.means is None else [scales.mean_shift(lev, choice.means[c], bin_width(tau))
                                                         for c, lev in enumerate(levels)]
-            found = scales.choose_classes(tables, *rest, [cls[sampled] for cls in context.classes], base, tau,
+            found = search.choose_classes(tables, *rest, [cls[sampled] for cls in context.classes], base, tau,
                                           sharpness, scale, shifts)
             choice.classes = found if found.any() else None
-            if self.phases and choice.fine and tau <= scales.PHASE_MAX_TAU:  # format 11: under all the others
-                choice.phases = scales.choose_phases(
+            if self.phases and choice.fine and tau <= search.PHASE_MAX_TAU:  # format 11: under all the others
+                choice.phases = search.choose_phases(
                     *(self._phase_sample(choice, context, fields, take, per, part, tau)
-                      for part in (every, slice(1, None, scales.CLASS_SAMPLE_STRIDE))), tau, sharpness,
+                      for part in (every, slice(1, None, search.CLASS_SAMPLE_STRIDE))), tau, sharpness,
                     int(patches.valid.sum()))
         return choice
 
     @staticmethod
-    def _phase_sample(choice: scales.ScaleChoice, context: SymbolContext, fields: list, take: np.ndarray,
-                      per: np.ndarray, part: slice, tau: int) -> scales.PhaseSample:
+    def _phase_sample(choice: scale_fields.ScaleChoice, context: SymbolContext, fields: list, take: np.ndarray,
+                      per: np.ndarray, part: slice, tau: int) -> search.PhaseSample:
         """The symbols ``take[part]`` of the per-patch sample (``fields``: their tables, bins and
-        feasible bins) as :func:`scales.choose_phases` reads them: their phases, and their offsets and
+        feasible bins) as :func:`search.choose_phases` reads them: their phases, and their offsets and
         mean shifts under ``choice``."""
         sampled = take[part]
         patch = sampled // (PATCH * PATCH)
@@ -396,7 +396,7 @@ class ResidualCoder:
         if choice.means is not None:
             shifts = [scales.mean_shift([None if lev is None else lev[sampled] for lev in levels], choice.means[c],
                                         bin_width(tau)) for c, levels in enumerate(context.levels)]
-        return scales.PhaseSample(*([x[part] for x in f] for f in fields), scales.phase_of(sampled, PATCH), base,
+        return search.PhaseSample(*([x[part] for x in f] for f in fields), scales.phase_of(sampled, PATCH), base,
                                   shifts)
 
     @torch.no_grad()
@@ -405,7 +405,7 @@ class ResidualCoder:
                class_offsets: np.ndarray | None = None, mean_offsets: np.ndarray | None = None,
                context: SymbolContext | None = None, phase_offsets: np.ndarray | None = None) -> bytes:
         """Encode ``bins`` given their mixtures (:meth:`mixtures`), each patch's log-scale offsets
-        (``[P, c]``, :meth:`scales.ScaleChoice.per_patch`), each channel's sharpness, offsets
+        (``[P, c]``, :meth:`scale_fields.ScaleChoice.per_patch`), each channel's sharpness, offsets
         per symbol class (``[c, SYMBOL_CLASSES]``) and mean offsets (``[c, MEAN_SOURCES, MEAN_LEVELS]``):
         the symbols in the order the decoder meets them (wavefront by wavefront, channel by channel,
         each group's windows by width, then its escapes by span), planned PLAN_STEPS wavefronts of a
