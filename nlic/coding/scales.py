@@ -127,9 +127,8 @@ ACTIVITY_TAPS = ((0, -1), (-1, 0), (-1, -1), (-1, 1))
 #: surprise of the channel before it (G: R's; B: G's), of the one before that (B: R's), and the
 #: deviation of its own mean from each of PREDICTORS (MED and the average of W and N, from its own
 #: neighbours); a level cuts the source's signed distance at MEAN_LIMITS half bins on either side
-#: (0 .. MEAN_LEVELS - 1, the middle one within half a bin); offsets in 1/MEAN_STEPS bin, searched
-#: over MEAN_LOWEST .. MEAN_HIGHEST (two bins either way) in coarse steps then unit steps near the best, one
-#: source after the other, MEAN_SWEEPS times; format 7 adds G's and B's chroma source last (CHROMA below)
+#: (0 .. MEAN_LEVELS - 1, the middle one within half a bin); offsets in 1/MEAN_STEPS bin (the encoder's
+#: search: :mod:`nlic.coding.search`); format 7 adds G's and B's chroma source last (CHROMA below)
 CHANNEL_SOURCES = 2
 MEAN_LIMITS = SURPRISE_LIMITS
 #: format 9 cuts every source finer and wider (-0.4 % at tau = 0 on 14 held-out photos; the

@@ -34,6 +34,8 @@ SHARPNESS = (4, 6, 8, 10, 12, 16, 20, 24, 32, 48, 64)
 #: a class's offset is stored when its estimated saving (scaled from the sample to the tile) passes
 #: the byte it costs
 CLASS_MIN_BITS = 8.0
+#: mean offsets searched, in 1/MEAN_STEPS bin: two bins either way, in MEAN_COARSE steps from 0 then unit
+#: steps near the best, one source after the other, MEAN_SWEEPS times
 MEAN_LOWEST, MEAN_HIGHEST, MEAN_COARSE = -32, 32, 8
 #: a mean offset is stored when its estimated saving passes the byte it costs
 MEAN_MIN_BITS = 8.0
