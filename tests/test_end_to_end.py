@@ -34,6 +34,19 @@ def test_api_round_trip_every_tau(tiny_model: Path, photo: np.ndarray, tile: int
             assert max_err(rec, photo) > 0  # tau > 0 is really used
 
 
+def test_warm_up_codes_a_crop_and_leaves_the_files_unchanged(tiny_model: Path, photo: np.ndarray) -> None:
+    """``Codec.warm_up`` (run before timing by the evaluation and the bench) codes colour and grey
+    photos without a trace: the files made after it are the bytes a codec that never warmed up makes."""
+    grey = np.ascontiguousarray(photo[..., 1])
+    cold = load_codec(tiny_model)
+    expected = {(tau, image.ndim): cold.compress(image, tau).data for tau in (0, 2) for image in (photo, grey)}
+    warm = load_codec(tiny_model)
+    for image in (photo, grey):
+        assert warm.warm_up(image, (0, 2)) > 0
+    for (tau, ndim), data in expected.items():
+        assert warm.compress(photo if ndim == 3 else grey, tau).data == data
+
+
 def test_read_only_images_code_without_warnings(tiny_model: Path, photo: np.ndarray) -> None:
     """``np.asarray`` of a PIL image is read-only: the API codes it (colour and grey) as it is,
     without torch's warning about non-writable arrays, and leaves it untouched."""

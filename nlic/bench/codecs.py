@@ -219,19 +219,15 @@ class JpegXlLossyCodec(Codec):
 _NLIC_MODELS: dict[tuple[str | None, bool], Any] = {}
 
 
-def _warm_up(codec: Any, gray: bool) -> None:
-    """Code a 64x64 crop of the package's demo photo at tau 0 and 2, untimed, before the first timed
-    image: the coder's compiled (numba) code is compiled on its first call after an install (seconds)
-    and loaded from numba's cache on its first call in a process (about 0.3 s), a one-time cost that
-    would otherwise land in the first image's s/MP."""
+def _demo_photo(gray: bool) -> np.ndarray:
+    """The package's demo photo, grey or RGB (what :meth:`nlic.api.Codec.warm_up` codes before the
+    first timed image)."""
     from PIL import Image
 
     from nlic.data.images import DEMO_IMAGE
 
     with Image.open(DEMO_IMAGE) as img:
-        crop = np.array(img.convert("L" if gray else "RGB"))[:64, :64]
-    for tau in (0, 2):
-        codec.decompress(codec.compress(crop, tau).data)
+        return np.array(img.convert("L" if gray else "RGB"))
 
 
 def _load_nlic(model: str | None, learned_only: bool = False) -> Any:
@@ -264,7 +260,7 @@ class NlicCodec(Codec):
 
     @classmethod
     def prepare(cls, options: CodecOptions) -> None:
-        _warm_up(_load_nlic(options.model, cls.learned_only), options.gray)
+        _load_nlic(options.model, cls.learned_only).warm_up(_demo_photo(options.gray))
 
     def encode(self, image: np.ndarray) -> bytes:
         # a writable copy: torch.from_numpy warns on the runner's read-only arrays

@@ -49,7 +49,9 @@ def evaluate_model(model_path: str | Path, images: list[tuple[str, np.ndarray]],
     from nlic.coding.image import ImageCodec
 
     codec = load_codec(model_path, tile=tile, stored_fallback=False)
-    _warm_up(codec, images, taus)
+    if images:
+        log.info("coder warmed up in %.1f s (compiled code built or loaded once, not counted in the timings)",
+                 codec.warm_up(images[0][1], taus))
     rows = _code_images(codec, images, taus)
     summary = summarize(rows)
     if without_bias_correction and codec.image_codec.model.residual.tau_head is not None:
@@ -59,25 +61,6 @@ def evaluate_model(model_path: str | Path, images: list[tuple[str, np.ndarray]],
         summary.update({k.replace("_tau", "_nobias_tau"): v for k, v in summarize(extra, NO_BIAS).items()})
         rows += extra
     return rows, summary
-
-
-#: side of the crop :func:`_warm_up` codes (one 64x64 patch, the coder's unit)
-WARM_UP_SIDE = 64
-
-
-def _warm_up(codec, images: list[tuple[str, np.ndarray]], taus: list[int]) -> None:
-    """Code a small crop of the first image once at every tau, untimed.  The coder's compiled (numba)
-    functions are compiled on their first call after an install (seconds, once: later processes load
-    them from numba's cache) and loaded on their first call in a process (about 0.3 s); left in the
-    first image's time, that one-time cost made its s/MP tens of times the coder's."""
-    if not images:
-        return
-    start = time.perf_counter()
-    crop = np.ascontiguousarray(images[0][1][:WARM_UP_SIDE, :WARM_UP_SIDE])
-    for tau in taus:
-        codec.decompress(codec.compress(crop, tau).data)
-    log.info("coder warmed up in %.1f s (compiled code built or loaded once, not counted in the timings)",
-             time.perf_counter() - start)
 
 
 def _code_images(codec, images: list[tuple[str, np.ndarray]], taus: list[int],
