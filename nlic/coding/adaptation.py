@@ -30,9 +30,9 @@ STEP_DIVISOR = 1024
 #: deltas are int8
 DELTA_LIMIT = 127
 #: fitting: Adam iterations, their step (in delta steps) and the pixels they see.  Adam's first
-#: steps move every delta by about the step at once: at 8 steps the fit threw the current models' layers
+#: steps move every delta by about the step at once: at 8 steps the fit threw the default model's layers
 #: far off (astronaut's 512-pixel tile, tau 0: B's sampled bits 4.40 -> 8.24 a symbol at the first
-#: iteration, 7.77 at the 40th) and no adaptation was ever kept; at 0.5 each channel's bits fall from
+#: iteration, 7.77 at the 40th) and no channel's fit was kept; at 0.5 each channel's bits fall from
 #: the first iteration on (B 4.40 -> 3.58 without log-scale offsets; 1 and 2 did about as well, 4 not)
 ITERATIONS = 40
 LEARNING_RATE = 0.5
