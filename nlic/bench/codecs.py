@@ -220,14 +220,13 @@ _NLIC_MODELS: dict[tuple[str | None, bool], Any] = {}
 
 
 def _demo_photo(gray: bool) -> np.ndarray:
-    """The package's demo photo, grey or RGB (what :meth:`nlic.api.Codec.warm_up` codes before the
-    first timed image)."""
-    from PIL import Image
+    """The package's demo photo, grey or RGB, read as the bench reads its images (what
+    :meth:`nlic.api.Codec.warm_up` codes before the first timed image)."""
+    from nlic.data.crops import to_gray
+    from nlic.data.images import DEMO_IMAGE, load_rgb
 
-    from nlic.data.images import DEMO_IMAGE
-
-    with Image.open(DEMO_IMAGE) as img:
-        return np.array(img.convert("L" if gray else "RGB"))
+    pixels = load_rgb(DEMO_IMAGE)
+    return to_gray(pixels) if gray else pixels
 
 
 def _load_nlic(model: str | None, learned_only: bool = False) -> Any:
