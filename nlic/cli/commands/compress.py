@@ -56,7 +56,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="keep the learned code of every tile, even where the stored fallback is smaller (studies)")
     p.add_argument("--adapt", action="store_true",
                    help="re-fit the model's output layers to every tile and store the change where it pays "
-                        "(encoding about 3x slower, decoding about 1.25x; at tau 0 it saved 0.9 %% of the default "
+                        "(encoding about 2.7x slower, decoding about 1.25x; at tau 0 it saved 0.8 %% of the default "
                         "model's learned code on its held-out photos)")
     p.add_argument("--colour-red", action="store_true",
                    help="code every colour tile's R with the colour heads, never the grey heads (formats 8, 9): "
