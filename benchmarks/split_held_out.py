@@ -17,9 +17,8 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from nlic.data.images import list_images
 from nlic.project import config_dir
-
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
 
 
 def held_out_stems() -> list[str]:
@@ -40,11 +39,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("held_out", type=Path, help="new folder for the held-out photos")
     p.add_argument("--rest", type=Path, default=None, help="new folder for every other photo")
     args = p.parse_args(argv)
-    if not args.source.is_dir():
-        print(f"split_held_out: no such folder: {args.source}", file=sys.stderr)
-        return 2
     stems = set(held_out_stems())
-    photos = sorted(f for f in args.source.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+    try:
+        photos = list_images(args.source)  # the files training reads from data.root (recursively)
+    except FileNotFoundError as err:  # no such folder, or no images in it
+        print(f"split_held_out: {err}", file=sys.stderr)
+        return 2
     missing = stems - {f.stem for f in photos}
     if missing:
         print(f"split_held_out: {args.source} lacks held-out photos: {', '.join(sorted(missing))}", file=sys.stderr)
@@ -52,14 +52,15 @@ def main(argv: list[str] | None = None) -> int:
     for folder in (args.held_out, args.rest):
         if folder is not None:
             _empty_folder(folder)
-    copied = {"held_out": 0, "rest": 0}
     for photo in photos:
         target = args.held_out if photo.stem in stems else args.rest
-        if target is not None:
-            shutil.copy2(photo, target / photo.name)
-            copied["held_out" if target == args.held_out else "rest"] += 1
-    print(f"{copied['held_out']} held-out photos -> {args.held_out}"
-          + (f", {copied['rest']} others -> {args.rest}" if args.rest is not None else ""))
+        if target is not None:  # under the same sub-folder as in the source: no two files meet
+            copy = target / photo.relative_to(args.source)
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(photo, copy)
+    held = sum(f.stem in stems for f in photos)
+    print(f"{held} held-out photos -> {args.held_out}"
+          + (f", {len(photos) - held} others -> {args.rest}" if args.rest is not None else ""))
     return 0
 
 

@@ -61,3 +61,5 @@ def test_split_held_out_copies_the_configured_photos_and_overwrites_nothing(tmp_
     (source / "gcompris_heron.png").unlink()
     assert split.main([str(source), str(tmp_path / "other")]) == 2
     assert "gcompris_heron" in capsys.readouterr().err and not (tmp_path / "other").exists()
+    assert split.main([str(tmp_path / "missing"), str(tmp_path / "other")]) == 2
+    assert "not found" in capsys.readouterr().err and not (tmp_path / "other").exists()
